@@ -1,0 +1,219 @@
+"""Mixing registry and the pair-mixing machinery shared by BC, BC+ and superclass mixup.
+
+Every mixer is a drop-in for timm's ``Mixup``: ``mixer(x, target) -> (x_mixed, soft_target)`` with a
+``mixup_enabled`` switch; ``collate=True`` gives a ``FastCollateMixup``-compatible collate for timm's
+prefetcher path. A pair mixer draws, for every element i, a partner j(i) and a ratio lam_i, and returns
+image mix(x_i, x_j(i), lam_i) with target lam_i * t_i + (1 - lam_i) * t_j(i) (timm's label smoothing).
+"""
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from timm.data.mixup import FastCollateMixup, Mixup
+
+_MIXERS: Dict[str, Callable] = {}
+
+# Elements per chunk when mixing: keeps the gathered partner block in cache instead of a full-size copy.
+_CHUNK_BYTES = 1 << 20
+
+
+def register_mixup(name: str, factory: Optional[Callable] = None):
+    """Register ``factory(num_classes, label_smoothing, collate, **kwargs) -> mixer`` under ``name``.
+
+    Usable as a decorator (``@register_mixup('mine')``) or a call; third-party code may add names.
+    """
+    def _add(fn):
+        _MIXERS[name] = fn
+        return fn
+    return _add(factory) if factory is not None else _add
+
+
+def list_mixups() -> Sequence[str]:
+    return sorted(_MIXERS)
+
+
+def create_mixup(
+        name: str,
+        num_classes: int,
+        label_smoothing: Optional[float] = None,
+        collate: bool = False,
+        **kwargs,
+):
+    """Create a registered mixer (``bc``, ``bcplus``, ``superclass``, timm's ``mixup`` / ``cutmix``, ...).
+
+    ``label_smoothing=None`` uses the method's published default: 0.1 for timm's mixup/cutmix (timm's
+    ``Mixup`` default), 0.0 for BC, BC+ and superclass mixup (their papers use none).
+    ``collate=True`` returns a collate callable for timm's ``create_loader(collate_fn=...)`` prefetcher path.
+    """
+    if name not in _MIXERS:
+        raise ValueError(f'Unknown mixing method {name!r}; known methods: {", ".join(list_mixups())}. '
+                         f'Third-party methods are added with timm_mixplug.register_mixup(name, factory).')
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f'num_classes must be an integer >= 2 for mixing, got {num_classes!r}.')
+    return _MIXERS[name](num_classes=num_classes, label_smoothing=label_smoothing, collate=collate, **kwargs)
+
+
+def _timm_mixup(default_mixup: float, default_cutmix: float):
+    def factory(num_classes, label_smoothing=None, collate=False, mixup_alpha=default_mixup,
+                cutmix_alpha=default_cutmix, **kwargs):
+        cls = FastCollateMixup if collate else Mixup
+        smoothing = 0.1 if label_smoothing is None else label_smoothing
+        return cls(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=smoothing,
+                   num_classes=num_classes, **kwargs)
+    return factory
+
+
+register_mixup('mixup', _timm_mixup(1.0, 0.0))
+register_mixup('cutmix', _timm_mixup(0.0, 1.0))
+
+
+def check_labels(target: torch.Tensor, num_classes: int, batch_size: int) -> None:
+    """One clear error for an odd batch or class indices outside [0, num_classes)."""
+    if batch_size % 2:
+        raise ValueError(f'Mixing needs an even batch size, got {batch_size}; use an even --batch-size '
+                         f'and drop_last=True (timm\'s training loader drops the last batch).')
+    if target.ndim != 1 or target.is_floating_point():
+        raise ValueError(f'Mixing expects integer class indices shaped (batch,), got a {target.dtype} tensor '
+                         f'shaped {tuple(target.shape)}; apply the mixer before any one-hot encoding.')
+    lo, hi = torch.aminmax(target)
+    lo, hi = int(lo), int(hi)
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f'Labels must lie in [0, {num_classes - 1}] but the batch holds {lo}..{hi}; '
+                         f'set num_classes (--num-classes) to the dataset\'s number of classes.')
+
+
+def pair_target(
+        y1: torch.Tensor,
+        y2: torch.Tensor,
+        lam: torch.Tensor,
+        num_classes: int,
+        smoothing: float = 0.0,
+) -> torch.Tensor:
+    """lam * t1 + (1 - lam) * t2 with timm's smoothed one-hot t (off = s/C, on = 1 - s + s/C)."""
+    lam = lam.to(torch.float32).view(-1, 1)
+    out = torch.zeros((y1.numel(), num_classes), device=y1.device, dtype=torch.float32)
+    out.scatter_(1, y1.view(-1, 1), lam).scatter_add_(1, y2.view(-1, 1), 1.0 - lam)
+    if smoothing:
+        out.mul_(1.0 - smoothing).add_(smoothing / num_classes)
+    return out
+
+
+def chunks(x: torch.Tensor):
+    """Slices of about ``_CHUNK_BYTES`` (at least one element) along the batch dimension."""
+    per = max(1, x[0].numel() * 4) if len(x) else 1
+    step = max(1, _CHUNK_BYTES // per)
+    return [slice(i, i + step) for i in range(0, len(x), step)]
+
+
+def bshape(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """View a per-element vector for broadcasting over an ``ndim``-dimensional batch."""
+    return v.view(-1, *([1] * (ndim - 1)))
+
+
+class PairMixer:
+    """Base class: subclasses implement ``sample`` (partners and ratios) and may override ``mix_chunk``.
+
+    Mixing works in place on the batch, like timm's ``Mixup``.
+    """
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0):
+        self.num_classes = num_classes
+        self.label_smoothing = float(label_smoothing)
+        self.mixup_enabled = True
+        self._scratch = None
+
+    def sample(self, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return (partner index (B,), ratio lam (B,) float32), both on target's device."""
+        raise NotImplementedError
+
+    def prepare(self, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, load: Optional[Callable]):
+        """Per-batch coefficients used by ``mix_chunk`` (default: the ratio itself)."""
+        return lam
+
+    def mix_chunk(self, x1: torch.Tensor, x2: torch.Tensor, coef, sl: slice, out: torch.Tensor) -> torch.Tensor:
+        """out = lam x1 + (1 - lam) x2 (mixup's eq.) for the elements in ``sl``; may overwrite x2."""
+        return torch.lerp(x2, x1, bshape(coef[sl], x1.ndim).to(x1.dtype), out=out)
+
+    def _partners(self, x: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+        """x[partner], into a buffer kept between calls on the CPU (fresh pages cost more than the mix)."""
+        if x.device.type != 'cpu':  # device caching allocators make a fresh tensor cheap
+            return x.index_select(0, partner)
+        if self._scratch is None or self._scratch.shape != x.shape or self._scratch.dtype != x.dtype:
+            self._scratch = torch.empty_like(x)
+        return torch.index_select(x, 0, partner, out=self._scratch)
+
+    def mix_(self, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor,
+             load: Callable = None, store: Callable = None) -> torch.Tensor:
+        """Mix ``x`` in place. For non-float batches ``load`` maps a chunk to float mixing space and ``store``
+        maps the result back, chunk by chunk so the float temporaries stay in cache."""
+        x2 = self._partners(x, partner)
+        if load is None:
+            coef = self.prepare(x, partner, lam, None)
+            return self.mix_chunk(x, x2, coef, slice(None), out=x)
+        coef = self.prepare(x, partner, lam, load)
+        for sl in chunks(x):
+            y = load(x2[sl])
+            x[sl] = store(self.mix_chunk(load(x[sl]), y, coef, sl, out=y), sl, coef)
+        return x
+
+    def targets(self, target, partner, lam):
+        return pair_target(target, target[partner], lam, self.num_classes, self.label_smoothing)
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor):
+        check_labels(target, self.num_classes, len(x))
+        if not self.mixup_enabled:
+            ones = torch.ones(len(target), device=target.device)
+            return x, pair_target(target, target, ones, self.num_classes, self.label_smoothing)
+        partner, lam = self.sample(target)
+        return self.mix_(x, partner, lam), self.targets(target, partner, lam)
+
+    def collate_uint8(self, images: torch.Tensor, target: torch.Tensor):
+        """Mix a uint8 batch in place (prefetcher path); exact up to rounding for linear mixes."""
+        partner, lam = self.sample(target)
+        self.mix_(images, partner, lam, load=lambda t: t.float(), store=lambda y, sl, c: y.round_())
+        return images, self.targets(target, partner, lam)
+
+
+def stack_uint8(batch) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Stack a list of (uint8 image, label) into (uint8 (B, C, H, W), int64 (B,)), as timm's fast_collate."""
+    first = batch[0][0]
+    if isinstance(first, np.ndarray):
+        images = torch.from_numpy(np.stack([b[0] for b in batch]))
+    else:
+        images = torch.stack([b[0] for b in batch])
+    if images.dtype != torch.uint8:
+        raise ValueError(f'The mixing collate expects uint8 images (timm\'s prefetcher transforms), got '
+                         f'{images.dtype}; use collate=False and mix after the loader instead.')
+    target = torch.as_tensor([int(b[1]) for b in batch], dtype=torch.int64)
+    return images, target
+
+
+class PairMixCollate(FastCollateMixup):
+    """``FastCollateMixup`` contract for a ``PairMixer``: list[(uint8 image, label)] -> (uint8 batch, soft target).
+
+    Subclasses timm's class so ``PrefetchLoader.mixup_enabled`` reaches it; the switch is shared with the
+    wrapped mixer.
+    """
+
+    def __init__(self, mixer: PairMixer):  # timm's __init__ is not called: the mixer holds the settings
+        self.mixer = mixer
+
+    @property
+    def mixup_enabled(self):
+        return self.mixer.mixup_enabled
+
+    @mixup_enabled.setter
+    def mixup_enabled(self, value):
+        self.mixer.mixup_enabled = value
+
+    @property
+    def num_classes(self):
+        return self.mixer.num_classes
+
+    def __call__(self, batch, _=None):
+        images, target = stack_uint8(batch)
+        check_labels(target, self.mixer.num_classes, len(images))
+        if not self.mixer.mixup_enabled:
+            ones = torch.ones(len(target))
+            return images, pair_target(target, target, ones, self.mixer.num_classes, self.mixer.label_smoothing)
+        return self.mixer.collate_uint8(images, target)
