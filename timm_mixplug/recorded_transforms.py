@@ -19,7 +19,7 @@ report; seed 002, sec. 3.2):
 Randomness comes from torch's global generators (CPU for per-batch scalars, the batch's device for per-sample
 draws), so everything is reproducible under ``torch.manual_seed``.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -182,6 +182,9 @@ def ricap(
         beta: float = 0.3,
         border_margin: int = 0,
         label_smoothing: float = 0.0,
+        boundary: Optional[Tuple[int, int]] = None,
+        perms: Optional[Sequence[torch.Tensor]] = None,
+        offsets: Optional[Sequence[Tuple[int, int]]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
     """RICAP on a (B, C, H, W) batch with int labels (B,) or soft targets (B, num_classes).
 
@@ -189,10 +192,11 @@ def ricap(
     pixel), ``ricap_perm`` (4, B) source image of each patch, ``ricap_offsets`` (4, 2) crop (x, y) per
     patch, ``ricap_wh`` (2,) the boundary. CE against ``soft_target`` equals RICAP's
     sum_k area_k / (W H) * CE(out, y_perm_k) (CE is linear in the target).
+    ``boundary`` (w, h), ``perms`` (4 permutations) and ``offsets`` (4 (x, y)) replay recorded draws.
     """
     B, C, H, W = x.shape
     dev = x.device
-    w, h = ricap_boundary(H, W, beta, border_margin)
+    w, h = ricap_boundary(H, W, beta, border_margin) if boundary is None else (int(boundary[0]), int(boundary[1]))
     sizes = [(w, h), (W - w, h), (w, H - h), (W - w, H - h)]
     places = [(0, 0), (w, 0), (0, h), (w, h)]
     out = torch.empty_like(x)
@@ -201,9 +205,12 @@ def ricap(
     perms, offs = [], []
     for k in range(4):  # four patches; each is one batched gather, no per-sample loop
         pw, ph = sizes[k]
-        ox = int(torch.randint(0, W - pw + 1, ()))
-        oy = int(torch.randint(0, H - ph + 1, ()))
-        perm = torch.randperm(B, device=dev)
+        if offsets is None:
+            ox = int(torch.randint(0, W - pw + 1, ()))
+            oy = int(torch.randint(0, H - ph + 1, ()))
+        else:
+            ox, oy = (int(v) for v in offsets[k])
+        perm = torch.randperm(B, device=dev) if perms is None else perms[k].to(dev)
         perms.append(perm)
         offs.append((ox, oy))
         if pw and ph:
