@@ -202,7 +202,7 @@ def ricap(
     out = torch.empty_like(x)
     soft = _hard_or_soft(target, num_classes, label_smoothing)
     mixed = torch.zeros_like(soft)
-    perms, offs = [], []
+    used_perms, offs = [], []
     for k in range(4):  # four patches; each is one batched gather, no per-sample loop
         pw, ph = sizes[k]
         if offsets is None:
@@ -211,7 +211,7 @@ def ricap(
         else:
             ox, oy = (int(v) for v in offsets[k])
         perm = torch.randperm(B, device=dev) if perms is None else perms[k].to(dev)
-        perms.append(perm)
+        used_perms.append(perm)
         offs.append((ox, oy))
         if pw and ph:
             px, py = places[k]
@@ -220,7 +220,7 @@ def ricap(
     region = ricap_region_map(H, W, w, h, device=dev).expand(B, H, W)
     record = {
         'ricap_region': region,
-        'ricap_perm': torch.stack(perms),
+        'ricap_perm': torch.stack(used_perms),
         'ricap_offsets': torch.tensor(offs, device=dev),
         'ricap_wh': torch.tensor([w, h], device=dev),
     }

@@ -1,0 +1,181 @@
+"""Importance-sampled augmentation (seed 003): sampler, task, data layouts."""
+import argparse
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from timm.data.loader import fast_collate
+from timm_mixplug.nonharmonic import (
+    MultiViewDataset, NonHarmonicTask, add_nh_args, build_nh_task, multiview_collate, sample_views,
+    view_probabilities, wrap_nh_dataset,
+)
+from timm_mixplug.recorded_transforms import DeviceAugment
+
+
+# ------------------------------------------------------------------------------------------------ sampler
+def test_probabilities_from_known_losses():
+    losses = torch.tensor([[1.0, 3.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    p = view_probabilities(losses)
+    torch.testing.assert_close(p, torch.tensor([[0.25, 0.75, 0.0, 0.0], [0.25] * 4]))
+    # temperature: p ~ loss^(1/T)
+    torch.testing.assert_close(view_probabilities(losses[:1, :2], temperature=0.5), torch.tensor([[0.1, 0.9]]))
+    torch.testing.assert_close(view_probabilities(losses[:1, :2], temperature=2.0),
+                               torch.tensor([[1.0, 3 ** 0.5]]) / (1 + 3 ** 0.5))
+    # T = 0: the max-loss view (MaxUp)
+    torch.testing.assert_close(view_probabilities(losses[:1], temperature=0.0), torch.tensor([[0.0, 1.0, 0.0, 0.0]]))
+    # uniform floor
+    torch.testing.assert_close(view_probabilities(losses[:1], uniform_mix=0.2),
+                               torch.tensor([[0.25, 0.65, 0.05, 0.05]]))
+    # all-zero row -> uniform; huge losses with a small temperature stay finite
+    torch.testing.assert_close(view_probabilities(torch.zeros(1, 3)), torch.full((1, 3), 1 / 3))
+    p = view_probabilities(torch.tensor([[500.0, 1000.0]]), temperature=0.01)
+    assert torch.isfinite(p).all() and torch.allclose(p.sum(1), torch.ones(1))
+    with pytest.raises(ValueError):
+        view_probabilities(losses, temperature=-1)
+    with pytest.raises(ValueError):
+        view_probabilities(losses, uniform_mix=1.5)
+
+
+def test_zero_loss_view_never_chosen_and_frequencies():
+    losses = torch.tensor([[0.0, 1.0, 3.0]]).expand(4000, 3)
+    g = torch.Generator().manual_seed(0)
+    idx = sample_views(view_probabilities(losses), g)
+    assert (idx != 0).all()
+    freq = torch.bincount(idx, minlength=3).float() / len(idx)
+    assert abs(freq[2].item() - 0.75) < 0.03  # binomial sd ~0.007
+    # with a uniform floor the zero-loss view becomes possible
+    idx = sample_views(view_probabilities(losses, uniform_mix=0.3), g)
+    assert (idx == 0).any()
+
+
+def test_seeded_determinism():
+    p = view_probabilities(torch.rand(64, 4))
+    torch.manual_seed(3)
+    a = sample_views(p)
+    torch.manual_seed(3)
+    b = sample_views(p)
+    assert torch.equal(a, b)
+    a = sample_views(p, torch.Generator().manual_seed(1))
+    b = sample_views(p, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------------ task
+class SignModel(nn.Module):
+    """logits = 100 * a * [s, -s], s = mean of the image: an image of +1s has exactly zero CE for class 0,
+    an image of -1s has CE 200."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(()))
+        self.bn = nn.BatchNorm1d(1)
+
+    def forward(self, x):
+        s = x.flatten(1).mean(1, keepdim=True)
+        _ = self.bn(s)  # moves running stats in train mode
+        return 100 * self.a * torch.cat([s, -s], dim=1)
+
+
+def _sign_views(B, pattern=(1.0, -1.0, 1.0, -1.0)):
+    return torch.tensor(pattern).view(1, -1, 1, 1, 1).expand(B, -1, 3, 4, 4).clone()
+
+
+def test_task_picks_informative_views_and_reports_losses():
+    B = 6
+    task = NonHarmonicTask(SignModel(), num_views=4)
+    torch.manual_seed(0)
+    views, y = _sign_views(B), torch.zeros(B, dtype=torch.long)
+    chosen, idx, stats = task.choose(views, y)
+    assert (idx % 2 == 1).all()  # zero-loss views (index 0, 2) are never chosen
+    assert torch.equal(chosen, views[:, 1])
+    assert stats['nh_chosen_loss'].item() == pytest.approx(200.0)
+    assert stats['nh_mean_loss'].item() == pytest.approx(100.0)
+    assert stats['nh_max_loss'].item() == pytest.approx(200.0)
+    out = task(views, y)
+    out['loss'].backward()
+    assert out['output'].shape == (B, 2) and task.trainable_module.a.grad is not None
+    assert {'nh_chosen_loss', 'nh_mean_loss', 'nh_max_loss'} <= set(out)
+
+
+@pytest.mark.parametrize('mode', ['eval', 'train'])
+def test_scoring_leaves_bn_state_and_mode(mode):
+    model = SignModel()
+    model.bn.running_mean.fill_(0.5)
+    task = NonHarmonicTask(model, num_views=2, score_mode=mode)
+    task.train()
+    before = [b.clone() for b in model.bn.buffers()]
+    task.score(torch.randn(8, 3, 4, 4), torch.zeros(8, dtype=torch.long))
+    assert model.training
+    for a, b in zip(before, model.bn.buffers()):
+        assert torch.equal(a, b)
+
+
+def test_layouts_agree():
+    M, B = 3, 4
+    task = NonHarmonicTask(SignModel(), num_views=M)
+    views = torch.randn(B, M, 3, 4, 4)
+    y = torch.arange(B)
+    ref, ty = task.split_views(views, y)
+    flat = views.transpose(0, 1).reshape(M * B, 3, 4, 4)  # timm fast_collate: view-major
+    a, ta = task.split_views(flat, y.repeat(M))
+    b, tb = task.split_views([views[:, m] for m in range(M)], y)
+    assert torch.equal(ref, a) and torch.equal(ref, b) and torch.equal(ta, y) and torch.equal(tb, y)
+    with pytest.raises(ValueError):
+        task.split_views(torch.randn(B, M + 1, 3, 4, 4), y)
+
+
+class _Toy(torch.utils.data.Dataset):
+    def __init__(self, n=4):
+        self.n = n
+        self.transform = None
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        img = np.full((3, 4, 4), i, dtype=np.uint8)
+        return (img if self.transform is None else self.transform(img)), i
+
+
+def test_multiview_dataset_and_collates():
+    ds = _Toy()
+    rng = np.random.default_rng(0)
+    mv = MultiViewDataset(ds, num_views=3)
+    mv.transform = lambda a: (a + rng.integers(0, 100)).astype(np.uint8)  # as timm's create_loader sets it
+    assert ds.transform is None and mv.transform is not None
+    batch = [mv[i] for i in range(4)]
+    x, y = multiview_collate(batch)
+    assert x.shape == (4, 3, 3, 4, 4) and x.dtype == torch.uint8 and torch.equal(y, torch.arange(4))
+    assert not torch.equal(x[:, 0], x[:, 1])  # independent draws
+    flat, fy = fast_collate(batch)  # timm prefetcher path
+    task = NonHarmonicTask(SignModel(), num_views=3)
+    x2, y2 = task.split_views(flat, fy)
+    assert torch.equal(x2, x) and torch.equal(y2, y)
+
+
+def test_device_views_mixer_and_bf16_scoring():
+    from timm_mixplug import create_mixup
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model('test_resnet', num_classes=10)
+    mixer = create_mixup('mixup', num_classes=10)
+    task = NonHarmonicTask(model, num_views=2, mixer=mixer, view_augment=DeviceAugment(padding=4, cutout_length=8),
+                           score_dtype=torch.bfloat16, channels_last=True)
+    out = task(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
+    out['loss'].backward()
+    assert torch.isfinite(out['loss']) and out['output'].shape == (4, 10)
+    assert 0 <= out['nh_chosen_loss'] <= out['nh_max_loss'] + 1e-4
+    with pytest.raises(ValueError):  # mixing belongs after the choice
+        task(torch.randn(4, 3, 32, 32), torch.rand(4, 10))
+
+
+def test_args_roundtrip():
+    p = add_nh_args(argparse.ArgumentParser())
+    args = p.parse_args(['--nh-views', '4', '--nh-temperature', '0.5', '--nh-device-views', '--nh-view-cutout', '8'])
+    task = build_nh_task(args, SignModel())
+    assert task.num_views == 4 and task.temperature == 0.5 and task.view_augment.cutout_length == 8
+    assert wrap_nh_dataset(_Toy(), args).__class__ is _Toy  # device views: the loader is untouched
+    args = p.parse_args(['--nh-views', '2'])
+    assert isinstance(wrap_nh_dataset(_Toy(), args), MultiViewDataset)
