@@ -71,7 +71,8 @@ def test_bcplus_hand_computed():
     # D = sqrt(4/9 + 1/9) = sqrt(5)/3, x = (2/3 [-1, 1] + 1/3 [-2, 2]) / D = [-4/sqrt5, 4/sqrt5]
     mixer = tm.BetweenClassPlusMixer(2)
     x = torch.tensor([[[[0.0, 2.0]]], [[[1.0, 5.0]]]])
-    out = mixer.mix_(x.clone(), torch.tensor([1, 0]), torch.tensor([0.5, 0.5]))
+    partner, r = torch.tensor([1, 0]), torch.tensor([0.5, 0.5])
+    out = mixer.mix_(x.clone(), partner, mixer.coefficients(x, partner, r))
     assert torch.allclose(out[0].flatten(), torch.tensor([-4 / math.sqrt(5), 4 / math.sqrt(5)]), atol=1e-5)
     # element 1 mixes x2 with x1 at r = 0.5: p = 1 / (1 + 2) = 1/3, D = sqrt(5)/3 -> same image
     assert torch.allclose(out[1], out[0], atol=1e-5)

@@ -62,52 +62,56 @@ class BetweenClassPlusMixer(BetweenClassMixer):
     def __init__(self, num_classes, label_smoothing=0.0, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
                  std: Sequence[float] = IMAGENET_DEFAULT_STD):
         super().__init__(num_classes, label_smoothing)
-        self.mean = tuple(float(m) * 255 for m in mean)
-        self.std = tuple(float(s) * 255 for s in std)
+        self.mean = torch.tensor([float(m) * 255 for m in mean])
+        self.std = torch.tensor([float(s) * 255 for s in std])
 
     @staticmethod
-    def stats(x: torch.Tensor, load=None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-image population (sigma, mu) over C*H*W from sums (var = E[x^2] - E[x]^2), float32."""
-        n = x[0].numel()
-        parts = [x] if load is None else [load(x[sl]) for sl in chunks(x)]
-        s = torch.cat([v.reshape(len(v), -1).sum(1, dtype=torch.float32) for v in parts])
-        ss = torch.cat([torch.linalg.vector_norm(v.reshape(len(v), -1), dim=1, dtype=torch.float32).square_()
-                        for v in parts])
-        mu = s / n
-        var = (ss / n - mu * mu).clamp_min_(0)
-        return var.sqrt_().clamp_min_(_EPS), mu
-
-    def prepare(self, x, partner, r, load):
-        """(a, b, c) with BC+(x_i, x_j) = a_i x_i + b_i x_j + c_i (formula (2) expanded)."""
-        sigma, mu = self.stats(x, load)
+    def ratios(sigma, mu, partner, r):
+        """(a, b, c) per element with BC+(x_i, x_j) = a_i x_i + b_i x_j + c_i (formula (2) expanded)."""
         w2 = r * sigma[partner]
-        p = w2 / torch.addcmul(w2, 1 - r, sigma)  # = 1 / (1 + s1/s2 * (1-r)/r)
+        p = w2 / torch.addcmul(w2, 1 - r, sigma)  # = 1 / (1 + s_i/s_j * (1-r)/r)
         q = 1 - p
         inv_d = torch.hypot(p, q).reciprocal_()
         a, b = p.mul_(inv_d), q.mul_(inv_d)
         return a, b, torch.addcmul(a * mu, b, mu[partner]).neg_()
 
-    def mix_chunk(self, x1, x2, coef, sl, out):
-        a, b, c = (bshape(t[sl], x1.ndim).to(x1.dtype) for t in coef)
+    def coefficients(self, x, partner, r):
+        """Population mean and std over C*H*W from one pass of sums (var = E[x^2] - E[x]^2)."""
+        v = x.reshape(len(x), -1)
+        n = v.shape[1]
+        mu = v.sum(1, dtype=torch.float32) / n
+        var = torch.linalg.vector_norm(v, dim=1, dtype=torch.float32).square_().div_(n).sub_(mu * mu)
+        sigma = var.clamp_min_(0).sqrt_().clamp_min_(_EPS)
+        return tuple(bshape(t, x.ndim) for t in self.ratios(sigma, mu, partner, r))
+
+    def mix_chunk(self, x1, x2, coef, out):
+        a, b, c = (t.to(x1.dtype) for t in coef)
         return torch.addcmul(x2.mul_(b).add_(c), x1, a, out=out)
 
+    def mix_uint8_chunk(self, u1, u2, coef, out):
+        a, b, k = coef
+        return torch.mul(u2, b, out=out).add_(k).addcmul_(u1, a)
+
     def collate_uint8(self, images, target):
-        """BC+ in timm's normalised space, written back as uint8 around each mixed image's own mean."""
-        shape = (1, -1) + (1,) * (images.ndim - 2)
-        mean = torch.tensor(self.mean).view(shape)
-        std = torch.tensor(self.std).view(shape)
-
-        def load(t):
-            return t.float().sub_(mean).div_(std)
-
-        def store(y, sl, coef):
-            a, b, c = (t[sl] for t in coef)
-            # add back the p-mix's mean, p mu_i + (1 - p) mu_j = -c / (a + b), then undo the normalisation
-            y.add_(bshape(-c / (a + b), y.ndim)).mul_(std).add_(mean)
-            return y.round_().clamp_(0, 255)
-
+        """BC+ in timm's normalised space n = (u - M)/S, folded into raw pixels: the uint8 output is
+        a u_i + b u_j + K with K = M (1 - a - b) + S (c + m), m = -c / (a + b) the p-mix's own mean."""
+        b_, ch = images.shape[:2]
+        mean, std = self.mean.view(1, ch), self.std.view(1, ch)
+        s, q = [], []  # per-image, per-channel sums of u and u^2
+        for sl in chunks(images):
+            v = images[sl].reshape(len(images[sl]), ch, -1).float()
+            s.append(v.sum(-1))
+            q.append(torch.linalg.vector_norm(v, dim=-1).square_())
+        s, q = torch.cat(s), torch.cat(q)
+        hw = images[0, 0].numel()
+        mu = ((s - hw * mean) / std).sum(1) / (ch * hw)
+        ex2 = ((q - 2 * mean * s + hw * mean * mean) / (std * std)).sum(1) / (ch * hw)
+        sigma = (ex2 - mu * mu).clamp_min_(0).sqrt_().clamp_min_(_EPS)
         partner, r = self.sample(target)
-        self.mix_(images, partner, r, load=load, store=store)
+        a, b, c = self.ratios(sigma, mu, partner, r)
+        k = mean * (1 - a - b).view(-1, 1) + std * (c - c / (a + b)).view(-1, 1) + 0.5  # +0.5: rounding
+        coef = (bshape(a, 4), bshape(b, 4), k.view(b_, ch, 1, 1))
+        self.mix_uint8_(images, partner, coef)
         return images, self.targets(target, partner, r)
 
 

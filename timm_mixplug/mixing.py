@@ -111,9 +111,8 @@ def bshape(v: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 class PairMixer:
-    """Base class: subclasses implement ``sample`` (partners and ratios) and may override ``mix_chunk``.
-
-    Mixing works in place on the batch, like timm's ``Mixup``.
+    """Base class: subclasses implement ``sample`` (partners and ratios) and may override ``coefficients`` and
+    ``mix_chunk``. Mixing works in place on the batch, like timm's ``Mixup``.
     """
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0):
@@ -126,13 +125,13 @@ class PairMixer:
         """Return (partner index (B,), ratio lam (B,) float32), both on target's device."""
         raise NotImplementedError
 
-    def prepare(self, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, load: Optional[Callable]):
-        """Per-batch coefficients used by ``mix_chunk`` (default: the ratio itself)."""
-        return lam
+    def coefficients(self, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor):
+        """Per-element coefficients for ``mix_chunk``, shaped to broadcast over ``x`` (default: lam)."""
+        return bshape(lam, x.ndim)
 
-    def mix_chunk(self, x1: torch.Tensor, x2: torch.Tensor, coef, sl: slice, out: torch.Tensor) -> torch.Tensor:
-        """out = lam x1 + (1 - lam) x2 (mixup's eq.) for the elements in ``sl``; may overwrite x2."""
-        return torch.lerp(x2, x1, bshape(coef[sl], x1.ndim).to(x1.dtype), out=out)
+    def mix_chunk(self, x1: torch.Tensor, x2: torch.Tensor, coef, out: torch.Tensor) -> torch.Tensor:
+        """out = lam x1 + (1 - lam) x2 (mixup's eq.); may overwrite x2."""
+        return torch.lerp(x2, x1, coef.to(x1.dtype), out=out)
 
     def _partners(self, x: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
         """x[partner], into a buffer kept between calls on the CPU (fresh pages cost more than the mix)."""
@@ -142,19 +141,24 @@ class PairMixer:
             self._scratch = torch.empty_like(x)
         return torch.index_select(x, 0, partner, out=self._scratch)
 
-    def mix_(self, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor,
-             load: Callable = None, store: Callable = None) -> torch.Tensor:
-        """Mix ``x`` in place. For non-float batches ``load`` maps a chunk to float mixing space and ``store``
-        maps the result back, chunk by chunk so the float temporaries stay in cache."""
-        x2 = self._partners(x, partner)
-        if load is None:
-            coef = self.prepare(x, partner, lam, None)
-            return self.mix_chunk(x, x2, coef, slice(None), out=x)
-        coef = self.prepare(x, partner, lam, load)
-        for sl in chunks(x):
-            y = load(x2[sl])
-            x[sl] = store(self.mix_chunk(load(x[sl]), y, coef, sl, out=y), sl, coef)
-        return x
+    def mix_(self, x: torch.Tensor, partner: torch.Tensor, coef) -> torch.Tensor:
+        """Mix a float batch in place."""
+        return self.mix_chunk(x, self._partners(x, partner), coef, out=x)
+
+    def mix_uint8_chunk(self, u1: torch.Tensor, u2: torch.Tensor, coef, out: torch.Tensor) -> torch.Tensor:
+        """The mix of uint8 chunks in float, plus 0.5 so that the truncating uint8 cast rounds."""
+        return torch.mul(u2, 1 - coef, out=out).addcmul_(u1, coef).add_(0.5)
+
+    def mix_uint8_(self, images: torch.Tensor, partner: torch.Tensor, coef) -> torch.Tensor:
+        """Mix a uint8 batch in place, chunk by chunk so the float temporary stays in cache."""
+        u2 = self._partners(images, partner)
+        parts = chunks(images)
+        buf = torch.empty((parts[0].stop - parts[0].start, *images.shape[1:]), device=images.device)
+        for sl in parts:
+            c = coef[sl] if torch.is_tensor(coef) else tuple(t[sl] for t in coef)
+            y = self.mix_uint8_chunk(images[sl], u2[sl], c, out=buf[:len(images[sl])])
+            images[sl] = y.clamp_(0, 255)
+        return images
 
     def targets(self, target, partner, lam):
         return pair_target(target, target[partner], lam, self.num_classes, self.label_smoothing)
@@ -165,12 +169,12 @@ class PairMixer:
             ones = torch.ones(len(target), device=target.device)
             return x, pair_target(target, target, ones, self.num_classes, self.label_smoothing)
         partner, lam = self.sample(target)
-        return self.mix_(x, partner, lam), self.targets(target, partner, lam)
+        return self.mix_(x, partner, self.coefficients(x, partner, lam)), self.targets(target, partner, lam)
 
     def collate_uint8(self, images: torch.Tensor, target: torch.Tensor):
         """Mix a uint8 batch in place (prefetcher path); exact up to rounding for linear mixes."""
         partner, lam = self.sample(target)
-        self.mix_(images, partner, lam, load=lambda t: t.float(), store=lambda y, sl, c: y.round_())
+        self.mix_uint8_(images, partner, self.coefficients(images, partner, lam))
         return images, self.targets(target, partner, lam)
 
 

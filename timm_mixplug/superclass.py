@@ -48,14 +48,23 @@ class SuperclassMixer(PairMixer):
         self.alpha_same, self.alpha_diff = float(alpha_same), float(alpha_diff)
         self.choice_same = float(choice_same)
         self.choice_diff = tuple(float(c) for c in choice_diff)
+        self._beta_cache = {}
+
+    def _betas(self, device):
+        """Beta(alpha_same, alpha_same) and Beta(alpha_diff, alpha_diff) on ``device``, made once."""
+        if device not in self._beta_cache:
+            self._beta_cache[device] = tuple(
+                torch.distributions.Beta(torch.tensor(a, device=device), torch.tensor(a, device=device))
+                for a in (self.alpha_same, self.alpha_diff))
+        return self._beta_cache[device]
 
     def sample(self, target):
         n = target.numel()
         partner = torch.randperm(n, device=target.device)
         same = self.hierarchy.same_superclass(target, target[partner])
         if self.mode == 'beta':
-            alpha = torch.where(same, self.alpha_same, self.alpha_diff).float()
-            lam = torch.distributions.Beta(alpha, alpha, validate_args=False).sample()
+            beta_same, beta_diff = self._betas(target.device)
+            lam = torch.where(same, beta_same.sample((n,)), beta_diff.sample((n,)))
         else:
             lo, hi = self.choice_diff
             diff = torch.where(torch.rand(n, device=target.device) < 0.5, lo, hi)
