@@ -61,6 +61,20 @@ def derive_cifar100(data_dir: Path) -> dict:
     }
 
 
+def derive_cifar10() -> dict:
+    """CIFAR-10 has no official superclasses: the two obvious ones, vehicles and animals."""
+    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    vehicles = {'airplane', 'automobile', 'ship', 'truck'}
+    return {
+        'name': 'cifar10',
+        'source': 'CIFAR-10 class names (torchvision label order); grouping chosen by timm_mixplug',
+        'rule': 'vehicles (airplane, automobile, ship, truck) vs animals (the other 6 classes)',
+        'class_names': names,
+        'superclass_names': ['animals', 'vehicles'],
+        'class_to_superclass': [int(n in vehicles) for n in names],
+    }
+
+
 def _read_wordnet(hier_dir: Path):
     names = {}
     for line in (hier_dir / 'wordnet' / 'node_names.txt').read_text().splitlines():
@@ -218,6 +232,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     tables = {
+        args.out_dir / 'cifar10.json': derive_cifar10(),
         args.cifar100_out or args.out_dir / 'cifar100.json': derive_cifar100(args.data_dir),
         args.imagenet1k_out or args.out_dir / 'imagenet1k.json':
             derive_imagenet1k(args.data_dir, args.max_size, args.min_size),

@@ -256,3 +256,11 @@ def test_same_superclass_cuda():
     out = h.same_superclass(a, b)
     assert out.device.type == 'cuda'
     assert torch.equal(out.cpu(), h.same_superclass(a.cpu(), b.cpu()))
+
+
+def test_builtin_cifar10_vehicles_and_animals():
+    h = load_hierarchy('cifar10', num_classes=10)
+    assert h.num_superclasses == 2
+    vehicles = {h.class_names.index(n) for n in ('airplane', 'automobile', 'ship', 'truck')}
+    for c in range(10):
+        assert h.super_names[int(h.class_to_super[c])] == ('vehicles' if c in vehicles else 'animals')

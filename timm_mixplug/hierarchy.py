@@ -18,8 +18,8 @@ import torch
 
 __all__ = ['BUILTIN_HIERARCHIES', 'Hierarchy', 'load_hierarchy']
 
-BUILTIN_HIERARCHIES = ('cifar100', 'imagenet1k')
-_ALIASES = {'cifar100': 'cifar100', 'imagenet1k': 'imagenet1k', 'imagenet': 'imagenet1k', 'in1k': 'imagenet1k'}
+BUILTIN_HIERARCHIES = ('cifar10', 'cifar100', 'imagenet1k')
+_ALIASES = {'cifar10': 'cifar10', 'cifar100': 'cifar100', 'imagenet1k': 'imagenet1k', 'imagenet': 'imagenet1k', 'in1k': 'imagenet1k'}
 _FILE_SUFFIXES = ('.json', '.yaml', '.yml', '.csv')
 _SHOW = 5  # how many offending entries error messages list
 
@@ -111,7 +111,7 @@ def load_hierarchy(
 ) -> Hierarchy:
     """Build a :class:`Hierarchy` from a built-in name, a file, a dict or a sequence of ints.
 
-    * built-in: ``'cifar100'``, ``'imagenet1k'`` (``BUILTIN_HIERARCHIES``).
+    * built-in: ``'cifar10'`` (vehicles / animals), ``'cifar100'``, ``'imagenet1k'`` (``BUILTIN_HIERARCHIES``).
     * file: ``.json`` (the built-in table schema, a mapping or a list), ``.yaml``/``.yml`` (same),
       ``.csv`` (rows ``class,superclass``, header optional).
     * mapping ``{class: superclass}`` (class = index or name, superclass = name or index) or the inverse
