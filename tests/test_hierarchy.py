@@ -71,9 +71,9 @@ def test_builtin_aliases_and_errors():
     assert load_hierarchy('CIFAR-100').num_classes == 100
     assert load_hierarchy('imagenet').num_classes == 1000
     with pytest.raises(ValueError) as e:
-        load_hierarchy('cifar10')
+        load_hierarchy('cifar1000')
     msg = str(e.value)
-    assert "'cifar10'" in msg and 'cifar100' in msg and 'imagenet1k' in msg and 'file' in msg
+    assert "'cifar1000'" in msg and 'cifar100' in msg and 'imagenet1k' in msg and 'file' in msg
     with pytest.raises(ValueError, match=r'covers 100 classes but num_classes is 10'):
         load_hierarchy('cifar100', num_classes=10)
 
