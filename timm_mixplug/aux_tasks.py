@@ -303,6 +303,7 @@ class AuxTask(TrainingTask):
         augment: ``DeviceAugment`` recording crop / cutout / RICAP parameters (required by those tasks).
         mixer: optional timm-Mixup-like mixer for the main task (only with the 'superclass' task, whose target is
             then the mixed class target summed per superclass).
+        criterion: main loss for soft (mixed) targets, e.g. the ``--mix`` method's loss (default soft-target CE).
         label_smoothing: for the main CE with hard labels.
         input_size, seg_grid: see ``AuxHeadModel``. crop_grid / crop_flip_aware: crop-position target options
             (``crop_position_class``; flip-aware by default, seed 002 used the pre-flip offset).
@@ -319,6 +320,7 @@ class AuxTask(TrainingTask):
             random_seed: int = 0,
             augment: Optional[DeviceAugment] = None,
             mixer: Optional[Callable] = None,
+            criterion: Optional[Callable] = None,
             label_smoothing: float = 0.0,
             input_size=None,
             seg_grid: int = 8,
@@ -362,6 +364,7 @@ class AuxTask(TrainingTask):
         self.trainable_module = aux_model
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.soft_criterion = SoftTargetCrossEntropy()
+        self.main_soft_criterion = criterion if criterion is not None else self.soft_criterion
 
     @staticmethod
     def _check_config(weights, augment, mixer, hierarchy, num_samples):
@@ -461,7 +464,7 @@ class AuxTask(TrainingTask):
             x, main_target = self.mixer(x, label)
         logits, aux = self.trainable_module(x)
         if main_target.is_floating_point():
-            loss_main = self.soft_criterion(logits, main_target)
+            loss_main = self.main_soft_criterion(logits, main_target)
         else:
             loss_main = self.criterion(logits, main_target)
         total = loss_main
@@ -521,7 +524,8 @@ def add_aux_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group('Auxiliary tasks')
     g.add_argument('--aux-tasks', default='', help=f'comma list of {",".join(AUX_TASKS)} (empty = off)')
     g.add_argument('--aux-weights', default='', help="loss weights: '0.5,1' (in task order) or 'crop_pos=0.5'")
-    g.add_argument('--aux-hierarchy', default='cifar100', help='hierarchy for the superclass task (load_hierarchy)')
+    g.add_argument('--aux-hierarchy', default=None,
+                   help='hierarchy for the superclass task (load_hierarchy; default --superclass-map or cifar100)')
     g.add_argument('--aux-random-classes', type=int, default=0, help='random-label classes (0 = num_classes)')
     g.add_argument('--aux-random-seed', type=int, default=0, help='seed of the fixed random-label table')
     g.add_argument('--aux-crop-padding', type=int, default=4,
@@ -539,9 +543,10 @@ def add_aux_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def aux_needs_plain_loader(args: argparse.Namespace) -> bool:
-    """True when the aux task crops / flips on the device, so the training loader must not (use only
-    ToTensor + Normalize, e.g. timm's eval transform at the training size)."""
-    return bool(getattr(args, 'aux_tasks', '')) and (args.aux_crop_padding > 0 or not args.aux_no_flip)
+    """True when an augmentation-prediction task makes the aux task crop / flip on the device, so the training
+    loader must not (``--no-aug``: ToTensor + Normalize only). Label tasks keep the loader's augmentation."""
+    names = parse_aux_tasks(getattr(args, 'aux_tasks', '') or '')
+    return bool(set(names) & set(_AUGMENT_TASKS)) and (args.aux_crop_padding > 0 or not args.aux_no_flip)
 
 
 def build_aux_task(
@@ -553,14 +558,16 @@ def build_aux_task(
         mixer: Optional[Callable] = None,
         hierarchy: Any = None,
         device: Optional[torch.device] = None,
+        criterion: Optional[Callable] = None,
 ) -> AuxTask:
     """``AuxTask`` from parsed ``--aux-*`` args. ``num_samples`` = len(training set) (random_labels);
     ``input_size`` = the training input size (C, H, W)."""
     weights = parse_aux_tasks(args.aux_tasks, args.aux_weights or None)
     if 'superclass' in weights and hierarchy is None:
         from .hierarchy import load_hierarchy
-        hierarchy = load_hierarchy(args.aux_hierarchy, num_classes=num_classes)
-    augment = DeviceAugment(
+        spec = args.aux_hierarchy or getattr(args, 'superclass_map', None) or 'cifar100'
+        hierarchy = load_hierarchy(spec, num_classes=num_classes)
+    augment = None if not set(weights) & set(_AUGMENT_TASKS) else DeviceAugment(
         padding=args.aux_crop_padding,
         flip=not args.aux_no_flip,
         cutout_length=args.aux_cutout_length if 'cutout' in weights else 0,
@@ -577,6 +584,7 @@ def build_aux_task(
         random_seed=args.aux_random_seed,
         augment=augment,
         mixer=mixer,
+        criterion=criterion,
         label_smoothing=getattr(args, 'smoothing', 0.0) or 0.0,
         input_size=input_size,
         seg_grid=args.aux_seg_grid,
@@ -590,3 +598,67 @@ def wrap_aux_dataset(dataset, args: argparse.Namespace):
     if 'random_labels' in parse_aux_tasks(getattr(args, 'aux_tasks', '') or ''):
         return IndexedDataset(dataset)
     return dataset
+
+
+# ----------------------------------------------------------------------------------------------------------
+# objective registry (train.py --task aux)
+# ----------------------------------------------------------------------------------------------------------
+from .tasks import TaskSpec, register_task  # noqa: E402
+
+
+def check_aux_args(args: argparse.Namespace) -> None:
+    """One clear ValueError for a bad ``--aux-*`` combination."""
+    names = parse_aux_tasks(args.aux_tasks or '')
+    parse_aux_tasks(args.aux_tasks or '', args.aux_weights or None)
+    if not names:
+        raise ValueError(f'--task aux needs --aux-tasks (any of {", ".join(AUX_TASKS)}).')
+    if 'crop_pos' in names and args.aux_crop_padding <= 0:
+        raise ValueError('the crop_pos task needs --aux-crop-padding > 0 (the crop is made on the device).')
+    if aux_needs_plain_loader(args) and not getattr(args, 'no_aug', False):
+        raise ValueError('--aux-tasks crop_pos/cutout/ricap crop and flip on the device to record their targets; '
+                         'add --no-aug so the loader does not.')
+    if 'cutout' in names and 'ricap' in names:
+        raise ValueError('cutout and ricap are separate pipelines in seed 002; choose one of them.')
+    if 'ricap' in names and names.keys() & {'random_labels', 'crop_pos'}:
+        raise ValueError('random_labels / crop_pos targets are undefined on RICAP-combined images.')
+    mix = getattr(args, 'mix', None)
+    if mix not in (None, '', 'none') and (set(names) - {'superclass'}):
+        raise ValueError(f'--mix {mix} with --task aux supports only the superclass task (the other targets need '
+                         f'unmixed images).')
+
+
+def _input_size(args):
+    if getattr(args, 'input_size', None):
+        return tuple(args.input_size)
+    if getattr(args, 'img_size', None):
+        return (getattr(args, 'in_chans', None) or 3, args.img_size, args.img_size)
+    return None
+
+
+@register_task('aux')
+class AuxSpec(TaskSpec):
+    help = ('auxiliary tasks (seed 002): superclass / random labels, crop position, cutout and RICAP '
+            'segmentation heads on any timm backbone')
+    mixes_itself = True  # the task augments (and, for the superclass task, mixes) on the device itself
+
+    def __init__(self):
+        self._num_samples = None
+
+    def add_args(self, parser):
+        add_aux_args(parser)
+
+    def check_args(self, args):
+        check_aux_args(args)
+
+    def wrap_dataset(self, dataset, args, info, is_training):
+        if not is_training:
+            return dataset
+        self._num_samples = len(dataset)
+        return wrap_aux_dataset(dataset, args)
+
+    def create_task(self, args, model, criterion, mixer, info, device):
+        num_samples = self._num_samples
+        if num_samples is None and info is not None and info.class_counts:
+            num_samples = int(sum(info.class_counts))
+        return build_aux_task(args, model, info.num_classes, num_samples=num_samples, input_size=_input_size(args),
+                              mixer=mixer, device=device, criterion=criterion if mixer is not None else None)

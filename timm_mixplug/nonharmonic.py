@@ -348,10 +348,10 @@ _DTYPES = {'none': None, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
 def add_nh_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--nh-*`` flags (importance-sampled augmentation, seed 003). ``--nh-views 0`` (default) = off."""
+    """``--nh-*`` flags (importance-sampled augmentation, seed 003)."""
     g = parser.add_argument_group('Importance-sampled augmentation (non-harmonic learning)')
-    g.add_argument('--nh-views', type=int, default=0, metavar='M',
-                   help='augmented views per image scored each step; one is sampled (0 = off; seed 003)')
+    g.add_argument('--nh-views', type=int, default=4, metavar='M',
+                   help='augmented views per image scored each step; one is sampled (seed 003)')
     g.add_argument('--nh-temperature', type=float, default=1.0,
                    help='p ~ loss^(1/T); 1 = proportional to loss, 0 = max-loss view (MaxUp)')
     g.add_argument('--nh-uniform', type=float, default=0.0, help='uniform mixing floor u: p = (1-u) p + u/M')
@@ -409,3 +409,46 @@ def wrap_nh_dataset(dataset, args: argparse.Namespace):
     if not getattr(args, 'nh_views', 0) or getattr(args, 'nh_device_views', False):
         return dataset
     return MultiViewDataset(dataset, args.nh_views)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# objective registry (train.py --task nonharmonic)
+# ----------------------------------------------------------------------------------------------------------
+from .tasks import TaskSpec, register_task  # noqa: E402
+
+
+def check_nh_args(args: argparse.Namespace) -> None:
+    """One clear ValueError for a bad ``--nh-*`` combination."""
+    if args.nh_views < 1:
+        raise ValueError(f'--nh-views must be >= 1 for --task nonharmonic, got {args.nh_views}.')
+    if args.nh_temperature < 0 or not 0 <= args.nh_uniform <= 1:
+        raise ValueError('--nh-temperature must be >= 0 and --nh-uniform in [0, 1].')
+    if not 0 < args.nh_score_scale <= 1:
+        raise ValueError(f'--nh-score-scale must lie in (0, 1], got {args.nh_score_scale}.')
+    if args.nh_device_views and not getattr(args, 'no_aug', False):
+        raise ValueError('--nh-device-views crops and flips on the device; add --no-aug so the loader does not.')
+
+
+@register_task('nonharmonic')
+class NonHarmonicSpec(TaskSpec):
+    help = 'importance-sampled augmentation (seed 003): score M views per image, train on one sampled by loss'
+    mixes_itself = True  # the mixer is applied to the sampled views
+
+    def add_args(self, parser):
+        add_nh_args(parser)
+
+    def check_args(self, args):
+        check_nh_args(args)
+
+    def wrap_dataset(self, dataset, args, info, is_training):
+        return wrap_nh_dataset(dataset, args) if is_training else dataset
+
+    def create_collate(self, args, info, collate):
+        if args.nh_device_views:
+            return collate
+        from timm.data.loader import fast_collate
+        # prefetcher: timm's fast_collate flattens the view tuples view-major (M*B, ...), which the task reads
+        return collate if collate is fast_collate else multiview_collate
+
+    def create_task(self, args, model, criterion, mixer, info, device):
+        return build_nh_task(args, model, mixer=mixer, criterion=criterion, device=device)
