@@ -1,0 +1,191 @@
+"""Dataset creation for train.py: timm's ``create_dataset`` plus built-in offline datasets.
+
+Built-in names (``--dataset mixplug/<name>``, no download, no ``--data-dir``):
+
+* ``mixplug/digits``: scikit-learn's handwritten digits (1797 8x8 images, 10 classes, shipped inside the
+  scikit-learn package), upsampled bilinearly to 32x32 RGB (``--dataset mixplug/digits@16`` for 16x16).
+  A fixed stratified split keeps 20% (36 per class) as ``validation``/``val``/``test``.
+
+``make_image_folder`` writes a tiny generated ImageFolder (``root/train/<class>/*.png``,
+``root/validation/...``) for tests and benchmarks.
+"""
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .config import UsageError
+from .tasks import DataInfo
+
+__all__ = ['DigitsDataset', 'create_datasets', 'dataset_info', 'make_image_folder', 'BUILTIN_DATASETS']
+
+_TRAIN_SPLITS = ('train', 'training')
+_EVAL_SPLITS = ('val', 'valid', 'validation', 'eval', 'evaluation', 'test')
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's digits as an RGB image dataset that timm's ``create_loader`` can transform."""
+
+    def __init__(self, split: str = 'train', img_size: int = 32, val_per_class: int = 36, transform=None):
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise UsageError('--dataset mixplug/digits needs scikit-learn: pip install "timm_mixplug[quickstart]"'
+                             ) from None
+        split = split.split('[')[0].lower()
+        if split not in _TRAIN_SPLITS + _EVAL_SPLITS:
+            raise UsageError(f"mixplug/digits has splits 'train' and 'validation', got {split!r}")
+        digits = load_digits()
+        x = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+        x = F.interpolate(x, size=(img_size, img_size), mode='bilinear', align_corners=False)
+        gray = x.squeeze(1).mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        y = digits.target.astype(np.int64)
+        # fixed stratified split: the first val_per_class images of each class (in a seeded order) are held out
+        order = np.random.RandomState(0).permutation(len(y))
+        rank = np.empty(len(y), dtype=np.int64)
+        for c in range(10):  # 10 classes, not a per-sample loop
+            idx = order[y[order] == c]
+            rank[idx] = np.arange(len(idx))
+        keep = rank < val_per_class if split in _EVAL_SPLITS else rank >= val_per_class
+        self.images = np.repeat(gray[keep][..., None], 3, axis=-1)  # (N, H, W, 3) uint8
+        self.targets = y[keep].tolist()
+        self.classes = [str(c) for c in range(10)]
+        self.transform = transform
+        self.target_transform = None
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        img = Image.fromarray(self.images[index], mode='RGB')
+        if self.transform is not None:
+            img = self.transform(img)
+        target = self.targets[index]
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+
+def _create_digits(name: str, split: str) -> Dataset:
+    size = 32
+    if '@' in name:
+        try:
+            size = int(name.split('@', 1)[1])
+        except ValueError:
+            raise UsageError(f'bad image size in --dataset {name!r} (use mixplug/digits@16)') from None
+    return DigitsDataset(split=split, img_size=size)
+
+
+BUILTIN_DATASETS: Dict[str, Callable[[str, str], Dataset]] = {'digits': _create_digits}
+
+
+def _targets(ds) -> Optional[List[int]]:
+    """Training labels of a map-style dataset, without loading images."""
+    for obj in (ds, getattr(ds, 'dataset', None)):
+        if obj is None:
+            continue
+        if hasattr(obj, 'targets'):
+            return [int(t) for t in obj.targets]
+        reader = getattr(obj, 'reader', None)
+        if reader is not None and hasattr(reader, 'samples'):
+            return [int(s[1]) for s in reader.samples]
+    return None
+
+
+def _class_names(ds) -> Optional[List[str]]:
+    for obj in (ds, getattr(ds, 'dataset', None)):
+        if obj is None:
+            continue
+        if hasattr(obj, 'classes'):
+            return [str(c) for c in obj.classes]
+        reader = getattr(obj, 'reader', None)
+        c2i = getattr(reader, 'class_to_idx', None) if reader is not None else None
+        if c2i:
+            names = [''] * len(c2i)
+            for name, i in c2i.items():
+                if 0 <= i < len(names):
+                    names[i] = str(name)
+            return names
+    return None
+
+
+def dataset_info(ds, num_classes: Optional[int] = None, name: str = '') -> DataInfo:
+    """Classes and per-class counts of a training dataset (``num_classes`` overrides the inferred count)."""
+    targets = _targets(ds)
+    names = _class_names(ds)
+    inferred = len(names) if names else (max(targets) + 1 if targets else None)
+    n = num_classes or inferred
+    if not n:
+        raise UsageError('cannot infer the number of classes of this dataset; pass --num-classes')
+    counts = None
+    if targets is not None:
+        if targets and (min(targets) < 0 or max(targets) >= n):
+            raise UsageError(f'dataset labels span {min(targets)}..{max(targets)} but --num-classes is {n}')
+        counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=n).tolist()
+    if names is not None and len(names) != n:
+        names = None
+    return DataInfo(num_classes=int(n), class_names=names, class_counts=counts, dataset_name=name)
+
+
+def _create_one(args, split: str, is_training: bool):
+    from timm.data import create_dataset
+    name = args.dataset or ''
+    prefix, sep, rest = name.partition('/')
+    if sep and prefix.lower() == 'mixplug':
+        key = rest.split('@')[0].lower()
+        if key not in BUILTIN_DATASETS:
+            raise UsageError(f'unknown built-in dataset {name!r}; built-in: '
+                             + ', '.join('mixplug/' + k for k in BUILTIN_DATASETS))
+        return BUILTIN_DATASETS[key](rest, split)
+    root = args.data_dir
+    folder = not sep or prefix.lower() in ('folder', 'imagefolder', 'tar', 'imagetar')
+    if not root:
+        if folder or not args.dataset_download:
+            raise UsageError(f'--data-dir is required for dataset {name or "ImageFolder"!r} '
+                             f'(or use the offline --dataset mixplug/digits)')
+    elif not os.path.exists(root) and (folder or not args.dataset_download):
+        raise UsageError(f'data dir not found: {root}')
+    try:
+        return create_dataset(
+            name, root=root, split=split, is_training=is_training, class_map=args.class_map,
+            download=args.dataset_download, batch_size=args.batch_size, seed=args.seed,
+            input_img_mode=args.input_img_mode or 'RGB')
+    except UsageError:
+        raise
+    except Exception as e:  # torchvision 'Dataset not found', empty folders, bad names...
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f'cannot load dataset {name or "ImageFolder"!r} split {split!r} from {root}: {msg}'
+                         ) from None
+
+
+def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Dataset, DataInfo]:
+    """(train dataset or None, eval dataset, DataInfo of the training set or, when ``train=False``, eval set)."""
+    ds_train = _create_one(args, args.train_split, True) if train else None
+    ds_eval = _create_one(args, args.val_split, False)
+    info = dataset_info(ds_train if train else ds_eval, args.num_classes, args.dataset)
+    if train and len(ds_train) == 0:
+        raise UsageError(f'the training split {args.train_split!r} is empty')
+    return ds_train, ds_eval, info
+
+
+def make_image_folder(root: str, num_classes: int = 4, per_class: int = 8, val_per_class: int = 4,
+                      size: int = 16, seed: int = 0, splits: Sequence[str] = ('train', 'validation')) -> str:
+    """Write a tiny learnable ImageFolder of PNGs: each class is a noisy colour/stripe pattern."""
+    rng = np.random.RandomState(seed)
+    base = rng.randint(0, 256, size=(num_classes, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for split in splits:
+        n = per_class if split in _TRAIN_SPLITS else val_per_class
+        for c in range(num_classes):
+            d = os.path.join(root, split, f'class_{c}')
+            os.makedirs(d, exist_ok=True)
+            stripes = ((xx * (c + 1) + yy * c) // 3 % 2).astype(np.float32)[..., None] * 60.0
+            imgs = base[c] * 0.7 + stripes + rng.normal(0, 25, size=(n, size, size, 3))
+            imgs = np.clip(imgs, 0, 255).astype(np.uint8)
+            for i in range(n):  # writing files: once per image by necessity
+                Image.fromarray(imgs[i]).save(os.path.join(d, f'{i:04d}.png'))
+    return root
