@@ -611,15 +611,30 @@ def train(args) -> Dict[str, Any]:
         from .checkpoint import atomic_write_bytes
         atomic_write_bytes(os.path.join(output_dir, 'args.yaml'), resolved.encode())
         trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
-        fh = logging.FileHandler(os.path.join(output_dir, 'train.log'))
-        fh.setFormatter(logging.Formatter('%(message)s'))
-        logging.getLogger().addHandler(fh)
+        log_file = logging.FileHandler(os.path.join(output_dir, 'train.log'))
+        log_file.setFormatter(logging.Formatter('%(message)s'))
+        logging.getLogger().addHandler(log_file)
         n_params = sum(p.numel() for p in unwrap_model(task.get_trainable_module()).parameters())
         _logger.info(f'Model {args.model} ({n_params / 1e6:.2f}M params), task {args.task}, mix {args.mix}, '
                      f'{args.num_classes} classes, input {tuple(b.data_config["input_size"])}, '
                      f'{len(b.loader_train)} batches/epoch of {args.batch_size} x {args.world_size} process(es), '
                      f'lr {args.lr:.4g}; epochs {start_epoch}..{num_epochs - 1}; output {output_dir}')
 
+    try:
+        return _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autocast, num_epochs,
+                           start_epoch, num_updates, best_metric, best_epoch, decreasing, output_dir)
+    finally:
+        if primary:
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()
+
+
+def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autocast, num_epochs, start_epoch,
+                num_updates, best_metric, best_epoch, decreasing, output_dir):
+    from timm.utils import distribute_bn, unwrap_model
+    from .checkpoint import capture_rng, save_train_state, save_weights
+    task = b.task
+    primary = args.rank == 0
     mixers = [m for m in (b.collate_mixer, b.mixer, b.task_mixer) if m is not None]
     ema_ok = task.has_ema() and _ema_usable(args, device)
     kw = dict(amp_autocast=amp_autocast, prefetched=b.prefetched, zero_mean_input=b.zero_mean_input)

@@ -1,0 +1,180 @@
+"""End-to-end tests of train.py on tiny generated data (CPU, a few steps each)."""
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location('mixplug_train_script', os.path.join(ROOT, 'train.py'))
+train_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_script)
+
+from timm_mixplug.datasets import make_image_folder  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp('imgs')
+    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=3, size=16)
+    return str(root)
+
+
+def base_args(data_dir, out, exp, *extra):
+    return ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
+            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
+            '--output', str(out), '--experiment', exp, '--log-interval', '2', '--hflip', '0',
+            '--color-jitter', '0', '--scale', '0.8', '1.0', '--device', 'cpu', *extra]
+
+
+def read_summary(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize('mix', ['none', 'mixup', 'cutmix', 'bc', 'bcplus', 'superclass'])
+def test_each_mix_end_to_end(data_dir, tmp_path, mix):
+    extra = ['--mix', mix]
+    if mix == 'superclass':
+        smap = tmp_path / 'super.yaml'
+        smap.write_text('class_0: round\nclass_1: round\nclass_2: square\nclass_3: square\n')
+        extra += ['--superclass-map', str(smap)]
+    if mix == 'bc':
+        extra += ['--no-prefetcher']  # the plain loader path (device-side mixing)
+    assert train_script.main(base_args(data_dir, tmp_path, 'run', *extra)) == 0
+    run = tmp_path / 'run'
+    rows = read_summary(run / 'summary.csv')
+    assert len(rows) == 1
+    for key in ('train_loss', 'eval_loss', 'eval_top1', 'eval_top5', 'lr', 'samples_per_sec'):
+        assert key in rows[0] and rows[0][key] != ''
+    assert torch.isfinite(torch.tensor(float(rows[0]['train_loss'])))
+    for name in ('args.yaml', 'last.safetensors', 'best.safetensors', 'last-state.safetensors'):
+        assert (run / name).is_file(), name
+    import yaml
+    saved = yaml.safe_load((run / 'args.yaml').read_text())
+    assert saved['mix'] == mix and saved['num_classes'] == 4
+    # the saved weights are plain timm weights
+    import timm
+    from safetensors.torch import load_file
+    model = timm.create_model('resnet20_cifar', num_classes=4)
+    model.load_state_dict(load_file(str(run / 'best.safetensors')))
+
+
+def test_resume_matches_uninterrupted_run(data_dir, tmp_path):
+    common = ['--epochs', '3', '--mix', 'bcplus', '--model-ema', '--model-ema-decay', '0.9',
+              '--drop-path', '0.1', '--sched-on-updates', '--warmup-epochs', '1']
+    assert train_script.main(base_args(data_dir, tmp_path, 'full', *common)) == 0
+    assert train_script.main(base_args(data_dir, tmp_path, 'part', *common, '--max-epochs-this-run', '1')) == 0
+    assert len(read_summary(tmp_path / 'part' / 'summary.csv')) == 1
+    # resume from the run folder: continues in the same folder
+    resume = base_args(data_dir, tmp_path, 'part', *common)
+    resume[resume.index('--experiment'):resume.index('--experiment') + 2] = []
+    resume[resume.index('--output'):resume.index('--output') + 2] = []
+    assert train_script.main(resume + ['--resume', str(tmp_path / 'part')]) == 0
+    full = read_summary(tmp_path / 'full' / 'summary.csv')
+    part = read_summary(tmp_path / 'part' / 'summary.csv')
+    assert [r['epoch'] for r in part] == ['0', '1', '2']
+    for key in ('train_loss', 'eval_loss', 'eval_top1', 'ema_eval_loss', 'lr'):
+        assert [r[key] for r in full] == [r[key] for r in part], key
+    from safetensors.torch import load_file
+    a, b = load_file(str(tmp_path / 'full' / 'last.safetensors')), load_file(str(tmp_path / 'part' / 'last.safetensors'))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_and_initial_checkpoint(data_dir, tmp_path, capsys):
+    assert train_script.main(base_args(data_dir, tmp_path, 'r')) == 0
+    run = tmp_path / 'r'
+    best = read_summary(run / 'summary.csv')[0]
+    metrics = {}
+    from timm_mixplug import engine
+    orig = engine.evaluate
+
+    def spy(args):
+        metrics.update(orig(args))
+        return metrics
+    engine.evaluate = spy
+    try:
+        assert train_script.main(['validate', '-c', str(run / 'args.yaml'), '--resume', str(run)]) == 0
+        assert abs(metrics['top1'] - float(best['eval_top1'])) < 1e-6
+        metrics.clear()
+        assert train_script.main(['--evaluate', '-c', str(run / 'args.yaml'),
+                                  '--initial-checkpoint', str(run / 'last.safetensors')]) == 0
+        assert abs(metrics['top1'] - float(best['eval_top1'])) < 1e-6
+    finally:
+        engine.evaluate = orig
+    # --initial-checkpoint starts a new run from those weights (weights only: epoch 0, fresh optimizer)
+    assert train_script.main(base_args(data_dir, tmp_path, 'ft', '--initial-checkpoint',
+                                       str(run / 'last.safetensors'))) == 0
+    assert read_summary(tmp_path / 'ft' / 'summary.csv')[0]['epoch'] == '0'
+
+
+def _error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('train.py: error: '), err
+    return err[0]
+
+
+@pytest.mark.parametrize('extra, expect', [
+    (['--mix', 'bogus'], 'invalid choice'),
+    (['--mix', 'bc', '-b', '7'], 'even'),
+    (['--no-such-flag'], 'unrecognized'),
+    (['--resume', 'MISSING'], 'no training state'),
+    (['--model', 'no_such_model'], 'unknown --model'),
+    (['--opt', 'no_such_opt'], '--opt'),
+    (['-b', '64'], 'fewer than one --batch-size'),
+])
+def test_bad_input_exit_2_nothing_written(data_dir, tmp_path, capsys, extra, expect):
+    out = tmp_path / 'out'
+    args = base_args(data_dir, out, 'x', *extra)
+    if extra[0] == '--resume':
+        args = [a if a != 'MISSING' else str(tmp_path / 'missing') for a in args]
+    assert train_script.main(args) == 2
+    assert expect in _error(capsys)
+    assert not out.exists()
+
+
+def test_missing_data_dir_and_corrupt_checkpoint(data_dir, tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert train_script.main(base_args(str(tmp_path / 'nope'), out, 'x')) == 2
+    assert 'data dir not found' in _error(capsys)
+    # a truncated training state
+    assert train_script.main(base_args(data_dir, tmp_path, 'ok')) == 0
+    capsys.readouterr()
+    state = tmp_path / 'ok' / 'last-state.safetensors'
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    (bad / 'last-state.safetensors').write_bytes(state.read_bytes()[:1000])
+    assert train_script.main(base_args(data_dir, out, 'x', '--resume', str(bad))) == 2
+    assert 'corrupt' in _error(capsys)
+    # weights-only file given to --resume
+    assert train_script.main(base_args(data_dir, out, 'x', '--resume', str(tmp_path / 'ok' / 'best.safetensors'))) == 2
+    _error(capsys)
+    assert not out.exists()
+
+
+def test_quickstart_config_loads():
+    from timm_mixplug.config import parse_args
+    args = parse_args(['-c', os.path.join(ROOT, 'hparams', 'quickstart.yaml')])
+    assert args.dataset == 'mixplug/digits' and args.mix == 'bcplus' and args.smoothing == 0.0
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
+def test_two_process_gloo_torchrun(data_dir, tmp_path):
+    torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
+    if torchrun is None:
+        pytest.skip('torchrun not found')
+    cmd = [torchrun, '--standalone', '--nproc_per_node=2', os.path.join(ROOT, 'train.py'),
+           *base_args(data_dir, tmp_path, 'ddp', '--mix', 'bc', '-b', '4', '--epochs', '2', '--model-ema')]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_summary(tmp_path / 'ddp' / 'summary.csv')
+    assert len(rows) == 2
+    # 32 images / (2 ranks x 4) = 4 steps per rank per epoch, all ranks' samples in the loss
+    assert 'Distributed training: 2 processes, backend gloo' in proc.stdout + proc.stderr
+    assert (tmp_path / 'ddp' / 'last-state.safetensors').is_file()
