@@ -28,7 +28,7 @@ from .config import UsageError
 
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
            'save_train_state', 'load_train_state', 'resolve_resume_path', 'capture_rng', 'restore_rng',
-           'encode_state', 'decode_state', 'load_stateful', 'STATE_FORMAT']
+           'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'STATE_FORMAT']
 
 STATE_FORMAT = 'timm_mixplug.train_state'
 STATE_VERSION = 1
@@ -40,6 +40,9 @@ class CheckpointError(UsageError):
 
 
 def _fsync_replace(tmp: str, path: str) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; final files get the usual permissions
     with open(tmp, 'rb') as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -57,9 +60,6 @@ def _tmp_path(path: str) -> str:
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=d)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; final files get the usual permissions
     return tmp
 
 
@@ -219,6 +219,16 @@ def decode_state(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
     if '__skipped__' in obj:
         return _SKIP
     return {k: decode_state(v, tensors) for k, v in obj.items()}
+
+
+def scheduler_state(scheduler) -> Dict[str, Any]:
+    """A timm scheduler's ``state_dict()`` plus the wrapped torch scheduler of ``PlateauLRScheduler``
+    (whose best metric and patience counters timm's own state_dict leaves out)."""
+    state = dict(scheduler.state_dict())
+    inner = getattr(scheduler, 'lr_scheduler', None)
+    if inner is not None and hasattr(inner, 'state_dict'):
+        state['lr_scheduler'] = inner
+    return state
 
 
 def load_stateful(target: Any, state: Dict[str, Any]) -> None:

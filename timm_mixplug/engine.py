@@ -632,7 +632,7 @@ def train(args) -> Dict[str, Any]:
 def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autocast, num_epochs, start_epoch,
                 num_updates, best_metric, best_epoch, decreasing, output_dir):
     from timm.utils import distribute_bn, unwrap_model
-    from .checkpoint import capture_rng, save_train_state, save_weights
+    from .checkpoint import capture_rng, save_train_state, save_weights, scheduler_state
     task = b.task
     primary = args.rank == 0
     mixers = [m for m in (b.collate_mixer, b.mixer, b.task_mixer) if m is not None]
@@ -694,7 +694,7 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
                 model=unwrap_model(task.get_trainable_module()).state_dict(),
                 ema=task.get_trainable_module(ema=True).state_dict() if task.has_ema() else None,
                 optimizer=optimizer.state_dict(),
-                scheduler=lr_scheduler.state_dict() if lr_scheduler is not None else None,
+                scheduler=scheduler_state(lr_scheduler) if lr_scheduler is not None else None,
                 scaler=loss_scaler.state_dict() if loss_scaler is not None else None,
                 task=task.get_task_state() or None,
                 rng=capture_rng())

@@ -1,0 +1,145 @@
+"""train.py's config: timm-style YAML via -c, ignored timm options, typos, resolved defaults."""
+import pytest
+import yaml
+
+from timm_mixplug.config import TIMM_IGNORED, UsageError, args_to_yaml, parse_args
+
+# A config in timm's train.py format (dests, underscores), as written by timm into args.yaml.
+TIMM_YAML = """
+aa: rand-m9-mstd0.5-inc1
+amp: true
+batch_size: 64
+bce_loss: false
+channels_last: false
+checkpoint_hist: 10
+color_jitter: 0.4
+cooldown_epochs: 0
+cutmix: 1.0
+data_dir: /data/imagenet
+dataset: ''
+decay_rate: 0.1
+drop: 0.0
+drop_path: 0.05
+epochs: 200
+eval_metric: top1
+hflip: 0.5
+img_size: null
+log_wandb: false
+lr: 5e-3
+lr_base: 0.1
+min_lr: 1.0e-06
+mixup: 0.1
+mixup_mode: batch
+mixup_prob: 1.0
+mixup_switch_prob: 0.5
+model: resnet50
+model_ema: true
+model_ema_decay: 0.9998
+momentum: 0.9
+opt: lamb
+opt_eps: 1.0e-08
+pin_mem: true
+ratio: [0.75, 1.3333333333333333]
+recount: 1
+remode: pixel
+reprob: 0.0
+sched: cosine
+scale: [0.08, 1.0]
+seed: 42
+smoothing: 0.1
+torchscript: false
+train_interpolation: random
+warmup_epochs: 5
+warmup_lr: 1.0e-06
+weight_decay: 0.01
+workers: 8
+"""
+
+
+def write(tmp_path, text, name='cfg.yaml'):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_timm_yaml_loads_with_c(tmp_path):
+    args = parse_args(['-c', write(tmp_path, TIMM_YAML)])
+    assert args.model == 'resnet50' and args.opt == 'lamb' and args.batch_size == 64
+    assert args.lr == pytest.approx(5e-3) and isinstance(args.lr, float)  # '5e-3' is a string to YAML 1.1
+    assert args.scale == [0.08, 1.0] and args.model_ema and args.amp
+    assert args.mix == 'mixup'  # timm semantics: --mixup / --cutmix > 0 enable timm's Mixup
+    assert args.smoothing == 0.1
+    assert set(args.ignored) == {'bce_loss', 'checkpoint_hist', 'log_wandb', 'torchscript'}
+
+
+def test_cli_overrides_config(tmp_path):
+    args = parse_args(['-c', write(tmp_path, TIMM_YAML), '--mix', 'bcplus', '-b', '32', '--lr', '0.2'])
+    assert args.mix == 'bcplus' and args.batch_size == 32 and args.lr == 0.2
+
+
+def test_typo_in_config_is_an_error(tmp_path):
+    with pytest.raises(UsageError, match="unknown option 'mixup_probb'.*did you mean 'mixup_prob'"):
+        parse_args(['-c', write(tmp_path, 'mixup_probb: 0.5\n')])
+    with pytest.raises(UsageError, match='unrecognized'):
+        parse_args(['--mixup-probb', '0.5'])
+
+
+@pytest.mark.parametrize('text, match', [
+    ('mix: bogus\n', 'invalid mix'),
+    ('batch_size: many\n', 'batch_size expects int'),
+    ('amp: 3\n', 'true or false'),
+    ('superclass_choice_diff: [0.1]\n', 'takes 2 values'),
+    ('- a\n- b\n', 'mapping'),
+    ('model: [unclosed\n', 'cannot parse'),
+])
+def test_bad_config_values(tmp_path, text, match):
+    with pytest.raises(UsageError, match=match):
+        parse_args(['-c', write(tmp_path, text)])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UsageError, match='config file not found'):
+        parse_args(['-c', str(tmp_path / 'nope.yaml')])
+
+
+def test_ignored_cli_flags_are_reported_not_dropped():
+    args = parse_args(['--torchcompile', '--checkpoint-hist', '5', '--log-wandb'])
+    assert set(args.ignored) == {'torchcompile', 'checkpoint_hist', 'log_wandb'}
+    assert not hasattr(args, 'checkpoint_hist')
+
+
+def test_resolved_defaults():
+    assert parse_args([]).mix == 'none' and parse_args([]).smoothing == 0.1
+    for mix in ('bc', 'bcplus'):
+        assert parse_args(['--mix', mix]).smoothing == 0.0
+    assert parse_args(['--mix', 'bc', '--smoothing', '0.1']).smoothing == 0.1
+    a = parse_args(['--mix', 'superclass', '--dataset', 'torch/cifar100'])
+    assert a.superclass_map == 'cifar100'
+    with pytest.raises(UsageError, match='superclass-map'):
+        parse_args(['--mix', 'superclass', '--dataset', 'torch/cifar10'])
+    assert parse_args(['--cutmix', '1.0']).mix == 'mixup'
+    assert parse_args(['validate', '--resume', 'x']).evaluate
+    with pytest.raises(UsageError, match='needs weights'):
+        parse_args(['validate'])
+    with pytest.raises(UsageError, match='even'):
+        parse_args(['--mix', 'mixup', '-b', '3'])
+
+
+def test_args_yaml_roundtrip(tmp_path):
+    args = parse_args(['-c', write(tmp_path, TIMM_YAML), '--mix', 'bc', '--resume', 'somewhere'])
+    text = args_to_yaml(args)
+    saved = yaml.safe_load(text)
+    assert 'resume' not in saved and 'local_rank' not in saved and 'config' not in saved
+    assert not set(saved) & set(TIMM_IGNORED)
+    again = parse_args(['-c', write(tmp_path, text, 'args.yaml')])
+    for k, v in saved.items():
+        assert getattr(again, k) == v, k
+
+
+def test_task_flags_are_registered():
+    from timm_mixplug.config import create_parser
+    from timm_mixplug.tasks import list_tasks
+    parser = create_parser()
+    task_action = next(a for a in parser._actions if a.dest == 'task')
+    assert 'classification' in task_action.choices
+    assert set(task_action.choices) == set(list_tasks())
