@@ -228,6 +228,11 @@ def create_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
                    help='only evaluate the --resume / --initial-checkpoint weights on --val-split')
     g.add_argument('--max-epochs-this-run', type=int, default=None, metavar='N',
                    help='stop (resumably) after N epochs in this invocation (preemption / testing)')
+    try:  # --imb-factor / --imb-seed: long-tailed training subsets for every task
+        from .longtail import add_longtail_args
+        add_longtail_args(p)
+    except ImportError:
+        pass
     if with_tasks:
         for name in tasks:
             get_task_spec(name).add_args(p)

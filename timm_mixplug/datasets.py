@@ -165,6 +165,13 @@ def _create_one(args, split: str, is_training: bool):
 def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Dataset, DataInfo]:
     """(train dataset or None, eval dataset, DataInfo of the training set or, when ``train=False``, eval set)."""
     ds_train = _create_one(args, args.train_split, True) if train else None
+    if ds_train is not None and (getattr(args, 'imb_factor', None) or 0) > 1:
+        from .longtail import apply_longtail
+        names = _class_names(ds_train)
+        try:
+            ds_train = apply_longtail(ds_train, args, num_classes=args.num_classes or (len(names) if names else None))
+        except (ValueError, TypeError) as e:
+            raise UsageError(f'--imb-factor {args.imb_factor}: {e}') from None
     ds_eval = _create_one(args, args.val_split, False)
     info = dataset_info(ds_train if train else ds_eval, args.num_classes, args.dataset)
     if train and len(ds_train) == 0:

@@ -401,7 +401,8 @@ def _build(args, device, training: bool) -> _Built:
     spec: TaskSpec = get_task_spec(args.task)
     _user_errors(spec.check_args, args, what=f'--task {args.task}')
     _import_models()
-    ds_train, ds_eval, info = create_datasets(args, train=training)
+    # the training split also gives the per-class counts for long-tailed evaluation in --evaluate
+    ds_train, ds_eval, info = create_datasets(args, train=training or (getattr(args, 'imb_factor', None) or 0) > 1)
     args.num_classes = info.num_classes
     if training:
         per_rank = len(ds_train) // args.world_size

@@ -135,6 +135,33 @@ def create_task(name: str, args, model, criterion=None, mixer=None, info: Option
 class ClassificationSpec(TaskSpec):
     help = "timm's ClassificationTask with the --mix method's loss (default)"
 
+    def create_task(self, args, model, criterion, mixer, info, device):
+        if (getattr(args, 'imb_factor', None) or 0) > 1 and info.class_counts:
+            return LongTailClassificationTask(model, info.class_counts, criterion=criterion, device=device,
+                                              verbose=False)
+        return super().create_task(args, model, criterion, mixer, info, device)
+
+
+def _long_tail_task_cls():
+    from timm.task import ClassificationTask
+
+    class _LongTailClassificationTask(ClassificationTask):
+        """``ClassificationTask`` whose evaluator adds many / medium / few-shot top-1 (long-tailed training)."""
+
+        def __init__(self, model, train_counts, **kwargs):
+            super().__init__(model, **kwargs)
+            self.train_counts = list(train_counts)
+
+        def create_evaluator(self, **kwargs):
+            from .longtail import ShotAccuracyEvaluator
+            return ShotAccuracyEvaluator(self.train_counts, device=self.device, **kwargs)
+    return _LongTailClassificationTask
+
+
+def LongTailClassificationTask(model, train_counts, **kwargs):
+    """timm's ClassificationTask reporting many / medium / few-shot accuracy from the training counts."""
+    return _long_tail_task_cls()(model, train_counts, **kwargs)
+
 
 def _register_adapters() -> None:
     """Adapters for task modules that expose builder functions instead of registering a TaskSpec."""
