@@ -5,21 +5,15 @@
     python train.py -c hparams/quickstart.yaml                       # offline quickstart (digits)
     python train.py validate -c output/train/<run>/args.yaml --resume output/train/<run>
 
-Flags keep timm train.py's names and meanings; see docs/train.md for what we add and ignore.
+Flags keep timm train.py's names and meanings; docs/train.md lists what we add and what we ignore.
+Bad input prints one ``train.py: error: ...`` line and exits with code 2.
 """
 import sys
 
 
 def main(argv=None) -> int:
-    from timm_mixplug.config import UsageError, parse_args
-    try:
-        args = parse_args(argv)
-        from timm_mixplug.engine import run
-        run(args)
-    except UsageError as e:
-        print(f'train.py: error: {e}', file=sys.stderr)
-        return 2
-    return 0
+    from timm_mixplug.engine import main as engine_main
+    return engine_main(argv)
 
 
 if __name__ == '__main__':

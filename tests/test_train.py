@@ -178,3 +178,27 @@ def test_two_process_gloo_torchrun(data_dir, tmp_path):
     # 32 images / (2 ranks x 4) = 4 steps per rank per epoch, all ranks' samples in the loss
     assert 'Distributed training: 2 processes, backend gloo' in proc.stdout + proc.stderr
     assert (tmp_path / 'ddp' / 'last-state.safetensors').is_file()
+
+
+def test_epoch_seeds_differ_per_rank_and_epoch():
+    from timm_mixplug.engine import epoch_seed
+    seeds = {epoch_seed(42, e, r) for e in range(50) for r in range(8)}
+    assert len(seeds) == 400
+    assert epoch_seed(42, 3, 1) == epoch_seed(42, 3, 1) != epoch_seed(43, 3, 1)
+
+
+def test_registered_task_and_long_tail_through_train_py(data_dir, tmp_path, caplog):
+    """--task dml (2 peers, per-peer metrics) on a long-tailed subset (--imb-factor), timm options ignored once."""
+    import logging
+    caplog.set_level(logging.INFO)
+    from timm_mixplug.tasks import list_tasks
+    if 'dml' not in list_tasks():
+        pytest.skip('timm_mixplug.dml not available')
+    args = base_args(data_dir, tmp_path, 'dml', '--task', 'dml', '--dml-peers', '2', '--imb-factor', '2',
+                     '--checkpoint-hist', '3')
+    assert train_script.main(args) == 0
+    row = read_summary(tmp_path / 'dml' / 'summary.csv')[0]
+    for key in ('eval_top1', 'eval_peer0_top1', 'eval_peer1_top1', 'eval_few'):
+        assert key in row, key
+    ignored = [r for r in caplog.records if 'Ignoring timm train.py options' in r.getMessage()]
+    assert len(ignored) == 1 and 'checkpoint_hist' in ignored[0].getMessage()

@@ -523,6 +523,7 @@ def evaluate(args) -> Dict[str, float]:
     """``--evaluate`` / ``validate``: metrics of the given weights on ``--val-split`` (writes nothing)."""
     device = _init_distributed(args)
     _setup_logging(args.rank == 0)
+    _report_ignored(args)
     b = _build(args, device, training=False)
     if args.resume:
         meta = _load_resume(b, args, None, None, args.resume)
@@ -549,9 +550,7 @@ def train(args) -> Dict[str, Any]:
     device = _init_distributed(args)
     primary = args.rank == 0
     _setup_logging(primary)
-    if primary and args.ignored:
-        _logger.warning('Ignoring timm train.py options not implemented by timm_mixplug: '
-                        + ', '.join(f'{k}={v}' for k, v in args.ignored.items()))
+    _report_ignored(args)
     if primary and args.distributed:
         _logger.info(f'Distributed training: {args.world_size} processes, backend '
                      f'{torch.distributed.get_backend()}, device {device}.')
@@ -709,8 +708,14 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
     return dict(output_dir=output_dir, best_metric=best_metric, best_epoch=best_epoch, eval_metrics=eval_metrics)
 
 
+def _report_ignored(args) -> None:
+    if args.rank == 0 and getattr(args, 'ignored', None):
+        _logger.warning('Ignoring timm train.py options not implemented by timm_mixplug: '
+                        + ', '.join(f'{k}={v}' for k, v in args.ignored.items()))
+
+
 def run(args) -> Dict[str, Any]:
-    """Entry point used by train.py: ``--evaluate`` or training. Raises UsageError for bad input."""
+    """``--evaluate`` or training with parsed ``args``. Raises UsageError for bad input."""
     try:
         if args.evaluate:
             return evaluate(args)
@@ -718,3 +723,19 @@ def run(args) -> Dict[str, Any]:
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def main(argv=None) -> int:
+    """Command line entry (train.py, ``python -m timm_mixplug.engine``): 0 on success, 2 on bad input."""
+    import sys
+    from .config import parse_args
+    try:
+        run(parse_args(argv))
+    except UsageError as e:
+        print(f'train.py: error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
