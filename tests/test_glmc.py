@@ -1,0 +1,244 @@
+"""GLMC + seed 004 NT-Xent: schedule, weights, mixing, NT-Xent vs a loop, full loss by hand, data pipeline."""
+import argparse
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from timm_mixplug.glmc import (
+    GLMCDataset, GLMCModel, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
+    glmc_mix, mixed_nt_xent, negative_cosine, nt_xent, resample_weights, sample_lambda)
+
+
+def nt_xent_loop(z, zt, tau):
+    """Seed 004 eq. (1) in SimCLR form, one anchor at a time (test-only reference)."""
+    u = [F.normalize(v, dim=0) for v in list(z.detach()) + list(zt.detach())]
+    N = z.shape[0]
+    total = 0.0
+    for i in range(2 * N):
+        pos = (i + N) % (2 * N)
+        num = math.exp(float(u[i] @ u[pos]) / tau)
+        den = sum(math.exp(float(u[i] @ u[k]) / tau) for k in range(2 * N) if k != i)
+        total += -math.log(num / den)
+    return total / (2 * N)
+
+
+def test_cumulative_weight_schedule():
+    assert cumulative_weight(0, 200) == 1.0
+    assert cumulative_weight(100, 200) == pytest.approx(0.75)
+    assert cumulative_weight(199, 200) == pytest.approx(1 - (199 / 200) ** 2)
+    assert cumulative_weight(200, 200) == 0.0
+    task = GLMCTask(_tiny_backbone(), [10, 5, 2], num_epochs=10)
+    assert task.cumulative_weight == 1.0
+    task.set_epoch(5, 10)
+    assert task.cumulative_weight == pytest.approx(0.75)
+    task.set_epoch(9)
+    assert task.cumulative_weight == pytest.approx(0.19)
+
+
+def test_class_balanced_and_resample_weights():
+    counts = [100, 10, 1]
+    w = class_balanced_weights(counts, 1.2)
+    raw = torch.tensor(counts, dtype=torch.float64) ** -1.2
+    assert torch.allclose(w.double(), raw / raw.sum() * 3, atol=1e-6) and w.sum().item() == pytest.approx(3.0)
+    t = torch.tensor([0] * 100 + [1] * 10 + [2])
+    assert torch.allclose(resample_weights(t, power=0.0), torch.full((111,), 1 / 111, dtype=torch.float64))
+    r = resample_weights(t, power=1.0)  # class-balanced sampling: every class has total probability 1/3
+    assert [r[t == c].sum().item() for c in range(3)] == pytest.approx([1 / 3] * 3)
+
+
+@pytest.mark.parametrize('N,tau', [(3, 0.5), (5, 0.1)])
+def test_nt_xent_matches_loop(N, tau):
+    torch.manual_seed(N)
+    z, zt = torch.randn(N, 4), torch.randn(N, 4)
+    assert nt_xent(z, zt, tau).item() == pytest.approx(nt_xent_loop(z, zt, tau), rel=1e-5)
+
+
+def test_mixed_nt_xent_eqs_2_3():
+    torch.manual_seed(0)
+    z1, z2, zm, zc = (torch.randn(4, 6) for _ in range(4))
+    lam, tau = 0.3, 0.5
+    total, l_mix, l_cut = mixed_nt_xent(z1, z2, zm, zc, lam, tau)
+    e_mix = lam * nt_xent_loop(z1, zm, tau) + (1 - lam) * nt_xent_loop(z2, zm, tau)
+    e_cut = lam * nt_xent_loop(z1, zc, tau) + (1 - lam) * nt_xent_loop(z2, zc, tau)
+    assert l_mix.item() == pytest.approx(e_mix, rel=1e-5)
+    assert l_cut.item() == pytest.approx(e_cut, rel=1e-5)
+    assert total.item() == pytest.approx((e_mix + e_cut) / 2, rel=1e-5)
+
+
+def test_negative_cosine_stops_gradient_to_z():
+    p = torch.randn(3, 4, requires_grad=True)
+    z = torch.randn(3, 4, requires_grad=True)
+    loss = negative_cosine(p, z)
+    loss.backward()
+    assert z.grad is None and p.grad is not None
+    assert loss.item() == pytest.approx(-F.cosine_similarity(p, z).mean().item())
+
+
+def test_cutmix_box_side_and_clipping():
+    torch.manual_seed(0)
+    for lam in (0.0, 0.19, 0.5, 0.9, 1.0):
+        for _ in range(20):
+            y1, y2, x1, x2 = cutmix_box(32, 24, lam)
+            assert 0 <= y1 <= y2 <= 32 and 0 <= x1 <= x2 <= 24
+            assert y2 - y1 <= math.ceil(32 * math.sqrt(1 - lam)) and x2 - x1 <= math.ceil(24 * math.sqrt(1 - lam))
+    sides = set()
+    for _ in range(200):  # unclipped boxes (centre far from the border) have side ceil(side * sqrt(1 - lam))
+        y1, y2, x1, x2 = cutmix_box(32, 32, 0.75)
+        if 0 < y1 and y2 < 32:
+            sides.add(y2 - y1)
+    assert sides == {16}
+
+
+def test_glmc_mix_global_and_local():
+    torch.manual_seed(1)
+    a1, a2, b1, b2 = (torch.randn(2, 3, 8, 8) for _ in range(4))
+    x_mix, x_cut, (y1, y2, x1, x2) = glmc_mix(a1, a2, b1, b2, 0.3)
+    assert torch.allclose(x_mix, 0.3 * a1 + 0.7 * b1, atol=1e-6)
+    inside = torch.zeros(8, 8, dtype=torch.bool)
+    inside[y1:y2, x1:x2] = True
+    assert torch.equal(x_cut[..., inside], b2[..., inside]) and torch.equal(x_cut[..., ~inside], a2[..., ~inside])
+
+
+def _tiny_backbone(num_classes=3, seed=0):
+    import timm
+    torch.manual_seed(seed)
+    return timm.create_model('resnet20_cifar', num_classes=num_classes)
+
+
+@pytest.mark.parametrize('clr', [False, True])
+def test_glmc_loss_by_hand(clr):
+    counts = [40, 8, 2]
+    task = GLMCTask(_tiny_backbone(), counts, contrast_weight=4.0, clr_weight=0.7 if clr else 0.0, clr_tau=0.5,
+                    num_epochs=10, verbose=False)
+    task.set_epoch(4, 10)
+    B = 4
+    x = torch.randn(4 * B, 3, 16, 16)
+    y_a, y_b = torch.tensor([0, 1, 2, 0]), torch.tensor([2, 2, 1, 0])
+    torch.manual_seed(11)
+    out = task(x, torch.cat([y_a, y_b]))
+
+    # by hand: same RNG draws (lam, then the box), the same network calls
+    torch.manual_seed(11)
+    lam = float(torch.rand(()))
+    a1, a2, b1, b2 = x.chunk(4)
+    x_mix, x_cut, _ = glmc_mix(a1, a2, b1, b2, lam)
+    model = task.get_trainable_module()
+    f = [model.features(g) for g in ((x_mix, x_cut, a1, b1) if clr else (x_mix, x_cut))]
+    n = torch.tensor(counts, dtype=torch.float64)
+    w = (n ** -1.2 / (n ** -1.2).sum() * 3).float()
+    t_mix = lam * F.one_hot(y_a, 3).float() + (1 - lam) * F.one_hot(y_b, 3).float()
+    t_w = lam * w[y_a, None] * F.one_hot(y_a, 3) + (1 - lam) * w[y_b, None] * F.one_hot(y_b, 3)
+    a = 1 - (4 / 10) ** 2
+    ce = F.cross_entropy  # probability targets: -sum t log softmax, batch mean (t_w not renormalised)
+    l_ib = ce(model.fc(f[0]), t_mix) + ce(model.fc(f[1]), t_mix)
+    l_cb = ce(model.backbone.get_classifier()(f[0]), t_w) + ce(model.backbone.get_classifier()(f[1]), t_w)
+    z = [model.projector(v) for v in f]
+    p = [model.predictor(v) for v in z]
+    cons = -F.cosine_similarity(p[0], z[1]).mean() - F.cosine_similarity(p[1], z[0]).mean()
+    expect = a * l_ib + (1 - a) * l_cb + 4.0 * cons
+    if clr:
+        clr_l = 0.5 * (lam * nt_xent_loop(z[2], z[0], 0.5) + (1 - lam) * nt_xent_loop(z[3], z[0], 0.5)
+                       + lam * nt_xent_loop(z[2], z[1], 0.5) + (1 - lam) * nt_xent_loop(z[3], z[1], 0.5))
+        expect = expect + 0.7 * clr_l
+        assert out['clr_loss'].item() == pytest.approx(clr_l, rel=1e-4)
+    assert out['loss'].item() == pytest.approx(expect.item(), rel=1e-4)
+    assert out['glmc_a'].item() == pytest.approx(a)
+    assert out['output'].shape == (B, 3)
+    out['loss'].backward()
+    assert all(q.grad is not None for q in model.parameters())  # every head is used (DDP-safe)
+
+
+def test_eval_model_is_plain_timm_and_task_state():
+    import timm
+    task = GLMCTask(_tiny_backbone(), [5, 3, 1], verbose=False)
+    ev_model = task.get_eval_model()
+    fresh = timm.create_model('resnet20_cifar', num_classes=3)
+    fresh.load_state_dict(ev_model.state_dict())  # best.safetensors is a plain timm checkpoint
+    x = torch.randn(2, 3, 16, 16)
+    task.eval()
+    fresh.eval()
+    assert torch.allclose(fresh(x), task.get_trainable_module()(x))
+    state = task.get_task_state()
+    assert set(state) == {'fc', 'projector', 'predictor'}
+    other = GLMCTask(_tiny_backbone(seed=1), [5, 3, 1], verbose=False)
+    other.load_task_state(state)
+    assert torch.equal(other.get_trainable_module().fc.weight, task.get_trainable_module().fc.weight)
+    task.setup_ema(decay=0.9)
+    assert type(task.get_eval_model(ema=True)).__name__ == type(ev_model).__name__
+    assert {'many', 'medium', 'few'} <= set(type(task.create_evaluator()).metric_names)
+
+
+class _Toy:
+    def __init__(self, targets):
+        self.targets = list(targets)
+        self.transform = None
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return np.full((3, 2, 2), i, dtype=np.uint8), self.targets[i]
+
+
+def test_dataset_and_collate_layout():
+    base = _Toy([0] * 30 + [1] * 3)
+    ds = GLMCDataset(base, resample_power=0.0)
+    calls = []
+
+    def transform(img):  # two independent augmentations: record the calls
+        calls.append(int(img[0, 0, 0]))
+        return img
+    ds.transform = transform
+    assert base.transform is None and ds.targets == base.targets
+    torch.manual_seed(0)
+    items = [ds[i] for i in (0, 31, 5)]
+    assert all(len(v) == 4 for v, _ in items) and len(calls) == 12
+    x, y = glmc_collate(items)
+    B = 3
+    assert x.dtype == torch.uint8 and x.shape == (4 * B, 3, 2, 2) and y.shape == (2 * B,)
+    assert x[:B, 0, 0, 0].tolist() == [0, 31, 5] and x[B:2 * B, 0, 0, 0].tolist() == [0, 31, 5]
+    js = [int(v[2][0, 0, 0]) for v, _ in items]
+    assert x[2 * B:3 * B, 0, 0, 0].tolist() == js and x[3 * B:, 0, 0, 0].tolist() == js
+    assert y[:B].tolist() == [0, 1, 0] and y[B:].tolist() == [base.targets[j] for j in js]
+
+
+def test_resampled_batch_follows_class_weights_and_seed():
+    base = _Toy([0] * 90 + [1] * 10)
+    ds = GLMCDataset(base, resample_power=1.0)  # class-balanced re-sampling
+    torch.manual_seed(0)
+    draws = torch.tensor([base.targets[ds.draw()] for _ in range(2000)])
+    assert abs(draws.float().mean().item() - 0.5) < 0.05
+    torch.manual_seed(0)
+    again = torch.tensor([base.targets[ds.draw()] for _ in range(2000)])
+    assert torch.equal(draws, again)
+
+
+def test_registry_spec_and_arg_checks():
+    from timm_mixplug.tasks import DataInfo, get_task_spec
+    spec = get_task_spec('glmc')
+    assert spec.mixes_itself
+    p = argparse.ArgumentParser()
+    spec.add_args(p)
+    args = p.parse_args(['--glmc-clr', '--glmc-clr-tau', '0.2'])
+    args.mix = 'none'
+    spec.check_args(args)
+    args.epochs = 20
+    task = spec.create_task(args, _tiny_backbone(), None, None, DataInfo(num_classes=3, class_counts=[9, 4, 1]),
+                            torch.device('cpu'))
+    assert isinstance(task, GLMCTask) and task.clr_weight == 1.0 and task.clr_tau == 0.2 and task.num_epochs == 20
+    assert spec.create_collate(args, None, None) is glmc_collate
+    assert isinstance(spec.wrap_dataset(_Toy([0, 1, 2]), args, None, True), GLMCDataset)
+    args.mix = 'mixup'
+    with pytest.raises(ValueError):
+        spec.check_args(args)
+
+
+def test_sample_lambda_deterministic_and_in_range():
+    torch.manual_seed(3)
+    a = [sample_lambda(1.0), sample_lambda(0.4)]
+    torch.manual_seed(3)
+    assert a == [sample_lambda(1.0), sample_lambda(0.4)] and all(0 <= v <= 1 for v in a)
