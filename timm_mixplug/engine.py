@@ -644,6 +644,8 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
         seed_everything(epoch_seed(args.seed, epoch, args.rank))
         if hasattr(b.loader_train.sampler, 'set_epoch'):
             b.loader_train.sampler.set_epoch(epoch)
+        if hasattr(task, 'set_epoch'):  # epoch-dependent objectives (GLMC's re-balancing schedule)
+            task.set_epoch(epoch, num_epochs)
         mix_on = not (args.mixup_off_epoch and epoch >= args.mixup_off_epoch)
         for m in mixers:
             m.mixup_enabled = mix_on

@@ -20,7 +20,9 @@ Register a ``TaskSpec`` subclass (or instance) with ``@register_task('name')``. 
    (see docs/CONTRACTS.md): ``forward(input, target) -> dict`` with ``'loss'``, ``'output'`` and optional
    extra scalar tensors (averaged and logged per epoch under their key);
    ``get_trainable_module()`` feeds the optimizer, DDP, EMA and the resumable state;
-   ``get_eval_model()`` returns plain (B, C) logits and is what ``best.safetensors`` holds.
+   ``get_eval_model()`` returns plain (B, C) logits and is what ``best.safetensors`` holds;
+   optional ``set_epoch(epoch, num_epochs)`` is called at the start of every epoch (epoch from 0);
+   ``get_task_state()`` / ``load_task_state()`` (tensors and JSON-able values) go into the resumable state.
 
 Mixing: if ``mixes_itself`` is False, train.py applies ``--mix`` before calling the task (in the collate or
 on the device) and ``mixer`` is None; if True, train.py never mixes and passes the device-side mixer (or
