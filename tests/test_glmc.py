@@ -242,3 +242,82 @@ def test_sample_lambda_deterministic_and_in_range():
     a = [sample_lambda(1.0), sample_lambda(0.4)]
     torch.manual_seed(3)
     assert a == [sample_lambda(1.0), sample_lambda(0.4)] and all(0 <= v <= 1 for v in a)
+
+
+# ---- few-step train.py runs (tiny generated data, CPU) ----
+
+def _train_script():
+    import importlib.util
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location('mixplug_train_script_glmc', os.path.join(root, 'train.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return root, mod
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    from timm_mixplug.datasets import make_image_folder
+    root = tmp_path_factory.mktemp('glmc_imgs')
+    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=3, size=16)
+    return str(root)
+
+
+def _args(data, out, exp, *extra):
+    return ['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0', '-b', '8',
+            '--epochs', '2', '--workers', '0', '--lr', '0.01', '--warmup-epochs', '0', '--output', str(out),
+            '--experiment', exp, '--log-interval', '10', '--hflip', '0', '--color-jitter', '0', '--device', 'cpu',
+            '--task', 'glmc', *extra]
+
+
+def _rows(path):
+    import csv
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_py_glmc_clr_resume_and_plain_timm_weights(tiny_data, tmp_path):
+    import timm
+    from safetensors.torch import load_file
+    _, train = _train_script()
+    common = ['--glmc-clr', '--model-ema', '--model-ema-decay', '0.9', '--glmc-resample-power', '0.5']
+    assert train.main(_args(tiny_data, tmp_path, 'full', *common)) == 0
+    assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--max-epochs-this-run', '1')) == 0
+    assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--resume', str(tmp_path / 'part'))) == 0
+    full, part = _rows(tmp_path / 'full' / 'summary.csv'), _rows(tmp_path / 'part' / 'summary.csv')
+    assert len(full) == len(part) == 2
+    for key in ('train_loss', 'train_glmc_consistency', 'train_clr_loss', 'eval_top1', 'eval_few',
+                'ema_eval_top1'):
+        assert key in full[0]
+        assert [r[key] for r in full] == [r[key] for r in part], key
+    model = timm.create_model('resnet20_cifar', num_classes=4)  # the eval model is the plain timm model (fc_cb)
+    model.load_state_dict(load_file(str(tmp_path / 'full' / 'best.safetensors')))
+
+
+def test_train_py_glmc_plain_loader_and_bad_mix(tiny_data, tmp_path, capsys):
+    _, train = _train_script()
+    assert train.main(_args(tiny_data, tmp_path, 'np', '--no-prefetcher', '--epochs', '1')) == 0
+    assert len(_rows(tmp_path / 'np' / 'summary.csv')) == 1
+    capsys.readouterr()
+    assert train.main(_args(tiny_data, tmp_path, 'bad', '--mix', 'mixup')) == 2
+    assert 'GLMC mixes itself' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
+def test_train_py_glmc_two_process_gloo(tiny_data, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    root, _ = _train_script()
+    torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
+    if torchrun is None:
+        pytest.skip('torchrun not found')
+    cmd = [torchrun, '--standalone', '--nproc_per_node=2', os.path.join(root, 'train.py'),
+           *_args(tiny_data, tmp_path, 'ddp', '-b', '4', '--epochs', '1', '--glmc-clr')]
+    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _rows(tmp_path / 'ddp' / 'summary.csv')
+    assert len(rows) == 1 and rows[0]['eval_top1'] != ''
