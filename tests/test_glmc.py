@@ -281,7 +281,8 @@ def test_train_py_glmc_clr_resume_and_plain_timm_weights(tiny_data, tmp_path):
     import timm
     from safetensors.torch import load_file
     _, train = _train_script()
-    common = ['--glmc-clr', '--model-ema', '--model-ema-decay', '0.9', '--glmc-resample-power', '0.5']
+    common = ['--glmc-clr', '--model-ema', '--model-ema-decay', '0.9', '--glmc-resample-power', '0.5',
+              '--imb-factor', '2']  # 4 classes x 8 images -> 8, 6, 5, 4
     assert train.main(_args(tiny_data, tmp_path, 'full', *common)) == 0
     assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--max-epochs-this-run', '1')) == 0
     assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--resume', str(tmp_path / 'part'))) == 0
@@ -291,6 +292,7 @@ def test_train_py_glmc_clr_resume_and_plain_timm_weights(tiny_data, tmp_path):
                 'ema_eval_top1'):
         assert key in full[0]
         assert [r[key] for r in full] == [r[key] for r in part], key
+    assert [float(r['train_glmc_a']) for r in full] == pytest.approx([1.0, 0.75])  # a = 1 - (epoch / 2)^2
     model = timm.create_model('resnet20_cifar', num_classes=4)  # the eval model is the plain timm model (fc_cb)
     model.load_state_dict(load_file(str(tmp_path / 'full' / 'best.safetensors')))
 
