@@ -263,3 +263,57 @@ def test_indexed_dataset_collates_and_args():
     assert {s.name: s.weight for s in task.specs} == {'random_labels': 1.0, 'crop_pos': 0.3}
     out = task(x.float() / 255, t)
     assert torch.isfinite(out['loss'])
+
+
+# ------------------------------------------------------------------------------------- train.py end to end
+def _train_script():
+    import importlib.util
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location('mixplug_train_script_aux', os.path.join(root, 'train.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+    from timm_mixplug.datasets import make_image_folder
+    root = tmp_path_factory.mktemp('aux_imgs')
+    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=2, size=16)
+    (root / 'super.yaml').write_text('class_0: round\nclass_1: round\nclass_2: square\nclass_3: square\n')
+    return str(root)
+
+
+@pytest.mark.parametrize('extra', [
+    ['--aux-tasks', 'superclass,random_labels,crop_pos,cutout', '--aux-weights', 'crop_pos=0.5',
+     '--aux-cutout-length', '8', '--no-aug'],
+    ['--aux-tasks', 'ricap,superclass', '--aux-ricap-border-margin', '1', '--no-aug', '--no-prefetcher'],
+    ['--aux-tasks', 'superclass', '--mix', 'mixup', '--model-ema'],
+])
+def test_train_py_aux(image_dir, tmp_path, extra):
+    import csv
+    import os
+    train = _train_script()
+    argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
+            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
+            '--output', str(tmp_path), '--experiment', 'aux', '--device', 'cpu', '--scale', '0.8', '1.0',
+            '--task', 'aux', '--aux-hierarchy', os.path.join(image_dir, 'super.yaml'), *extra]
+    assert train.main(argv) == 0
+    with open(tmp_path / 'aux' / 'summary.csv', newline='') as f:
+        row = list(csv.DictReader(f))[0]
+    tasks = extra[extra.index('--aux-tasks') + 1].split(',')
+    for t in tasks:
+        assert np.isfinite(float(row[f'train_aux_{t}_loss']))
+    from safetensors.torch import load_file
+    timm.create_model('resnet20_cifar', num_classes=4).load_state_dict(
+        load_file(str(tmp_path / 'aux' / 'best.safetensors')))  # strict: no auxiliary weights
+
+
+def test_train_py_aux_rejects_loader_crop(image_dir, tmp_path, capsys):
+    train = _train_script()
+    argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '1',
+            '--workers', '0', '--output', str(tmp_path), '--device', 'cpu', '--task', 'aux',
+            '--aux-tasks', 'crop_pos']
+    assert train.main(argv) == 2
+    assert '--no-aug' in capsys.readouterr().err

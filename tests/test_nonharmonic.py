@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import timm
 
 from timm.data.loader import fast_collate
 from timm_mixplug.nonharmonic import (
@@ -157,7 +158,6 @@ def test_multiview_dataset_and_collates():
 
 def test_device_views_mixer_and_bf16_scoring():
     from timm_mixplug import create_mixup
-    import timm
     torch.manual_seed(0)
     model = timm.create_model('test_resnet', num_classes=10)
     mixer = create_mixup('mixup', num_classes=10)
@@ -179,3 +179,46 @@ def test_args_roundtrip():
     assert wrap_nh_dataset(_Toy(), args).__class__ is _Toy  # device views: the loader is untouched
     args = p.parse_args(['--nh-views', '2'])
     assert isinstance(wrap_nh_dataset(_Toy(), args), MultiViewDataset)
+
+
+# ------------------------------------------------------------------------------------- train.py end to end
+def _train_script():
+    import importlib.util
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location('mixplug_train_script_nh', os.path.join(root, 'train.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+    from timm_mixplug.datasets import make_image_folder
+    root = tmp_path_factory.mktemp('nh_imgs')
+    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=2, size=16)
+    return str(root)
+
+
+@pytest.mark.parametrize('extra', [
+    ['--mix', 'mixup'],  # prefetcher: timm fast_collate's view-major layout
+    ['--no-prefetcher', '--nh-temperature', '0'],  # multiview_collate (B, M, ...) layout, MaxUp limit
+    ['--nh-device-views', '--no-aug', '--mix', 'bc'],  # views made on the device
+])
+def test_train_py_nonharmonic(image_dir, tmp_path, extra):
+    import csv
+    train = _train_script()
+    argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
+            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
+            '--output', str(tmp_path), '--experiment', 'nh', '--device', 'cpu', '--scale', '0.8', '1.0',
+            '--task', 'nonharmonic', '--nh-views', '2', *extra]
+    assert train.main(argv) == 0
+    with open(tmp_path / 'nh' / 'summary.csv', newline='') as f:
+        row = list(csv.DictReader(f))[0]
+    chosen, mean, top = (float(row[f'train_nh_{k}_loss']) for k in ('chosen', 'mean', 'max'))
+    assert np.isfinite(mean) and chosen <= top + 1e-5  # chosen >= mean only in expectation (8 images x 4 steps)
+    if '--nh-temperature' in extra:  # T = 0: always the max-loss view
+        assert chosen == pytest.approx(top, rel=1e-5)
+    from safetensors.torch import load_file
+    timm.create_model('resnet20_cifar', num_classes=4).load_state_dict(
+        load_file(str(tmp_path / 'nh' / 'best.safetensors')))

@@ -559,14 +559,15 @@ def build_aux_task(
         hierarchy: Any = None,
         device: Optional[torch.device] = None,
         criterion: Optional[Callable] = None,
+        class_names: Optional[Sequence[str]] = None,
 ) -> AuxTask:
     """``AuxTask`` from parsed ``--aux-*`` args. ``num_samples`` = len(training set) (random_labels);
-    ``input_size`` = the training input size (C, H, W)."""
+    ``input_size`` = the training input size (C, H, W); ``class_names`` resolve a hierarchy keyed by names."""
     weights = parse_aux_tasks(args.aux_tasks, args.aux_weights or None)
     if 'superclass' in weights and hierarchy is None:
         from .hierarchy import load_hierarchy
         spec = args.aux_hierarchy or getattr(args, 'superclass_map', None) or 'cifar100'
-        hierarchy = load_hierarchy(spec, num_classes=num_classes)
+        hierarchy = load_hierarchy(spec, num_classes=num_classes, class_names=class_names)
     augment = None if not set(weights) & set(_AUGMENT_TASKS) else DeviceAugment(
         padding=args.aux_crop_padding,
         flip=not args.aux_no_flip,
@@ -661,4 +662,5 @@ class AuxSpec(TaskSpec):
         if num_samples is None and info is not None and info.class_counts:
             num_samples = int(sum(info.class_counts))
         return build_aux_task(args, model, info.num_classes, num_samples=num_samples, input_size=_input_size(args),
-                              mixer=mixer, device=device, criterion=criterion if mixer is not None else None)
+                              mixer=mixer, device=device, criterion=criterion if mixer is not None else None,
+                              class_names=getattr(info, 'class_names', None))
