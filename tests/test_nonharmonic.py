@@ -222,3 +222,43 @@ def test_train_py_nonharmonic(image_dir, tmp_path, extra):
     from safetensors.torch import load_file
     timm.create_model('resnet20_cifar', num_classes=4).load_state_dict(
         load_file(str(tmp_path / 'nh' / 'best.safetensors')))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
+def test_ddp_world_size_one(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    if dist.is_initialized():
+        pytest.skip('a process group is already initialised')
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "pg"}', rank=0, world_size=1)
+    try:
+        model = timm.create_model('test_resnet', num_classes=10)
+        task = NonHarmonicTask(model, num_views=2).prepare_distributed()
+        assert isinstance(task.trainable_module, DDP) and task._score_module() is model
+        out = task(torch.randn(4, 2, 3, 32, 32), torch.randint(0, 10, (4,)))
+        out['loss'].backward()
+        assert model.fc.weight.grad is not None
+        assert set(task.get_checkpoint_state()['state_dict']) == set(model.state_dict())
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
+def test_train_py_nonharmonic_two_process_gloo(image_dir, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
+    if torchrun is None:
+        pytest.skip('torchrun not found')
+    cmd = [torchrun, '--standalone', '--nproc_per_node=2', os.path.join(root, 'train.py'),
+           '--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
+           '-b', '4', '--epochs', '1', '--workers', '0', '--warmup-epochs', '0', '--output', str(tmp_path),
+           '--experiment', 'ddp', '--device', 'cpu', '--scale', '0.8', '1.0', '--task', 'nonharmonic',
+           '--nh-views', '2', '--mix', 'mixup']
+    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / 'ddp' / 'best.safetensors').is_file()
