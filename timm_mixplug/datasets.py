@@ -144,10 +144,9 @@ def _create_one(args, split: str, is_training: bool):
     root = args.data_dir
     folder = not sep or prefix.lower() in ('folder', 'imagefolder', 'tar', 'imagetar')
     if not root:
-        if folder or not args.dataset_download:
-            raise UsageError(f'--data-dir is required for dataset {name or "ImageFolder"!r} '
-                             f'(or use the offline --dataset mixplug/digits)')
-    elif not os.path.exists(root) and (folder or not args.dataset_download):
+        raise UsageError(f'--data-dir is required for dataset {name or "ImageFolder"!r} (with --dataset-download: '
+                         f'where to download it), or use the offline --dataset mixplug/digits')
+    if not os.path.exists(root) and (folder or not args.dataset_download):
         raise UsageError(f'data dir not found: {root}')
     try:
         return create_dataset(
