@@ -33,6 +33,8 @@ def test_probabilities_from_known_losses():
     torch.testing.assert_close(view_probabilities(torch.zeros(1, 3)), torch.full((1, 3), 1 / 3))
     p = view_probabilities(torch.tensor([[500.0, 1000.0]]), temperature=0.01)
     assert torch.isfinite(p).all() and torch.allclose(p.sum(1), torch.ones(1))
+    p = view_probabilities(torch.tensor([[float('nan'), float('inf'), 1.0]]))  # fp16 overflow in scoring
+    torch.testing.assert_close(p, torch.tensor([[0.0, 1.0, 0.0]]))
     with pytest.raises(ValueError):
         view_probabilities(losses, temperature=-1)
     with pytest.raises(ValueError):

@@ -20,7 +20,7 @@ Pieces:
 """
 import argparse
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -49,13 +49,15 @@ def view_probabilities(importance: torch.Tensor, temperature: float = 1.0, unifo
     p_j = (1 - u) * s_j^(1/T) / sum_k s_k^(1/T) + u / M. T = 1: proportional to the importance (the slides);
     T -> 0: the max-importance view (MaxUp), ``temperature=0`` gives exactly that (ties: lowest index);
     T -> inf: uniform (ordinary random augmentation). ``uniform_mix`` u in [0, 1] is a floor so that every
-    view keeps probability >= u / M. A row whose importances are all zero is sampled uniformly.
+    view keeps probability >= u / M. A row whose importances are all zero is sampled uniformly; NaN counts as
+    zero and +inf as the largest importance.
     """
     if temperature < 0:
         raise ValueError(f'temperature must be >= 0, got {temperature}')
     if not 0.0 <= uniform_mix <= 1.0:
         raise ValueError(f'uniform_mix must lie in [0, 1], got {uniform_mix}')
-    s = importance.float().clamp_min(0)
+    s = importance.float()
+    s = torch.nan_to_num(s, nan=0.0, posinf=torch.finfo(s.dtype).max).clamp_min(0)  # AMP overflow -> max
     M = s.shape[-1]
     if temperature == 0:
         p = F.one_hot(s.argmax(dim=-1), M).float()
