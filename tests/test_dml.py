@@ -322,3 +322,10 @@ def test_train_py_dml_two_process_gloo(tiny_data, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _rows(tmp_path / 'ddp' / 'summary.csv')
     assert len(rows) == 1 and rows[0]['eval_peer0_top1'] != '' and rows[0]['eval_peer1_top1'] != ''
+
+
+def test_clip_parameters_cover_every_peer():
+    peers = [Tiny(), Tiny()]
+    task = DMLTask(peers, criterion=nn.CrossEntropyLoss(), verbose=False)
+    assert len(task.get_clip_parameters()) == 4
+    assert task.get_clip_parameters(exclude_head=True) == []  # Tiny is only a head

@@ -323,3 +323,13 @@ def test_train_py_glmc_two_process_gloo(tiny_data, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _rows(tmp_path / 'ddp' / 'summary.csv')
     assert len(rows) == 1 and rows[0]['eval_top1'] != ''
+
+
+def test_clip_parameters_exclude_both_heads():
+    task = GLMCTask(_tiny_backbone(), [5, 3, 1], verbose=False)
+    m = task.get_trainable_module()
+    all_p = list(task.get_clip_parameters())
+    kept = {id(p) for p in task.get_clip_parameters(exclude_head=True)}
+    assert len(all_p) == len(list(m.parameters()))
+    assert id(m.fc.weight) not in kept and id(m.backbone.get_classifier().weight) not in kept
+    assert id(m.projector.weight) in kept and id(m.predictor.weight) in kept

@@ -253,6 +253,14 @@ class DMLTask(TrainingTask):
             p.compile(backend=backend, mode=mode, **compile_kwargs)
         return self.get_eval_model()
 
+    def get_clip_parameters(self, exclude_head: bool = False):
+        """All peers' parameters; ``exclude_head`` (AGC) drops every peer's classifier (its last 2 tensors)."""
+        params = []
+        for p in unwrap_model(self.trainable_module):
+            ps = list(p.parameters())
+            params.extend(ps[:-2] if exclude_head else ps)
+        return params
+
     # ---- evaluation ----
     def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> Optional[nn.Module]:
         if module is None:

@@ -397,6 +397,14 @@ class GLMCTask(TrainingTask):
         m.backbone.compile(backend=backend, mode=mode, **compile_kwargs)
         return self.get_eval_model()
 
+    def get_clip_parameters(self, exclude_head: bool = False):
+        """All parameters; ``exclude_head`` (AGC) drops both classifiers (fc and the backbone's fc_cb)."""
+        m = unwrap_model(self.trainable_module)
+        if not exclude_head:
+            return list(m.parameters())
+        head = {id(p) for p in list(m.fc.parameters()) + list(m.fc_cb.parameters())}
+        return [p for p in m.parameters() if id(p) not in head]
+
     def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> Optional[nn.Module]:
         """The timm model whose classifier is fc_cb (plain timm keys in ``best.safetensors``)."""
         resolved = super().get_eval_model(module=module, ema=ema)
