@@ -329,3 +329,13 @@ def test_clip_parameters_cover_every_peer():
     task = DMLTask(peers, criterion=nn.CrossEntropyLoss(), verbose=False)
     assert len(task.get_clip_parameters()) == 4
     assert task.get_clip_parameters(exclude_head=True) == []  # Tiny is only a head
+
+
+def test_autocast_bfloat16_step():
+    torch.manual_seed(10)
+    task = DMLTask([Tiny(), Tiny()], criterion=nn.CrossEntropyLoss(), verbose=False)
+    x, y = torch.randn(4, 2, 2, 2), torch.randint(0, 3, (4,))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = task(x, y)
+    assert out['loss'].dtype == torch.float32 and torch.isfinite(out['loss'])
+    out['loss'].backward()

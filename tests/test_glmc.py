@@ -333,3 +333,12 @@ def test_clip_parameters_exclude_both_heads():
     assert len(all_p) == len(list(m.parameters()))
     assert id(m.fc.weight) not in kept and id(m.backbone.get_classifier().weight) not in kept
     assert id(m.projector.weight) in kept and id(m.predictor.weight) in kept
+
+
+def test_autocast_bfloat16_step():
+    task = GLMCTask(_tiny_backbone(), [5, 3, 1], clr_weight=1.0, verbose=False)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 3, (8,))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = task(x, y)
+    assert out['loss'].dtype == torch.float32 and torch.isfinite(out['loss'])
+    out['loss'].backward()
