@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from timm.loss import SoftTargetCrossEntropy
 from timm_mixplug.dml import (
-    DMLEnsemble, DMLEvaluator, DMLTask, dml_kl_matrix, dml_losses, parse_dml_peers, peer_state_dicts,
+    DMLEnsemble, DMLTask, dml_kl_matrix, dml_losses, parse_dml_peers, peer_state_dicts,
     save_peer_weights)
 
 

@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from timm_mixplug.glmc import (
-    GLMCDataset, GLMCModel, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
+    GLMCDataset, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
     glmc_mix, mixed_nt_xent, negative_cosine, nt_xent, resample_weights, sample_lambda)
 
 
