@@ -232,6 +232,7 @@ def _one_step(path, folders, out, model=None):
     return row, saved
 
 
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true")  # ImageNet recipes on a CPU
 @pytest.mark.parametrize('path', RECIPES)
 def test_recipe_one_step(path, folders, tmp_path):
     small = SMALL_MODEL[_parse(path).img_size] if _heavy(path) else None
@@ -250,6 +251,7 @@ def test_recipe_one_step(path, folders, tmp_path):
     shutil.rmtree(tmp_path / 'run', ignore_errors=True)
 
 
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true")
 @pytest.mark.skipif(not SLOW, reason='one CPU step of the large models takes minutes; set MIXPLUG_SLOW=1')
 @pytest.mark.parametrize('path', [p for p in RECIPES if _heavy(p)])
 def test_recipe_one_step_full_model(path, folders, tmp_path):
