@@ -143,3 +143,11 @@ def test_task_flags_are_registered():
     task_action = next(a for a in parser._actions if a.dest == 'task')
     assert 'classification' in task_action.choices
     assert set(task_action.choices) == set(list_tasks())
+
+
+def test_pad_crop_checks():
+    assert parse_args(['--pad-crop', '4']).pad_crop == 4
+    with pytest.raises(UsageError, match='no-aug'):
+        parse_args(['--pad-crop', '4', '--no-aug'])
+    with pytest.raises(UsageError, match='train-crop-mode'):
+        parse_args(['--pad-crop', '4', '--train-crop-mode', 'rkrr'])

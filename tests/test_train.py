@@ -202,3 +202,17 @@ def test_registered_task_and_long_tail_through_train_py(data_dir, tmp_path, capl
         assert key in row, key
     ignored = [r for r in caplog.records if 'Ignoring timm train.py options' in r.getMessage()]
     assert len(ignored) == 1 and 'checkpoint_hist' in ignored[0].getMessage()
+
+
+def test_pad_crop_replaces_random_resized_crop(data_dir, tmp_path):
+    from timm.data import create_dataset, create_loader
+    from torchvision import transforms as T
+    from timm_mixplug.datasets import apply_pad_crop
+    ds = create_dataset('', root=data_dir, split='train')
+    loader = create_loader(ds, (3, 16, 16), 8, is_training=True, num_workers=0, device=torch.device('cpu'))
+    assert apply_pad_crop(loader.dataset, 4, (16, 16))
+    head = ds.transform.transforms[0]
+    assert isinstance(head, T.Compose) and isinstance(head.transforms[0], T.Pad)
+    x, _ = next(iter(loader))
+    assert x.shape == (8, 3, 16, 16)
+    assert train_script.main(base_args(data_dir, tmp_path, 'pc', '--pad-crop', '4', '--mix', 'bc')) == 0

@@ -208,6 +208,9 @@ def create_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     g.add_argument('--eval-metric', default='top1', type=str, metavar='EVAL_METRIC')
 
     g = p.add_argument_group('timm_mixplug')
+    g.add_argument('--pad-crop', type=int, default=0, metavar='N',
+                   help='CIFAR-style crop: zero-pad N pixels and take a random crop of the input size, in place '
+                        "of timm's RandomResizedCrop (--scale/--ratio then unused); 0 = off")
     g.add_argument('--mix', default=None, choices=_mix_choices(),
                    help='batch mixing method (default: mixup if --mixup/--cutmix > 0, else none)')
     g.add_argument('--superclass-map', default=None, type=str, metavar='NAME|FILE',
@@ -360,6 +363,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError(f'--epochs must be >= 1, got {args.epochs}')
     if args.workers < 0:
         raise UsageError(f'--workers must be >= 0, got {args.workers}')
+    if args.pad_crop < 0:
+        raise UsageError(f'--pad-crop must be >= 0, got {args.pad_crop}')
+    if args.pad_crop and args.no_aug:
+        raise UsageError('--pad-crop is a training augmentation; it cannot be combined with --no-aug')
+    if args.pad_crop and args.train_crop_mode not in (None, '', 'rrc'):
+        raise UsageError(f'--pad-crop replaces the default random-resized crop; drop --train-crop-mode '
+                         f'{args.train_crop_mode}')
     if args.max_epochs_this_run is not None and args.max_epochs_this_run < 1:
         raise UsageError('--max-epochs-this-run must be >= 1')
     if args.evaluate and not (args.resume or args.initial_checkpoint or args.pretrained):

@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 from .config import UsageError
 from .tasks import DataInfo
 
-__all__ = ['DigitsDataset', 'create_datasets', 'dataset_info', 'make_image_folder', 'BUILTIN_DATASETS']
+__all__ = ['DigitsDataset', 'create_datasets', 'dataset_info', 'make_image_folder', 'apply_pad_crop',
+           'BUILTIN_DATASETS']
 
 _TRAIN_SPLITS = ('train', 'training')
 _EVAL_SPLITS = ('val', 'valid', 'validation', 'eval', 'evaluation', 'test')
@@ -195,3 +196,20 @@ def make_image_folder(root: str, num_classes: int = 4, per_class: int = 8, val_p
             for i in range(n):  # writing files: once per image by necessity
                 Image.fromarray(imgs[i]).save(os.path.join(d, f'{i:04d}.png'))
     return root
+
+
+def apply_pad_crop(dataset, padding: int, size) -> bool:
+    """Replace the random-resized crop at the head of timm's training transform (set by ``create_loader`` on
+    ``dataset`` or a dataset it wraps) with zero padding + a random crop of ``size`` (CIFAR augmentation).
+    Returns False if no timm training transform was found."""
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision import transforms as T
+    obj = dataset
+    while obj is not None:
+        tf = getattr(obj, 'transform', None)
+        if isinstance(tf, T.Compose) and tf.transforms and isinstance(tf.transforms[0],
+                                                                       RandomResizedCropAndInterpolation):
+            tf.transforms[0] = T.Compose([T.Pad(padding, fill=0), T.RandomCrop(size, pad_if_needed=True)])
+            return True
+        obj = getattr(obj, 'dataset', None)
+    return False

@@ -395,7 +395,7 @@ def _build(args, device, training: bool) -> _Built:
     from timm.data import create_loader, resolve_data_config
     from timm.data.loader import fast_collate
     from torch.utils.data import default_collate
-    from .datasets import create_datasets
+    from .datasets import apply_pad_crop, create_datasets
 
     b = _Built()
     spec: TaskSpec = get_task_spec(args.task)
@@ -470,6 +470,9 @@ def _build(args, device, training: bool) -> _Built:
             mean=data_config['mean'], std=data_config['std'], num_workers=workers,
             distributed=args.distributed, collate_fn=collate, pin_memory=args.pin_mem, device=device,
             use_prefetcher=use_prefetcher, persistent_workers=False, what='train loader')
+        if args.pad_crop and not apply_pad_crop(b.loader_train.dataset, args.pad_crop,
+                                                tuple(data_config['input_size'][-2:])):
+            raise UsageError(f'--pad-crop: no timm training transform to replace on the --task {args.task} dataset')
         sampler = getattr(b.loader_train, 'sampler', None)
         if isinstance(sampler, torch.utils.data.distributed.DistributedSampler):
             sampler.seed = args.seed  # same shuffle on all ranks, changes with --seed
