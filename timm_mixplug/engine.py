@@ -603,7 +603,7 @@ def train(args) -> Dict[str, Any]:
     # ---- everything validated: now create the run folder ----
     output_dir = None
     if primary:
-        if meta is not None and not args.experiment and not args.output:
+        if meta is not None and not args.experiment:  # resume continues in the run's folder
             output_dir = os.path.dirname(os.path.abspath(meta['_path']))
         else:
             exp_name = args.experiment or '-'.join([
