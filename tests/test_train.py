@@ -1,7 +1,6 @@
 """End-to-end tests of train.py on tiny generated data (CPU, a few steps each)."""
 import csv
 import importlib.util
-import json
 import os
 import shutil
 import subprocess

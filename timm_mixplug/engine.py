@@ -8,14 +8,13 @@ resumed run repeats the uninterrupted run exactly (on CPU).
 """
 import csv
 import logging
-import math
 import os
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 import torch
@@ -547,8 +546,8 @@ def train(args) -> Dict[str, Any]:
     from timm.models import safe_model_name
     from timm.optim import create_optimizer_v2, optimizer_kwargs
     from timm.scheduler import create_scheduler_v2, scheduler_kwargs
-    from timm.utils import distribute_bn, get_outdir, trim_summary, unwrap_model
-    from .checkpoint import capture_rng, load_stateful, save_train_state, save_weights
+    from timm.utils import get_outdir, trim_summary, unwrap_model
+    from .checkpoint import atomic_write_bytes, load_stateful
 
     device = _init_distributed(args)
     primary = args.rank == 0
@@ -611,7 +610,6 @@ def train(args) -> Dict[str, Any]:
                 str(b.data_config['input_size'][-1])])
             output_dir = get_outdir(args.output or './output/train', exp_name)
         resolved = args_to_yaml(args)
-        from .checkpoint import atomic_write_bytes
         atomic_write_bytes(os.path.join(output_dir, 'args.yaml'), resolved.encode())
         trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
         log_file = logging.FileHandler(os.path.join(output_dir, 'train.log'))
