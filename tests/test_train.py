@@ -215,3 +215,21 @@ def test_pad_crop_replaces_random_resized_crop(data_dir, tmp_path):
     x, _ = next(iter(loader))
     assert x.shape == (8, 3, 16, 16)
     assert train_script.main(base_args(data_dir, tmp_path, 'pc', '--pad-crop', '4', '--mix', 'bc')) == 0
+
+
+def test_npz_dataset(tmp_path, capsys):
+    """--dataset npz reads <data-dir>/<split>.npz (uint8 NHWC images, labels), e.g. the CIFAR-10 subset files."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 8)
+    x = (rng.integers(0, 60, (24, 16, 16, 3)) + 60 * y[:, None, None, None]).astype(np.uint8)
+    np.savez(tmp_path / 'tr.npz', x=x, y=y, classes=np.array(['a', 'b', 'c']))
+    np.savez(tmp_path / 'te.npz', x=x[::4], y=y[::4])
+    args = base_args(str(tmp_path), tmp_path / 'out', 'npz', '--dataset', 'npz', '--train-split', 'tr',
+                     '--val-split', 'te', '--mix', 'bc')
+    assert train_script.main(args) == 0
+    rows = read_summary(tmp_path / 'out' / 'npz' / 'summary.csv')
+    assert len(rows) == 1 and float(rows[0]['eval_top1']) >= 0
+    bad = base_args(str(tmp_path), tmp_path / 'out', 'npz2', '--dataset', 'npz', '--train-split', 'nope')
+    assert train_script.main(bad) == 2
+    assert 'npz split not found' in capsys.readouterr().err

@@ -5,5 +5,8 @@ from .bc import BetweenClassMixer, BetweenClassPlusMixer, sample_other_class_par
 from .superclass import SuperclassMixer
 from .hierarchy import BUILTIN_HIERARCHIES, Hierarchy, load_hierarchy
 from . import models  # registers the CIFAR architectures with timm
+from .tasks import DataInfo, TaskSpec, create_task, get_task_spec, list_tasks, register_task
+from .checkpoint import load_train_state, load_weights, save_train_state, save_weights
+from .datasets import ArrayImageDataset, DigitsDataset, NpzDataset, make_image_folder
 
 __version__ = '0.1.0'

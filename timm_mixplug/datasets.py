@@ -6,6 +6,8 @@ Built-in names (``--dataset mixplug/<name>``, no download, no ``--data-dir``):
   scikit-learn package), upsampled bilinearly to 32x32 RGB (``--dataset mixplug/digits@16`` for 16x16).
   A fixed stratified split keeps 20% (36 per class) as ``validation``/``val``/``test``.
 
+``--dataset npz --data-dir DIR``: ``DIR/<split>.npz`` arrays (``x`` uint8 images, ``y`` labels).
+
 ``make_image_folder`` writes a tiny generated ImageFolder (``root/train/<class>/*.png``,
 ``root/validation/...``) for tests and benchmarks.
 """
@@ -21,14 +23,58 @@ from torch.utils.data import Dataset
 from .config import UsageError
 from .tasks import DataInfo
 
-__all__ = ['DigitsDataset', 'create_datasets', 'dataset_info', 'make_image_folder', 'apply_pad_crop',
+__all__ = ['ArrayImageDataset', 'NpzDataset', 'DigitsDataset', 'create_datasets', 'dataset_info', 'make_image_folder', 'apply_pad_crop',
            'BUILTIN_DATASETS']
 
 _TRAIN_SPLITS = ('train', 'training')
 _EVAL_SPLITS = ('val', 'valid', 'validation', 'eval', 'evaluation', 'test')
 
 
-class DigitsDataset(Dataset):
+class ArrayImageDataset(Dataset):
+    """Images held in memory as a uint8 (N, H, W, 3) array with integer labels; timm sets ``transform``."""
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int], classes: Sequence[str], transform=None):
+        self.images = images
+        self.targets = [int(t) for t in targets]
+        self.classes = [str(c) for c in classes]
+        self.transform = transform
+        self.target_transform = None
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        img = Image.fromarray(self.images[index], mode='RGB')
+        if self.transform is not None:
+            img = self.transform(img)
+        target = self.targets[index]
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+
+class NpzDataset(ArrayImageDataset):
+    """``--dataset npz``: ``<data-dir>/<split>.npz`` with ``x`` (N, H, W, 3) or (N, H, W) uint8, ``y`` labels and
+    optionally ``classes`` (e.g. the CIFAR-10 files in ``../shared/data``)."""
+
+    def __init__(self, root: str, split: str, transform=None):
+        path = os.path.join(root, split if split.endswith('.npz') else split + '.npz')
+        if not os.path.isfile(path):
+            raise UsageError(f'npz split not found: {path} (--data-dir holds <split>.npz files; set '
+                             f'--train-split / --val-split to their names)')
+        with np.load(path, allow_pickle=False) as f:
+            if 'x' not in f or 'y' not in f:
+                raise UsageError(f'{path} needs arrays "x" (images) and "y" (labels), has {sorted(f.keys())}')
+            x, y = f['x'], f['y'].astype(np.int64)
+            classes = f['classes'].tolist() if 'classes' in f else [str(c) for c in range(int(y.max()) + 1)]
+        if x.dtype != np.uint8 or x.ndim not in (3, 4):
+            raise UsageError(f'{path}: "x" must be uint8 (N, H, W[, 3]), got {x.dtype} {x.shape}')
+        if x.ndim == 3:
+            x = np.repeat(x[..., None], 3, axis=-1)
+        super().__init__(x, y, classes, transform)
+
+
+class DigitsDataset(ArrayImageDataset):
     """scikit-learn's digits as an RGB image dataset that timm's ``create_loader`` can transform."""
 
     def __init__(self, split: str = 'train', img_size: int = 32, val_per_class: int = 36, transform=None):
@@ -52,23 +98,8 @@ class DigitsDataset(Dataset):
             idx = order[y[order] == c]
             rank[idx] = np.arange(len(idx))
         keep = rank < val_per_class if split in _EVAL_SPLITS else rank >= val_per_class
-        self.images = np.repeat(gray[keep][..., None], 3, axis=-1)  # (N, H, W, 3) uint8
-        self.targets = y[keep].tolist()
-        self.classes = [str(c) for c in range(10)]
-        self.transform = transform
-        self.target_transform = None
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __getitem__(self, index):
-        img = Image.fromarray(self.images[index], mode='RGB')
-        if self.transform is not None:
-            img = self.transform(img)
-        target = self.targets[index]
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return img, target
+        super().__init__(np.repeat(gray[keep][..., None], 3, axis=-1), y[keep], [str(c) for c in range(10)],
+                         transform)
 
 
 def _create_digits(name: str, split: str) -> Dataset:
@@ -143,6 +174,10 @@ def _create_one(args, split: str, is_training: bool):
                              + ', '.join('mixplug/' + k for k in BUILTIN_DATASETS))
         return BUILTIN_DATASETS[key](rest, split)
     root = args.data_dir
+    if name.lower() == 'npz':
+        if not root or not os.path.isdir(root):
+            raise UsageError(f'--dataset npz needs --data-dir, the folder with the <split>.npz files (got {root!r})')
+        return NpzDataset(root, split)
     folder = not sep or prefix.lower() in ('folder', 'imagefolder', 'tar', 'imagetar')
     if not root:
         raise UsageError(f'--data-dir is required for dataset {name or "ImageFolder"!r} (with --dataset-download: '

@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from timm.task import ClassificationTask
 
 __all__ = ['DataInfo', 'TaskSpec', 'register_task', 'list_tasks', 'get_task_spec', 'create_task',
            'ClassificationSpec', 'load_builtin_tasks']
@@ -81,7 +82,6 @@ class TaskSpec:
         return collate
 
     def create_task(self, args, model, criterion, mixer, info: DataInfo, device: torch.device):
-        from timm.task import ClassificationTask
         return ClassificationTask(model, criterion=criterion, device=device, verbose=False)
 
 
@@ -102,18 +102,14 @@ def register_task(name: str, spec=None):
 
 
 def load_builtin_tasks() -> None:
-    """Import the package's task modules so they can register themselves (missing ones are skipped)."""
+    """Import the package's task modules so they register themselves."""
     import importlib
     for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f'timm_mixplug.{mod}')
-        except ImportError as e:
-            if getattr(e, 'name', None) != f'timm_mixplug.{mod}':
-                raise
-    _register_adapters()
+        importlib.import_module(f'timm_mixplug.{mod}')
 
 
 def list_tasks() -> Sequence[str]:
+    load_builtin_tasks()
     return sorted(_TASKS)
 
 
@@ -144,27 +140,13 @@ class ClassificationSpec(TaskSpec):
         return super().create_task(args, model, criterion, mixer, info, device)
 
 
-def _long_tail_task_cls():
-    from timm.task import ClassificationTask
+class LongTailClassificationTask(ClassificationTask):
+    """timm's ``ClassificationTask`` whose evaluator adds many / medium / few-shot top-1 (long-tailed training)."""
 
-    class _LongTailClassificationTask(ClassificationTask):
-        """``ClassificationTask`` whose evaluator adds many / medium / few-shot top-1 (long-tailed training)."""
+    def __init__(self, model, train_counts, **kwargs):
+        super().__init__(model, **kwargs)
+        self.train_counts = list(train_counts)
 
-        def __init__(self, model, train_counts, **kwargs):
-            super().__init__(model, **kwargs)
-            self.train_counts = list(train_counts)
-
-        def create_evaluator(self, **kwargs):
-            from .longtail import ShotAccuracyEvaluator
-            return ShotAccuracyEvaluator(self.train_counts, device=self.device, **kwargs)
-    return _LongTailClassificationTask
-
-
-def LongTailClassificationTask(model, train_counts, **kwargs):
-    """timm's ClassificationTask reporting many / medium / few-shot accuracy from the training counts."""
-    return _long_tail_task_cls()(model, train_counts, **kwargs)
-
-
-def _register_adapters() -> None:
-    """Adapters for task modules that expose builder functions instead of registering a TaskSpec."""
-    return None
+    def create_evaluator(self, **kwargs):
+        from .longtail import ShotAccuracyEvaluator
+        return ShotAccuracyEvaluator(self.train_counts, device=self.device, **kwargs)
