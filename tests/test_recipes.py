@@ -203,8 +203,15 @@ def folders(tmp_path_factory):
     return get
 
 
+@pytest.fixture
+def no_plot(monkeypatch):
+    """summary.png costs ~0.5 s per run with matplotlib installed; plotting is not what these tests check."""
+    from timm_mixplug import engine
+    monkeypatch.setattr(engine, 'plot_summary', lambda *a, **k: None)
+
+
 def _one_step(path, folders, out, model=None):
-    """argv for one step of ``path`` on generated data; returns the summary row."""
+    """One step of ``path`` on generated data through train.py's entry; returns (summary row, saved args)."""
     from timm_mixplug import engine
     args = _parse(path)
     size = args.img_size or args.input_size[-1]
@@ -234,7 +241,7 @@ def _one_step(path, folders, out, model=None):
 
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true")  # ImageNet recipes on a CPU
 @pytest.mark.parametrize('path', RECIPES)
-def test_recipe_one_step(path, folders, tmp_path):
+def test_recipe_one_step(path, folders, tmp_path, no_plot):
     small = SMALL_MODEL[_parse(path).img_size] if _heavy(path) else None
     row, saved = _one_step(path, folders, tmp_path, model=small)
     raw = _raw(path)
@@ -254,7 +261,7 @@ def test_recipe_one_step(path, folders, tmp_path):
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true")
 @pytest.mark.skipif(not SLOW, reason='one CPU step of the large models takes minutes; set MIXPLUG_SLOW=1')
 @pytest.mark.parametrize('path', [p for p in RECIPES if _heavy(p)])
-def test_recipe_one_step_full_model(path, folders, tmp_path):
+def test_recipe_one_step_full_model(path, folders, tmp_path, no_plot):
     row, saved = _one_step(path, folders, tmp_path)
     assert saved['model'] == _raw(path)['model']
     shutil.rmtree(tmp_path / 'run', ignore_errors=True)
