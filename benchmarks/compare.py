@@ -29,7 +29,8 @@ METHODS = {
     'dml': ['--task', 'dml', '--mix', 'none', '--dml-peers', '2'],
     'dml_superclass': ['--task', 'dml', '--mix', 'superclass', '--superclass-map', '{hier}', '--dml-peers', '2'],
     'nonharmonic': ['--task', 'nonharmonic', '--nh-views', '4', '--mix', 'none'],
-    'aux': ['--task', 'aux', '--aux-tasks', 'superclass,crop_pos', '--superclass-map', '{hier}', '--mix', 'none'],
+    'aux': ['--task', 'aux', '--aux-tasks', 'superclass,crop_pos', '--superclass-map', '{hier}', '--no-aug',
+            '--mix', 'none'],  # crop and flip happen on the device, recorded for the crop-position head
     'ce_lt': ['--mix', 'none', '--imb-factor', '{imb}'],
     'glmc_lt': ['--task', 'glmc', '--imb-factor', '{imb}', '--mix', 'none'],
     'glmc_clr_lt': ['--task', 'glmc', '--glmc-clr', '--imb-factor', '{imb}', '--mix', 'none'],
@@ -67,8 +68,7 @@ def main():
         data = ['--dataset', 'mixplug/digits', '--num-classes', '10']
         name = 'mixplug/digits (bundled)'
     common = data + [
-        '--model', args.model, '--img-size', '32', '--crop-pct', '1.0', '--pad-crop', '4', '--hflip', '0.5',
-        '--color-jitter', '0', '-b', str(args.batch_size), '--opt', 'sgd', '--momentum', '0.9',
+        '--model', args.model, '--img-size', '32', '--crop-pct', '1.0', '-b', str(args.batch_size), '--opt', 'sgd', '--momentum', '0.9',
         '--weight-decay', '5e-4', '--lr', str(args.lr), '--sched', 'cosine', '--warmup-epochs', '1',
         '--warmup-lr', str(args.lr / 10), '--epochs', str(args.epochs), '--workers', '0',
         '--log-interval', '1000', *args.extra]
@@ -76,6 +76,8 @@ def main():
     results = {}
     for method in args.methods:
         extra = [a.format(hier=args.hierarchy, imb=args.imb_factor) for a in METHODS[method]]
+        if '--no-aug' not in extra:  # CIFAR augmentation: zero-pad 4, random crop, flip
+            extra += ['--pad-crop', '4', '--hflip', '0.5', '--color-jitter', '0']
         for seed in args.seeds:
             run = out / f'{method}-s{seed}'
             cmd = [sys.executable, str(REPO / 'train.py'), *common, *extra, '--seed', str(seed),
