@@ -23,12 +23,13 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import default_collate
 
 from timm.loss import SoftTargetCrossEntropy
 from timm.task import TrainingTask
 from timm.utils.model import unwrap_model
 
+from .datasets import ForwardingDatasetWrapper
 from .recorded_transforms import DeviceAugment, crop_position_class
 
 __all__ = [
@@ -211,21 +212,13 @@ class AuxHeadModel(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # data: label + sample index (for random labels)
 # ----------------------------------------------------------------------------------------------------------
-class IndexedDataset(Dataset):
+class IndexedDataset(ForwardingDatasetWrapper):
     """``(image, label)`` -> ``(image, LongTensor([label, index]))``. The packed (B, 2) target survives timm's
     ``fast_collate`` / prefetcher unchanged; ``aux_collate`` makes it a dict instead. ``transform`` passes
     through to the wrapped dataset (timm's ``create_loader`` sets it)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
-
-    @property
-    def transform(self):
-        return getattr(self.dataset, 'transform', None)
-
-    @transform.setter
-    def transform(self, t):
-        self.dataset.transform = t
 
     def __len__(self):
         return len(self.dataset)

@@ -49,10 +49,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from timm.task import TrainingTask
 from timm.utils import unwrap_model
+
+from .datasets import TransformOwningWrapper
 
 __all__ = [
     'cumulative_weight', 'class_balanced_weights', 'resample_weights', 'sample_lambda', 'cutmix_box',
@@ -154,7 +155,7 @@ def mixed_nt_xent(z1: torch.Tensor, z2: torch.Tensor, z_mix: torch.Tensor, z_cut
 # ----------------------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------------------
-class GLMCDataset(Dataset):
+class GLMCDataset(TransformOwningWrapper):
     """Item i -> ((a1, a2, b1, b2), (y_a, y_b)): image i and a re-sampled image j (P(j) ~ n_{y_j}^-r), two
     independent draws of ``transform`` each. Owns the transform like timm's ``AugMixDataset`` (setting
     ``.transform``, as ``create_loader`` does, stores it here; the wrapped dataset returns raw images).
@@ -178,18 +179,7 @@ class GLMCDataset(Dataset):
         self._cdf = cdf.tolist()  # python floats: cheap bisect per item, picklable for workers
         if hasattr(dataset, 'classes'):
             self.classes = dataset.classes
-        self._transform = None
-        self.transform = transform if transform is not None else getattr(dataset, 'transform', None)
-
-    @property
-    def transform(self):
-        return self._transform
-
-    @transform.setter
-    def transform(self, t):
-        self._transform = t
-        if hasattr(self.dataset, 'transform'):
-            self.dataset.transform = None
+        self._own_transform(transform)
 
     def __len__(self):
         return len(self.dataset)

@@ -23,9 +23,10 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset
 
 from timm.task import ClassificationEvaluator
+
+from .datasets import ForwardingDatasetWrapper
 
 __all__ = [
     'longtail_counts', 'get_targets', 'class_counts', 'make_longtail_indices', 'LongTailSubset',
@@ -108,7 +109,7 @@ def make_longtail_indices(targets: Union[torch.Tensor, Sequence[int]], imb_facto
     return torch.sort(chosen).values
 
 
-class LongTailSubset(Dataset):
+class LongTailSubset(ForwardingDatasetWrapper):
     """``Subset`` that keeps ``.targets`` / ``.classes`` and forwards ``.transform`` to the wrapped dataset
     (timm's ``create_loader`` sets ``dataset.transform``)."""
 
@@ -121,14 +122,6 @@ class LongTailSubset(Dataset):
         self.imb_factor = imb_factor
         if hasattr(dataset, 'classes'):
             self.classes = dataset.classes
-
-    @property
-    def transform(self):
-        return getattr(self.dataset, 'transform', None)
-
-    @transform.setter
-    def transform(self, t):
-        self.dataset.transform = t
 
     def __len__(self):
         return len(self.indices)

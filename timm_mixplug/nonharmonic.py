@@ -26,10 +26,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import default_collate
 
 from timm.loss import SoftTargetCrossEntropy
 from timm.task import TrainingTask
+
+from .datasets import TransformOwningWrapper
 
 __all__ = [
     'view_probabilities', 'sample_views', 'view_scores', 'MultiViewDataset', 'multiview_collate',
@@ -86,7 +88,7 @@ def view_scores(logits: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tenso
 # ----------------------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------------------
-class MultiViewDataset(Dataset):
+class MultiViewDataset(TransformOwningWrapper):
     """Wrap an (image, label) dataset to return ``(tuple of M views, label)``, each view an independent
     draw of ``transform`` applied to the same raw image.
 
@@ -99,18 +101,7 @@ class MultiViewDataset(Dataset):
             raise ValueError(f'num_views must be >= 1, got {num_views}')
         self.dataset = dataset
         self.num_views = num_views
-        self._transform = None
-        self.transform = transform if transform is not None else getattr(dataset, 'transform', None)
-
-    @property
-    def transform(self):
-        return self._transform
-
-    @transform.setter
-    def transform(self, t):
-        self._transform = t
-        if hasattr(self.dataset, 'transform'):
-            self.dataset.transform = None
+        self._own_transform(transform)
 
     def __len__(self):
         return len(self.dataset)
