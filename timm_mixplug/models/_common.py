@@ -5,7 +5,7 @@ refuses ``pretrained=True`` (no weights are published for these models), and a s
 networks timm's classifier interface (``forward_features`` / ``forward_head`` / ``get_classifier`` /
 ``reset_classifier`` / ``num_features`` / ``set_grad_checkpointing`` / ``feature_info``).
 """
-from typing import Any, Dict, Optional, Sequence, Type
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ from timm.models._builder import resolve_pretrained_cfg
 
 __all__ = [
     'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
-    'CifarNet', 'ConvStem', 'cifar_cfgs', 'build_cifar_model', 'init_weights',
+    'CifarNet', 'ConvStem', 'cifar_cfgs', 'build_cifar_model', 'init_weights', 'block_stride', 'drop_path_rates',
 ]
 
 # Per-channel statistics of the training sets (pixel values scaled to [0, 1]).
@@ -111,6 +111,23 @@ def init_weights(module: nn.Module, conv_mode: str = 'fan_out') -> None:
                 nn.init.zeros_(m.bias)
 
 
+def block_stride(stage: int, block: int) -> int:
+    """Stride of block ``block`` in stage ``stage``: each stage after the first halves the resolution in its
+    first block."""
+    return 2 if stage > 0 and block == 0 else 1
+
+
+def drop_path_rates(drop_path_rate: float, layers: Sequence[int]) -> List[List[float]]:
+    """Per-block stochastic depth rates, increasing linearly with block index, grouped per stage."""
+    total = sum(layers)
+    rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+    out, i = [], 0
+    for n in layers:
+        out.append(rates[i:i + n])
+        i += n
+    return out
+
+
 class ConvStem(nn.Module):
     """3x3 stride-1 stem conv, optionally followed by BN and ReLU (a plain module, not ``nn.Sequential``, so
     timm's feature extractor can tap it by name)."""
@@ -130,8 +147,23 @@ class CifarNet(nn.Module):
     """Base class: ``stem -> stages -> final (norm/act) -> global pool -> dropout -> fc``.
 
     Subclasses build ``self.stem``, ``self.stages`` (an ``nn.Sequential`` of stages), ``self.final`` (or
-    ``nn.Identity``), fill ``self.feature_info`` and then call ``self._init_head``.
+    ``nn.Identity``), fill ``self.feature_info`` and then call ``self._init_head`` -- usually through
+    ``_init_stem`` and ``_init_stages`` (stage ``i`` at stride ``2 ** i``).
     """
+
+    def _init_stem(self, in_chans: int, stem: nn.Module, stem_chs: int) -> None:
+        self.in_chans = in_chans
+        self.grad_checkpointing = False
+        self.stem = stem
+        self.feature_info = [dict(num_chs=stem_chs, reduction=1, module='stem')]
+
+    def _init_stages(self, stages: Sequence[Sequence[nn.Module]], stage_chs: Sequence[int], final: nn.Module) -> None:
+        """``self.stages`` from per-stage module lists (stage ``i`` at stride ``2 ** i``, ``stage_chs[i]`` output
+        channels), their ``feature_info`` entries, and ``self.final``."""
+        self.stages = nn.Sequential(*[nn.Sequential(*blocks) for blocks in stages])
+        for i, chs in enumerate(stage_chs):
+            self.feature_info.append(dict(num_chs=chs, reduction=2 ** i, module=f'stages.{i}'))
+        self.final = final
 
     def _init_head(self, num_features: int, num_classes: int, global_pool: str, drop_rate: float, dd) -> None:
         self.num_classes = num_classes

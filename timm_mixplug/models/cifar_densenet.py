@@ -95,26 +95,22 @@ class DenseNetBCCifar(CifarNet):
         if (depth - 4) % 6:
             raise ValueError(f'DenseNet-BC depth must be 6n + 4, got {depth}')
         n = (depth - 4) // 6
-        self.in_chans = in_chans
-        self.grad_checkpointing = False
         prev = 2 * growth_rate
-        self.stem = ConvStem(in_chans, prev, norm=False, act=False, dd=dd)
-        self.feature_info = [dict(num_chs=prev, reduction=1, module='stem')]
-        stages, reduction = [], 1
+        self._init_stem(in_chans, ConvStem(in_chans, prev, norm=False, act=False, dd=dd), prev)
+        stages, stage_chs = [], []
         for i in range(3):
             mods = []
-            if i > 0:
+            if i > 0:  # the transition halves the resolution
                 out = int(prev * compression)
                 mods.append(Transition(prev, out, dd))
                 prev = out
-                reduction *= 2
             block = DenseBlock(n, prev, growth_rate, bn_size, block_drop_rate, dd)
             prev = block.out_chs
             mods.append(block)
-            stages.append(nn.Sequential(*mods))
-            self.feature_info.append(dict(num_chs=prev, reduction=reduction, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.final = nn.Sequential(OrderedDict(norm=nn.BatchNorm2d(prev, **dd), act=nn.ReLU(inplace=True)))
+            stages.append(mods)
+            stage_chs.append(prev)
+        final = nn.Sequential(OrderedDict(norm=nn.BatchNorm2d(prev, **dd), act=nn.ReLU(inplace=True)))
+        self._init_stages(stages, stage_chs, final)
         self._init_head(prev, num_classes, global_pool, drop_rate, dd)
         init_weights(self)
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from timm.models import register_model
 
-from ._common import CifarNet, ConvStem, build_cifar_model, cifar_cfgs, init_weights
+from ._common import CifarNet, ConvStem, block_stride, build_cifar_model, cifar_cfgs, drop_path_rates, init_weights
 
 __all__ = ['PyramidNetCifar']
 
@@ -111,28 +111,21 @@ class PyramidNetCifar(CifarNet):
             raise ValueError(f'depth must be {per_unit}n + 2 for {"bottleneck" if bottleneck else "basic"} units')
         n = (depth - 2) // per_unit
         add_rate = alpha / (3 * n)
-        self.in_chans = in_chans
-        self.grad_checkpointing = False
-        self.stem = ConvStem(in_chans, stem_width, act=False, dd=dd)
-        self.feature_info = [dict(num_chs=stem_width, reduction=1, module='stem')]
-        total, idx = 3 * n, 0
-        width, prev, reduction = float(stem_width), stem_width, 1
-        stages = []
+        self._init_stem(in_chans, ConvStem(in_chans, stem_width, act=False, dd=dd), stem_width)
+        dpr = drop_path_rates(drop_path_rate, [n] * 3)
+        width, prev = float(stem_width), stem_width
+        stages, stage_chs = [], []
         for i in range(3):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
             blocks = []
             for j in range(n):
                 width += add_rate
                 planes = int(round(width))
-                dp = drop_path_rate * idx / max(total - 1, 1)
-                blocks.append(block(prev, planes, stride if j == 0 else 1, dp, dd))
+                blocks.append(block(prev, planes, block_stride(i, j), dpr[i][j], dd))
                 prev = planes * block.expansion
-                idx += 1
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=prev, reduction=reduction, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.final = nn.Sequential(OrderedDict(norm=nn.BatchNorm2d(prev, **dd), act=nn.ReLU(inplace=True)))
+            stages.append(blocks)
+            stage_chs.append(prev)
+        final = nn.Sequential(OrderedDict(norm=nn.BatchNorm2d(prev, **dd), act=nn.ReLU(inplace=True)))
+        self._init_stages(stages, stage_chs, final)
         self._init_head(prev, num_classes, global_pool, drop_rate, dd)
         init_weights(self)
 

@@ -22,24 +22,13 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from timm.models import register_model
 
-from ._common import CifarNet, ConvStem, build_cifar_model, cifar_cfgs, init_weights
+from ._common import CifarNet, ConvStem, block_stride, build_cifar_model, cifar_cfgs, drop_path_rates, init_weights
 
 __all__ = ['ResNetCifar', 'PreActResNetCifar']
 
 
 def _conv3x3(in_chs: int, out_chs: int, stride: int, dd) -> nn.Conv2d:
     return nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False, **dd)
-
-
-def _dpr(drop_path_rate: float, layers: Sequence[int]):
-    """Per-block stochastic depth rates, increasing linearly with block index."""
-    total = sum(layers)
-    rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-    out, i = [], 0
-    for n in layers:
-        out.append(rates[i:i + n])
-        i += n
-    return out
 
 
 class ZeroPadShortcut(nn.Module):
@@ -113,23 +102,16 @@ class ResNetCifar(CifarNet):
         if (depth - 2) % 6:
             raise ValueError(f'depth must be 6n + 2, got {depth}')
         n = (depth - 2) // 6
-        self.in_chans = in_chans
-        self.grad_checkpointing = False
-        self.stem = ConvStem(in_chans, widths[0], dd=dd)
-        self.feature_info = [dict(num_chs=widths[0], reduction=1, module='stem')]
-        dpr = _dpr(drop_path_rate, [n] * len(widths))
-        stages, prev, reduction = [], widths[0], 1
+        self._init_stem(in_chans, ConvStem(in_chans, widths[0], dd=dd), widths[0])
+        dpr = drop_path_rates(drop_path_rate, [n] * len(widths))
+        stages, prev = [], widths[0]
         for i, w in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
             blocks = []
             for j in range(n):
-                blocks.append(BasicBlock(prev, w, stride if j == 0 else 1, shortcut, dpr[i][j], dd))
+                blocks.append(BasicBlock(prev, w, block_stride(i, j), shortcut, dpr[i][j], dd))
                 prev = w
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=w, reduction=reduction, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.final = nn.Identity()
+            stages.append(blocks)
+        self._init_stages(stages, widths, nn.Identity())
         self._init_head(prev, num_classes, global_pool, drop_rate, dd)
         init_weights(self)
 
@@ -185,23 +167,17 @@ class PreActResNetCifar(CifarNet):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        self.in_chans = in_chans
-        self.grad_checkpointing = False
-        self.stem = ConvStem(in_chans, stem_width, norm=False, act=False, dd=dd)
-        self.feature_info = [dict(num_chs=stem_width, reduction=1, module='stem')]
-        dpr = _dpr(drop_path_rate, layers)
-        stages, prev, reduction = [], stem_width, 1
+        self._init_stem(in_chans, ConvStem(in_chans, stem_width, norm=False, act=False, dd=dd), stem_width)
+        dpr = drop_path_rates(drop_path_rate, layers)
+        stages, prev = [], stem_width
         for i, (n, w) in enumerate(zip(layers, widths)):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
             blocks = []
             for j in range(n):
-                blocks.append(PreActBlock(prev, w, stride if j == 0 else 1, block_drop_rate, dpr[i][j], dd))
+                blocks.append(PreActBlock(prev, w, block_stride(i, j), block_drop_rate, dpr[i][j], dd))
                 prev = w
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=w, reduction=reduction, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.final = nn.Sequential(OrderedDict(norm=nn.BatchNorm2d(prev, **dd), act=nn.ReLU(inplace=True)))
+            stages.append(blocks)
+        final = nn.Sequential(OrderedDict(norm=nn.BatchNorm2d(prev, **dd), act=nn.ReLU(inplace=True)))
+        self._init_stages(stages, widths[:len(layers)], final)
         self._init_head(prev, num_classes, global_pool, drop_rate, dd)
         init_weights(self)
 

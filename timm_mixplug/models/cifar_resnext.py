@@ -16,7 +16,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import register_model
 
-from ._common import CifarNet, ConvStem, build_cifar_model, cifar_cfgs, init_weights
+from ._common import CifarNet, ConvStem, block_stride, build_cifar_model, cifar_cfgs, drop_path_rates, init_weights
 
 __all__ = ['ResNeXtCifar']
 
@@ -72,27 +72,18 @@ class ResNeXtCifar(CifarNet):
         if (depth - 2) % 9:
             raise ValueError(f'depth must be 9n + 2, got {depth}')
         n = (depth - 2) // 9
-        self.in_chans = in_chans
-        self.grad_checkpointing = False
-        self.stem = ConvStem(in_chans, stem_width, dd=dd)
-        self.feature_info = [dict(num_chs=stem_width, reduction=1, module='stem')]
-        total, idx = n * len(widths), 0
-        prev, reduction, stages = stem_width, 1, []
+        self._init_stem(in_chans, ConvStem(in_chans, stem_width, dd=dd), stem_width)
+        dpr = drop_path_rates(drop_path_rate, [n] * len(widths))
+        prev, stages = stem_width, []
         for i, out_chs in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
             group_width = base_width * 2 ** i  # d doubles per stage
             blocks = []
             for j in range(n):
-                dp = drop_path_rate * idx / max(total - 1, 1)
                 blocks.append(ResNeXtBottleneck(
-                    prev, out_chs, cardinality * group_width, cardinality, stride if j == 0 else 1, dp, dd))
+                    prev, out_chs, cardinality * group_width, cardinality, block_stride(i, j), dpr[i][j], dd))
                 prev = out_chs
-                idx += 1
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.final = nn.Identity()
+            stages.append(blocks)
+        self._init_stages(stages, widths, nn.Identity())
         self._init_head(prev, num_classes, global_pool, drop_rate, dd)
         init_weights(self)
 

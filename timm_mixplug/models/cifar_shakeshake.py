@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
-from ._common import CifarNet, ConvStem, build_cifar_model, cifar_cfgs, init_weights
+from ._common import CifarNet, ConvStem, block_stride, build_cifar_model, cifar_cfgs, init_weights
 
 __all__ = ['ShakeShakeCifar', 'shake_shake']
 
@@ -113,24 +113,16 @@ class ShakeShakeCifar(CifarNet):
         if (depth - 2) % 6:
             raise ValueError(f'depth must be 6n + 2, got {depth}')
         n = (depth - 2) // 6
-        self.in_chans = in_chans
-        self.grad_checkpointing = False
-        self.stem = ConvStem(in_chans, stem_width, act=False, dd=dd)
-        self.feature_info = [dict(num_chs=stem_width, reduction=1, module='stem')]
-        prev, reduction, stages = stem_width, 1, []
-        for i in range(3):
-            w = base_width * 2 ** i
-            stride = 1 if i == 0 else 2
-            reduction *= stride
+        self._init_stem(in_chans, ConvStem(in_chans, stem_width, act=False, dd=dd), stem_width)
+        widths = [base_width * 2 ** i for i in range(3)]
+        prev, stages = stem_width, []
+        for i, w in enumerate(widths):
             blocks = []
             for j in range(n):
-                blocks.append(ShakeBlock(prev, w, stride if j == 0 else 1, shake_forward, shake_backward,
-                                         per_image, dd))
+                blocks.append(ShakeBlock(prev, w, block_stride(i, j), shake_forward, shake_backward, per_image, dd))
                 prev = w
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=w, reduction=reduction, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.final = nn.ReLU(inplace=False)
+            stages.append(blocks)
+        self._init_stages(stages, widths, nn.ReLU(inplace=False))
         self._init_head(prev, num_classes, global_pool, drop_rate, dd)
         init_weights(self)
 
