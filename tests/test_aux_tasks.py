@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from timm.data.loader import fast_collate
+from conftest import load_train_script, make_tiny_images, read_rows
 from timm_mixplug.aux_tasks import (
     AuxHeadModel, AuxTask, AuxTaskSpec, IndexedDataset, add_aux_args, aux_collate, aux_needs_plain_loader,
     build_aux_task, parse_aux_tasks, wrap_aux_dataset,
@@ -266,23 +267,9 @@ def test_indexed_dataset_collates_and_args():
 
 
 # ------------------------------------------------------------------------------------- train.py end to end
-def _train_script():
-    import importlib.util
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location('mixplug_train_script_aux', os.path.join(root, 'train.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope='module')
 def image_dir(tmp_path_factory):
-    from timm_mixplug.datasets import make_image_folder
-    root = tmp_path_factory.mktemp('aux_imgs')
-    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=2, size=16)
-    (root / 'super.yaml').write_text('class_0: round\nclass_1: round\nclass_2: square\nclass_3: square\n')
-    return str(root)
+    return make_tiny_images(tmp_path_factory, 'aux_imgs', val_per_class=2, superclass_map=True)
 
 
 @pytest.mark.parametrize('extra', [
@@ -292,16 +279,14 @@ def image_dir(tmp_path_factory):
     ['--aux-tasks', 'superclass', '--mix', 'mixup', '--model-ema'],
 ])
 def test_train_py_aux(image_dir, tmp_path, extra):
-    import csv
     import os
-    train = _train_script()
+    train = load_train_script('mixplug_train_script_aux')
     argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
             '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
             '--output', str(tmp_path), '--experiment', 'aux', '--device', 'cpu', '--scale', '0.8', '1.0',
             '--task', 'aux', '--aux-hierarchy', os.path.join(image_dir, 'super.yaml'), *extra]
     assert train.main(argv) == 0
-    with open(tmp_path / 'aux' / 'summary.csv', newline='') as f:
-        row = list(csv.DictReader(f))[0]
+    row = read_rows(tmp_path / 'aux' / 'summary.csv')[0]
     tasks = extra[extra.index('--aux-tasks') + 1].split(',')
     for t in tasks:
         assert np.isfinite(float(row[f'train_aux_{t}_loss']))
@@ -311,7 +296,7 @@ def test_train_py_aux(image_dir, tmp_path, extra):
 
 
 def test_train_py_aux_rejects_loader_crop(image_dir, tmp_path, capsys):
-    train = _train_script()
+    train = load_train_script('mixplug_train_script_aux')
     argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '1',
             '--workers', '0', '--output', str(tmp_path), '--device', 'cpu', '--task', 'aux',
             '--aux-tasks', 'crop_pos']

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.loss import SoftTargetCrossEntropy
+from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
 from timm_mixplug.dml import (
     DMLEnsemble, DMLTask, dml_kl_matrix, dml_losses, parse_dml_peers, peer_state_dicts,
     save_peer_weights)
@@ -253,23 +254,9 @@ def test_prepare_distributed_wraps_each_peer(tmp_path):
 
 # ---- few-step train.py runs (tiny generated data, CPU) ----
 
-def _train_script():
-    import importlib.util
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location('mixplug_train_script_dml', os.path.join(root, 'train.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return root, mod
-
-
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    from timm_mixplug.datasets import make_image_folder
-    root = tmp_path_factory.mktemp('dml_imgs')
-    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=3, size=16)
-    smap = root / 'super.yaml'
-    smap.write_text('class_0: round\nclass_1: round\nclass_2: square\nclass_3: square\n')
-    return str(root)
+    return make_tiny_images(tmp_path_factory, 'dml_imgs', val_per_class=3, superclass_map=True)
 
 
 def _args(data, out, exp, *extra):
@@ -279,23 +266,17 @@ def _args(data, out, exp, *extra):
             '--task', 'dml', *extra]
 
 
-def _rows(path):
-    import csv
-    with open(path, newline='') as f:
-        return list(csv.DictReader(f))
-
-
 def test_train_py_dml_superclass_mix_resume_and_checkpoints(tiny_data, tmp_path):
     """Seed 001's setting (--mix superclass + DML) end to end; resume equals the uninterrupted run."""
     from safetensors.torch import load_file
     import timm
-    _, train = _train_script()
+    train = load_train_script('mixplug_train_script_dml')
     common = ['--dml-peers', 'resnet20_cifar,resnet20_cifar', '--mix', 'superclass', '--superclass-map',
               os.path.join(tiny_data, 'super.yaml'), '--model-ema', '--model-ema-decay', '0.9']
     assert train.main(_args(tiny_data, tmp_path, 'full', *common)) == 0
     assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--max-epochs-this-run', '1')) == 0
     assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--resume', str(tmp_path / 'part'))) == 0
-    full, part = _rows(tmp_path / 'full' / 'summary.csv'), _rows(tmp_path / 'part' / 'summary.csv')
+    full, part = read_rows(tmp_path / 'full' / 'summary.csv'), read_rows(tmp_path / 'part' / 'summary.csv')
     assert len(full) == len(part) == 2
     for key in ('train_loss', 'train_kl_loss', 'eval_top1', 'eval_peer0_top1', 'eval_peer1_top1',
                 'eval_peer1_loss', 'ema_eval_top1'):
@@ -308,19 +289,10 @@ def test_train_py_dml_superclass_mix_resume_and_checkpoints(tiny_data, tmp_path)
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
 def test_train_py_dml_two_process_gloo(tiny_data, tmp_path):
-    import shutil
-    import subprocess
-    import sys
-    root, _ = _train_script()
-    torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
-    if torchrun is None:
-        pytest.skip('torchrun not found')
-    cmd = [torchrun, '--standalone', '--nproc_per_node=2', os.path.join(root, 'train.py'),
-           *_args(tiny_data, tmp_path, 'ddp', '-b', '4', '--epochs', '1', '--mix', 'mixup', '--model-ema')]
-    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=300)
+    proc = run_torchrun(_args(tiny_data, tmp_path, 'ddp', '-b', '4', '--epochs', '1', '--mix', 'mixup',
+                              '--model-ema'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = _rows(tmp_path / 'ddp' / 'summary.csv')
+    rows = read_rows(tmp_path / 'ddp' / 'summary.csv')
     assert len(rows) == 1 and rows[0]['eval_peer0_top1'] != '' and rows[0]['eval_peer1_top1'] != ''
 
 

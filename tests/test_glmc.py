@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
 from timm_mixplug.glmc import (
     GLMCDataset, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
     glmc_mix, mixed_nt_xent, negative_cosine, nt_xent, resample_weights, sample_lambda)
@@ -245,22 +246,9 @@ def test_sample_lambda_deterministic_and_in_range():
 
 # ---- few-step train.py runs (tiny generated data, CPU) ----
 
-def _train_script():
-    import importlib.util
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location('mixplug_train_script_glmc', os.path.join(root, 'train.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return root, mod
-
-
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    from timm_mixplug.datasets import make_image_folder
-    root = tmp_path_factory.mktemp('glmc_imgs')
-    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=3, size=16)
-    return str(root)
+    return make_tiny_images(tmp_path_factory, 'glmc_imgs', val_per_class=3)
 
 
 def _args(data, out, exp, *extra):
@@ -270,22 +258,16 @@ def _args(data, out, exp, *extra):
             '--task', 'glmc', *extra]
 
 
-def _rows(path):
-    import csv
-    with open(path, newline='') as f:
-        return list(csv.DictReader(f))
-
-
 def test_train_py_glmc_clr_resume_and_plain_timm_weights(tiny_data, tmp_path):
     import timm
     from safetensors.torch import load_file
-    _, train = _train_script()
+    train = load_train_script('mixplug_train_script_glmc')
     common = ['--glmc-clr', '--model-ema', '--model-ema-decay', '0.9', '--glmc-resample-power', '0.5',
               '--imb-factor', '2']  # 4 classes x 8 images -> 8, 6, 5, 4
     assert train.main(_args(tiny_data, tmp_path, 'full', *common)) == 0
     assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--max-epochs-this-run', '1')) == 0
     assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--resume', str(tmp_path / 'part'))) == 0
-    full, part = _rows(tmp_path / 'full' / 'summary.csv'), _rows(tmp_path / 'part' / 'summary.csv')
+    full, part = read_rows(tmp_path / 'full' / 'summary.csv'), read_rows(tmp_path / 'part' / 'summary.csv')
     assert len(full) == len(part) == 2
     for key in ('train_loss', 'train_glmc_consistency', 'train_clr_loss', 'eval_top1', 'eval_few',
                 'ema_eval_top1'):
@@ -297,9 +279,9 @@ def test_train_py_glmc_clr_resume_and_plain_timm_weights(tiny_data, tmp_path):
 
 
 def test_train_py_glmc_plain_loader_and_bad_mix(tiny_data, tmp_path, capsys):
-    _, train = _train_script()
+    train = load_train_script('mixplug_train_script_glmc')
     assert train.main(_args(tiny_data, tmp_path, 'np', '--no-prefetcher', '--epochs', '1')) == 0
-    assert len(_rows(tmp_path / 'np' / 'summary.csv')) == 1
+    assert len(read_rows(tmp_path / 'np' / 'summary.csv')) == 1
     capsys.readouterr()
     assert train.main(_args(tiny_data, tmp_path, 'bad', '--mix', 'mixup')) == 2
     assert 'GLMC mixes itself' in capsys.readouterr().err
@@ -307,20 +289,9 @@ def test_train_py_glmc_plain_loader_and_bad_mix(tiny_data, tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
 def test_train_py_glmc_two_process_gloo(tiny_data, tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-    root, _ = _train_script()
-    torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
-    if torchrun is None:
-        pytest.skip('torchrun not found')
-    cmd = [torchrun, '--standalone', '--nproc_per_node=2', os.path.join(root, 'train.py'),
-           *_args(tiny_data, tmp_path, 'ddp', '-b', '4', '--epochs', '1', '--glmc-clr')]
-    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=300)
+    proc = run_torchrun(_args(tiny_data, tmp_path, 'ddp', '-b', '4', '--epochs', '1', '--glmc-clr'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = _rows(tmp_path / 'ddp' / 'summary.csv')
+    rows = read_rows(tmp_path / 'ddp' / 'summary.csv')
     assert len(rows) == 1 and rows[0]['eval_top1'] != ''
 
 

@@ -8,6 +8,7 @@ import torch.nn as nn
 import timm
 
 from timm.data.loader import fast_collate
+from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
 from timm_mixplug.nonharmonic import (
     MultiViewDataset, NonHarmonicTask, add_nh_args, build_nh_task, multiview_collate, sample_views,
     view_probabilities, wrap_nh_dataset,
@@ -184,22 +185,9 @@ def test_args_roundtrip():
 
 
 # ------------------------------------------------------------------------------------- train.py end to end
-def _train_script():
-    import importlib.util
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location('mixplug_train_script_nh', os.path.join(root, 'train.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope='module')
 def image_dir(tmp_path_factory):
-    from timm_mixplug.datasets import make_image_folder
-    root = tmp_path_factory.mktemp('nh_imgs')
-    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=2, size=16)
-    return str(root)
+    return make_tiny_images(tmp_path_factory, 'nh_imgs', val_per_class=2)
 
 
 @pytest.mark.parametrize('extra', [
@@ -208,15 +196,13 @@ def image_dir(tmp_path_factory):
     ['--nh-device-views', '--no-aug', '--mix', 'bc'],  # views made on the device
 ])
 def test_train_py_nonharmonic(image_dir, tmp_path, extra):
-    import csv
-    train = _train_script()
+    train = load_train_script('mixplug_train_script_nh')
     argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
             '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
             '--output', str(tmp_path), '--experiment', 'nh', '--device', 'cpu', '--scale', '0.8', '1.0',
             '--task', 'nonharmonic', '--nh-views', '2', *extra]
     assert train.main(argv) == 0
-    with open(tmp_path / 'nh' / 'summary.csv', newline='') as f:
-        row = list(csv.DictReader(f))[0]
+    row = read_rows(tmp_path / 'nh' / 'summary.csv')[0]
     chosen, mean, top = (float(row[f'train_nh_{k}_loss']) for k in ('chosen', 'mean', 'max'))
     assert np.isfinite(mean) and chosen <= top + 1e-5  # chosen >= mean only in expectation (8 images x 4 steps)
     if '--nh-temperature' in extra:  # T = 0: always the max-loss view
@@ -247,20 +233,10 @@ def test_ddp_world_size_one(tmp_path):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
 def test_train_py_nonharmonic_two_process_gloo(image_dir, tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
-    if torchrun is None:
-        pytest.skip('torchrun not found')
-    cmd = [torchrun, '--standalone', '--nproc_per_node=2', os.path.join(root, 'train.py'),
-           '--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
-           '-b', '4', '--epochs', '1', '--workers', '0', '--warmup-epochs', '0', '--output', str(tmp_path),
-           '--experiment', 'ddp', '--device', 'cpu', '--scale', '0.8', '1.0', '--task', 'nonharmonic',
-           '--nh-views', '2', '--mix', 'mixup']
-    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=300)
+    proc = run_torchrun([
+        '--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
+        '-b', '4', '--epochs', '1', '--workers', '0', '--warmup-epochs', '0', '--output', str(tmp_path),
+        '--experiment', 'ddp', '--device', 'cpu', '--scale', '0.8', '1.0', '--task', 'nonharmonic',
+        '--nh-views', '2', '--mix', 'mixup'])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / 'ddp' / 'best.safetensors').is_file()

@@ -1,0 +1,49 @@
+"""Helpers shared by the tests that run train.py end to end on tiny generated image folders."""
+import csv
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_PY = os.path.join(ROOT, 'train.py')
+# superclass map for make_tiny_images' four classes
+SUPERCLASS_YAML = 'class_0: round\nclass_1: round\nclass_2: square\nclass_3: square\n'
+
+
+def load_train_script(module_name: str):
+    """A fresh import of the repository's train.py under ``module_name``."""
+    spec = importlib.util.spec_from_file_location(module_name, TRAIN_PY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_tiny_images(tmp_path_factory, name: str, val_per_class: int, superclass_map: bool = False) -> str:
+    """A 4-class, 8-train-images-per-class 16x16 ImageFolder; ``superclass_map`` adds ``super.yaml``."""
+    from timm_mixplug.datasets import make_image_folder
+    root = tmp_path_factory.mktemp(name)
+    make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=val_per_class, size=16)
+    if superclass_map:
+        (root / 'super.yaml').write_text(SUPERCLASS_YAML)
+    return str(root)
+
+
+def read_rows(path):
+    """The rows of a CSV file (e.g. summary.csv) as dicts."""
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def run_torchrun(train_args, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=nproc train.py *train_args`` on CPU threads (skips without
+    torchrun)."""
+    torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
+    if torchrun is None:
+        pytest.skip('torchrun not found')
+    cmd = [torchrun, '--standalone', f'--nproc_per_node={nproc}', TRAIN_PY, *train_args]
+    return subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=300)
