@@ -30,6 +30,7 @@ from timm.task import TrainingTask
 from timm.utils.model import unwrap_model
 
 from .datasets import ForwardingDatasetWrapper
+from .tasks import resolve_eval_model
 from .recorded_transforms import DeviceAugment, crop_position_class
 
 __all__ = [
@@ -394,15 +395,7 @@ class AuxTask(TrainingTask):
 
     def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> Optional[nn.Module]:
         """The plain timm backbone (validation and checkpoints of record carry no auxiliary weights)."""
-        if module is None:
-            attr = 'eval_model_ema' if ema else 'eval_model'
-            if hasattr(self, attr):
-                return getattr(self, attr)
-            module = self.get_trainable_module(ema=ema)
-            if module is None:
-                return None
-        inner = unwrap_model(module)
-        return inner.backbone if isinstance(inner, AuxHeadModel) else inner
+        return resolve_eval_model(self, module, ema, lambda m: m.backbone if isinstance(m, AuxHeadModel) else m)
 
     def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
         """Auxiliary heads (so resuming restores them) and the random-label table."""

@@ -42,6 +42,8 @@ from timm.task import ClassificationEvaluator, TrainingTask
 from timm.task.classification import resolve_classification_loss
 from timm.utils import unwrap_model
 
+from .tasks import resolve_eval_model
+
 __all__ = [
     'dml_kl_matrix', 'dml_losses', 'DMLEnsemble', 'DMLTask', 'DMLEvaluator', 'peer_state_dicts',
     'save_peer_weights', 'parse_dml_peers', 'add_dml_args', 'check_dml_args', 'create_dml_peers',
@@ -263,14 +265,7 @@ class DMLTask(TrainingTask):
 
     # ---- evaluation ----
     def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> Optional[nn.Module]:
-        if module is None:
-            attr = 'eval_model_ema' if ema else 'eval_model'
-            if hasattr(self, attr):
-                return getattr(self, attr)
-            module = self.get_trainable_module(ema=ema)
-            if module is None:
-                return None
-        return _as_ensemble(unwrap_model(module))
+        return resolve_eval_model(self, module, ema, _as_ensemble)
 
     def peer_eval_models(self, ema: bool = False) -> List[nn.Module]:
         """The peers (bare modules, or the EMA copies) for separate evaluation."""

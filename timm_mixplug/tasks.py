@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 from timm.task import ClassificationTask
+from timm.utils import unwrap_model
 
 __all__ = ['DataInfo', 'TaskSpec', 'register_task', 'list_tasks', 'get_task_spec', 'create_task',
            'ClassificationSpec', 'load_builtin_tasks']
@@ -127,6 +128,21 @@ def create_task(name: str, args, model, criterion=None, mixer=None, info: Option
     spec = get_task_spec(name)
     info = info or DataInfo(num_classes=getattr(args, 'num_classes', None) or 0)
     return spec.create_task(args, model, criterion, mixer, info, device or torch.device('cpu'))
+
+
+def resolve_eval_model(task, module: Optional[nn.Module], ema: bool,
+                       to_eval: Callable[[nn.Module], nn.Module]) -> Optional[nn.Module]:
+    """``get_eval_model`` for a task whose trainable module is not itself the eval model: timm's lookup (a
+    cached -- e.g. compiled -- ``eval_model`` / ``eval_model_ema`` is returned as it is, else ``module`` or the
+    trainable module), with ``to_eval`` mapping the unwrapped module to the eval model. None without a module."""
+    if module is None:
+        attr = 'eval_model_ema' if ema else 'eval_model'
+        if hasattr(task, attr):
+            return getattr(task, attr)
+        module = task.get_trainable_module(ema=ema)
+        if module is None:
+            return None
+    return to_eval(unwrap_model(module))
 
 
 @register_task('classification')
