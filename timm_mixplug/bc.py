@@ -11,7 +11,7 @@ r ~ U(0, 1) per element; the target is r t_i + (1 - r) t_j (eq. (2)'s label rule
 Difference from the reference code (documented): partners are drawn from the current batch, not from the
 whole training set, so the method is a vectorised batch operation that plugs in where timm's ``Mixup`` goes.
 """
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD

@@ -55,14 +55,6 @@ def _user_errors(fn, *a, what: str = '', **kw):
         raise UsageError(f'{what}: {msg}' if what else msg) from None
 
 
-def _import_models() -> None:
-    try:  # registers the package's CIFAR-scale architectures with timm
-        import timm_mixplug.models  # noqa: F401
-    except ImportError as e:
-        if getattr(e, 'name', '') != 'timm_mixplug.models':
-            raise
-
-
 def create_timm_model(args, num_classes: int, **overrides) -> nn.Module:
     """``--model`` with the user's timm options; ``--initial-checkpoint`` weights loaded (no pickle)."""
     import timm
@@ -399,7 +391,6 @@ def _build(args, device, training: bool) -> _Built:
     b = _Built()
     spec: TaskSpec = get_task_spec(args.task)
     _user_errors(spec.check_args, args, what=f'--task {args.task}')
-    _import_models()
     # the training split also gives the per-class counts for long-tailed evaluation in --evaluate
     ds_train, ds_eval, info = create_datasets(args, train=training or (getattr(args, 'imb_factor', None) or 0) > 1)
     args.num_classes = info.num_classes
