@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from .config import UsageError
+from .errors import UsageError
 
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
            'save_train_state', 'load_train_state', 'resolve_resume_path', 'capture_rng', 'restore_rng',

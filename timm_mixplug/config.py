@@ -13,12 +13,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import yaml
 
+from .errors import UsageError
+
 __all__ = ['UsageError', 'create_parser', 'parse_args', 'load_yaml_config', 'args_to_yaml', 'resolve_args',
            'TIMM_IGNORED', 'MIX_CHOICES']
-
-
-class UsageError(Exception):
-    """Bad input from the user: train.py prints one ``error: ...`` line and exits with code 2."""
 
 
 class _Parser(argparse.ArgumentParser):

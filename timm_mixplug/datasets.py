@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .config import UsageError
+from .errors import UsageError
 from .tasks import DataInfo
 
 __all__ = ['ArrayImageDataset', 'NpzDataset', 'DigitsDataset', 'create_datasets', 'dataset_info', 'make_image_folder', 'apply_pad_crop',

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import UsageError, args_to_yaml
+from .config import args_to_yaml
+from .errors import UsageError
 from .tasks import DataInfo, TaskSpec, get_task_spec
 
 _logger = logging.getLogger('train')
