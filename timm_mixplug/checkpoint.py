@@ -28,7 +28,8 @@ from .errors import UsageError
 
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
            'save_train_state', 'load_train_state', 'resolve_resume_path', 'capture_rng', 'restore_rng',
-           'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'STATE_FORMAT']
+           'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'STATE_FORMAT', 'torch_load_safe',
+           'is_timm_checkpoint', 'load_timm_train_state']
 
 STATE_FORMAT = 'timm_mixplug.train_state'
 STATE_VERSION = 1
@@ -137,20 +138,85 @@ def load_weights(path: str) -> Dict[str, torch.Tensor]:
         if meta.get('format') == STATE_FORMAT:
             return {k[len('model/'):]: v for k, v in tensors.items() if k.startswith('model/')}
         return tensors
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f'cannot load {path} as weights (torch.load weights_only=True): '
-                              f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
+    ckpt = torch_load_safe(path)
     if isinstance(ckpt, dict):
-        for key in ('state_dict', 'model', 'state_dict_ema', 'model_ema'):
+        for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):  # timm load_checkpoint's order
             if isinstance(ckpt.get(key), dict):
                 ckpt = ckpt[key]
                 break
-    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+    return _tensor_dict(ckpt, path)
+
+
+def _tensor_dict(sd: Any, path: str) -> Dict[str, torch.Tensor]:
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f'{path} does not contain a state dict of tensors')
     from timm.models import clean_state_dict
-    return clean_state_dict(ckpt)
+    return clean_state_dict(sd)
+
+
+# ---- timm's own checkpoints (.pth.tar written by timm.utils.CheckpointSaver) ----
+
+def torch_load_safe(path: str) -> Any:
+    """``torch.load(weights_only=True)`` with only ``argparse.Namespace`` (the ``args`` entry of timm's
+    checkpoints) added to torch's allowlist, as timm's own loader does; anything else that a pickle would
+    construct or call is refused (CheckpointError) before it runs."""
+    import argparse
+    if not os.path.isfile(path):
+        raise CheckpointError(f'checkpoint not found: {path}')
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if 'weights_only' in str(e) or 'Unsupported global' in str(e):
+            import re
+            found = re.findall(r'(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)', str(e))
+            msg = (f'it needs the non-allowlisted pickle global {found[0]}' if found else
+                   'it needs non-allowlisted pickle globals') + ', refused without running it'
+        raise CheckpointError(f'cannot load {path} with torch.load(weights_only=True): {msg}') from None
+
+
+def is_timm_checkpoint(path: str) -> bool:
+    """A file that is not safetensors: a torch/timm checkpoint (``.pth.tar``, ``.pth``, ``.pt``, ``.bin``)."""
+    return os.path.isfile(path) and not path.endswith('.safetensors')
+
+
+def load_timm_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(sections, meta) as ``load_train_state`` returns them, from a timm training checkpoint: ``state_dict``
+    (or ``model``) -> model, ``state_dict_ema`` -> ema (``module.`` keys), ``optimizer``, ``amp_scaler`` -> scaler; meta epoch is
+    the epoch to start at (saved epoch + 1 for version >= 2 files, as timm's resume_checkpoint); model and
+    classes from the saved ``args``; best metric from the saver's history. No scheduler or RNG state:
+    the schedule is stepped to the start epoch, as timm's train.py does."""
+    ckpt = torch_load_safe(path)
+    if not isinstance(ckpt, dict) or not any(k in ckpt for k in ('state_dict', 'model')):
+        sections: Dict[str, Any] = {'model': _tensor_dict(ckpt, path)}  # bare state dict: weights only
+        return sections, {'epoch': 0, '_format': 'timm'}
+    key = 'state_dict' if 'state_dict' in ckpt else 'model'
+    sections = {'model': _tensor_dict(ckpt[key], path)}
+    if ckpt.get('state_dict_ema') is not None:  # keyed as the tasks' ModelEmaV3 wrapper, as our state is
+        sections['ema'] = {'module.' + k: v for k, v in _tensor_dict(ckpt['state_dict_ema'], path).items()}
+    for src, dst in (('optimizer', 'optimizer'), ('amp_scaler', 'scaler')):
+        if ckpt.get(src) is not None:
+            sections[dst] = ckpt[src]
+    meta: Dict[str, Any] = {'_format': 'timm'}
+    if 'epoch' in ckpt:
+        meta['epoch'] = int(ckpt['epoch']) + (1 if int(ckpt.get('version', 1)) > 1 else 0)
+    else:
+        meta['epoch'] = 0
+    args = ckpt.get('args')
+    model = getattr(args, 'model', None) or ckpt.get('arch')
+    if isinstance(model, str):
+        meta['model'] = model
+    if isinstance(getattr(args, 'num_classes', None), int):
+        meta['num_classes'] = args.num_classes
+    saver = ckpt.get('saver') if isinstance(ckpt.get('saver'), dict) else {}
+    best = [(saver['best_metric'], saver.get('best_epoch'))] if saver.get('best_metric') is not None else []
+    if isinstance(ckpt.get('metric'), (int, float)) and 'epoch' in ckpt:  # the saved epoch's own metric
+        best.append((ckpt['metric'], int(ckpt['epoch'])))
+    if best:
+        lower = 'loss' in str(getattr(args, 'eval_metric', 'top1'))
+        meta['best_metric'], meta['best_epoch'] = (min if lower else max)(best, key=lambda mb: mb[0])
+    return sections, meta
 
 
 # ---- JSON + tensor encoding of nested state (optimizer, scheduler, scaler, RNG, task state) ----
@@ -294,9 +360,12 @@ def load_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 
 def resolve_resume_path(path: str) -> str:
-    """A run folder, ``last.safetensors`` or ``last-state.safetensors`` -> the training-state file."""
+    """A run folder (ours, or timm's with ``last.pth.tar``), ``last.safetensors``, ``last-state.safetensors``
+    or a timm checkpoint file -> the training-state file."""
     if os.path.isdir(path):
         cand = os.path.join(path, 'last' + STATE_SUFFIX)
+        if not os.path.isfile(cand) and os.path.isfile(os.path.join(path, 'last.pth.tar')):
+            cand = os.path.join(path, 'last.pth.tar')
     elif path.endswith(STATE_SUFFIX):
         cand = path
     elif path.endswith('.safetensors'):

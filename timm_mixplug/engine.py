@@ -480,9 +480,12 @@ def _eval_state(task, ema: bool = False):
 def _load_resume(b: _Built, args, optimizer, loss_scaler, path: str):
     """Load a training state into the (not yet DDP-wrapped) task; returns its meta."""
     from timm.utils import unwrap_model
-    from .checkpoint import CheckpointError, load_train_state, resolve_resume_path, restore_rng
+    from .checkpoint import (CheckpointError, is_timm_checkpoint, load_timm_train_state, load_train_state,
+                             resolve_resume_path, restore_rng)
     state_path = resolve_resume_path(path)
-    sections, meta = load_train_state(state_path)
+    sections, meta = (load_timm_train_state if is_timm_checkpoint(state_path) else load_train_state)(state_path)
+    if 'num_updates' not in meta and b.loader_train is not None:  # timm's: epoch * updates per epoch
+        meta['num_updates'] = meta['epoch'] * -(-len(b.loader_train) // args.grad_accum_steps)
     for key in ('model', 'task', 'num_classes'):
         if key in meta and meta[key] != getattr(args, key):
             raise CheckpointError(f'cannot resume {state_path}: it was trained with {key}={meta[key]!r}, '
@@ -594,7 +597,7 @@ def train(args) -> Dict[str, Any]:
     # ---- everything validated: now create the run folder ----
     output_dir = None
     if primary:
-        if meta is not None and not args.experiment:  # resume continues in the run's folder
+        if meta is not None and not args.experiment and meta.get('_format') != 'timm':  # continue our run folder
             output_dir = os.path.dirname(os.path.abspath(meta['_path']))
         else:
             exp_name = args.experiment or '-'.join([
