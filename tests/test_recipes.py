@@ -22,7 +22,8 @@ import shutil
 import pytest
 import yaml
 
-from timm_mixplug.config import UsageError, load_yaml_config, parse_args
+from timm_mixplug.cli import parse_args
+from timm_mixplug.config import UsageError, load_yaml_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(ROOT, 'hparams')

@@ -157,7 +157,7 @@ def test_missing_data_dir_and_corrupt_checkpoint(data_dir, tmp_path, capsys):
 
 
 def test_quickstart_config_loads():
-    from timm_mixplug.config import parse_args
+    from timm_mixplug.cli import parse_args
     args = parse_args(['-c', os.path.join(ROOT, 'hparams', 'quickstart.yaml')])
     assert args.dataset == 'mixplug/digits' and args.mix == 'bcplus' and args.smoothing == 0.0
 

@@ -199,6 +199,7 @@ def dataset_info(ds, num_classes: Optional[int] = None, name: str = '') -> DataI
 
 def _create_one(args, split: str, is_training: bool):
     from timm.data import create_dataset
+    from .timm_options import dataset_kwargs
     name = args.dataset or ''
     prefix, sep, rest = name.partition('/')
     if sep and prefix.lower() == 'mixplug':
@@ -222,7 +223,7 @@ def _create_one(args, split: str, is_training: bool):
         return create_dataset(
             name, root=root, split=split, is_training=is_training, class_map=args.class_map,
             download=args.dataset_download, batch_size=args.batch_size, seed=args.seed,
-            input_img_mode=args.input_img_mode or 'RGB')
+            input_img_mode=args.input_img_mode or 'RGB', **dataset_kwargs(args, is_training))
     except UsageError:
         raise
     except Exception as e:  # torchvision 'Dataset not found', empty folders, bad names...

@@ -19,8 +19,10 @@ from typing import Any, Dict
 import numpy as np
 import torch
 import torch.nn as nn
+import yaml
 
-from .config import args_to_yaml
+from . import timm_options
+from .cli import args_to_yaml
 from .errors import UsageError
 from .tasks import DataInfo, TaskSpec, get_task_spec
 
@@ -75,6 +77,7 @@ def create_timm_model(args, num_classes: int, **overrides) -> nn.Module:
     if not timm.is_model(args.model):
         raise UsageError(f'unknown --model {args.model!r} (see timm.list_models())')
     model = _user_errors(timm.create_model, args.model, what=f'cannot create --model {args.model}', **kw)
+    model = timm_options.apply_model_options(model, args)
     if args.initial_checkpoint:
         sd = load_weights(args.initial_checkpoint)
         try:
@@ -112,16 +115,8 @@ def create_mixer(args, info: DataInfo, data_config: Dict[str, Any], collate: boo
 
 
 def create_criterion(args) -> nn.Module:
-    """BC's KL loss for bc/bcplus, timm's soft-target CE for other mixing, (smoothed) CE without mixing."""
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    if args.mix in ('bc', 'bcplus'):
-        from .losses import SoftTargetKLDiv
-        return SoftTargetKLDiv()
-    if args.mix != 'none':
-        return SoftTargetCrossEntropy()
-    if args.smoothing > 0:
-        return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
-    return nn.CrossEntropyLoss()
+    """The training loss (``timm_options.create_train_loss``: BC's KL for bc/bcplus, timm's losses otherwise)."""
+    return timm_options.create_train_loss(args)
 
 
 def _to_device(obj, device):
@@ -147,6 +142,8 @@ def _batch_size(input, target) -> int:
 
 def _prep_input(input, args, zero_mean_input: bool):
     if isinstance(input, torch.Tensor) and input.is_floating_point():
+        if args.model_dtype:
+            input = input.to(getattr(torch, args.model_dtype))
         if zero_mean_input:
             from .bc import zero_mean
             input = zero_mean(input)
@@ -161,9 +158,9 @@ def _fmt_eta(seconds: float) -> str:
 
 def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=None, lr_scheduler=None,
                     loss_scaler=None, amp_autocast=nullcontext, num_updates: int = 0, num_epochs: int = 1,
-                    prefetched: bool = True, zero_mean_input: bool = False):
+                    prefetched: bool = True, zero_mean_input: bool = False, on_update=None):
     """One epoch; returns (metrics, num_updates). metrics: loss (+ task extras) averaged over all samples of
-    all ranks, samples_per_sec (all ranks), lr."""
+    all ranks, samples_per_sec (all ranks), lr. ``on_update(epoch, num_updates, batch_idx)`` after each update."""
     from timm.utils import dispatch_clip_grad
     task.train()
     accum = args.grad_accum_steps
@@ -206,6 +203,8 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
             task.update_ema(step=num_updates)
             if lr_scheduler is not None:
                 lr_scheduler.step_update(num_updates=num_updates)
+            if on_update is not None:
+                on_update(epoch, num_updates, batch_idx)
         bs = int(out['output'].shape[0]) if isinstance(out.get('output'), torch.Tensor) else _batch_size(input, target)
         n_local += bs
         loss_sum += loss.detach().to(torch.float64) * bs
@@ -419,7 +418,7 @@ def _build(args, device, training: bool) -> _Built:
     criterion = create_criterion(args)
     task = _user_errors(spec.create_task, args, model, criterion, device_mixer if spec.mixes_itself else None,
                         info, device, what=f'--task {args.task}')
-    task.to(device)
+    task.to(device=device, dtype=timm_options.model_dtype(args))
     b.task_mixer = device_mixer if spec.mixes_itself else None
     if args.channels_last:
         task.get_trainable_module().to(memory_format=torch.channels_last)
@@ -432,6 +431,7 @@ def _build(args, device, training: bool) -> _Built:
     if args.model_ema:
         task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
                        device=torch.device('cpu') if args.model_ema_force_cpu else None)
+    timm_options.compile_task(task, args)
     b.task = task
 
     workers = args.workers
@@ -442,10 +442,11 @@ def _build(args, device, training: bool) -> _Built:
         interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
         num_workers=workers, distributed=args.distributed, crop_pct=data_config['crop_pct'],
         crop_mode=data_config.get('crop_mode'), pin_memory=args.pin_mem, device=device,
-        use_prefetcher=use_prefetcher, persistent_workers=False, what='eval loader')
+        use_prefetcher=use_prefetcher, persistent_workers=False, what='eval loader',
+        **timm_options.loader_kwargs(args, False))
     b.loader_train = None
     if training:
-        ds_train = spec.wrap_dataset(ds_train, args, info, True)
+        ds_train = timm_options.wrap_train_dataset(spec.wrap_dataset(ds_train, args, info, True), args)
         default = fast_collate if use_prefetcher else default_collate
         collate = spec.create_collate(args, info, b.collate_mixer or default)
         interp = args.train_interpolation
@@ -460,7 +461,9 @@ def _build(args, device, training: bool) -> _Built:
             gaussian_blur_prob=args.gaussian_blur_prob or 0., auto_augment=args.aa, interpolation=interp,
             mean=data_config['mean'], std=data_config['std'], num_workers=workers,
             distributed=args.distributed, collate_fn=collate, pin_memory=args.pin_mem, device=device,
-            use_prefetcher=use_prefetcher, persistent_workers=False, what='train loader')
+            use_prefetcher=use_prefetcher, persistent_workers=False, what='train loader',
+            **timm_options.loader_kwargs(args, True))
+        timm_options.apply_repeat_aug(b.loader_train, args)
         if args.pad_crop and not apply_pad_crop(b.loader_train.dataset, args.pad_crop,
                                                 tuple(data_config['input_size'][-2:])):
             raise UsageError(f'--pad-crop: no timm training transform to replace on the --task {args.task} dataset')
@@ -606,6 +609,8 @@ def train(args) -> Dict[str, Any]:
             output_dir = get_outdir(args.output or './output/train', exp_name)
         resolved = args_to_yaml(args)
         atomic_write_bytes(os.path.join(output_dir, 'args.yaml'), resolved.encode())
+        from .wandb_log import start_wandb
+        b.wandb = start_wandb(args, os.path.basename(output_dir), yaml.safe_load(resolved))
         trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
         log_file = logging.FileHandler(os.path.join(output_dir, 'train.log'))
         log_file.setFormatter(logging.Formatter('%(message)s'))
@@ -629,6 +634,7 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
                 num_updates, best_metric, best_epoch, decreasing, output_dir):
     from timm.utils import distribute_bn, unwrap_model
     from .checkpoint import capture_rng, save_train_state, save_weights, scheduler_state
+    from .checkpoint_history import CheckpointHistory, RecoveryWriter
     task = b.task
     primary = args.rank == 0
     mixers = [m for m in (b.collate_mixer, b.mixer, b.task_mixer) if m is not None]
@@ -636,10 +642,26 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
     kw = dict(amp_autocast=amp_autocast, prefetched=b.prefetched, zero_mean_input=b.zero_mean_input)
     stop_at = num_epochs if args.max_epochs_this_run is None else min(num_epochs, start_epoch + args.max_epochs_this_run)
     eval_metrics: Dict[str, float] = {}
+
+    def train_state(next_epoch: int, n_updates: int):
+        sections = OrderedDict(
+            model=unwrap_model(task.get_trainable_module()).state_dict(),
+            ema=task.get_trainable_module(ema=True).state_dict() if task.has_ema() else None,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler_state(lr_scheduler) if lr_scheduler is not None else None,
+            scaler=loss_scaler.state_dict() if loss_scaler is not None else None,
+            task=task.get_task_state() or None,
+            rng=capture_rng())
+        smeta = dict(epoch=next_epoch, num_updates=n_updates, best_metric=best_metric, best_epoch=best_epoch,
+                     eval_metric=args.eval_metric, model=args.model, task=args.task, mix=args.mix,
+                     num_classes=args.num_classes, world_size=args.world_size, num_epochs=num_epochs)
+        return sections, smeta
+
+    history = CheckpointHistory(output_dir, args.checkpoint_hist, decreasing) if primary else None
+    recovery = RecoveryWriter(output_dir if primary else None, args.recovery_interval, train_state)
     for epoch in range(start_epoch, stop_at):
         seed_everything(epoch_seed(args.seed, epoch, args.rank))
-        if hasattr(b.loader_train.sampler, 'set_epoch'):
-            b.loader_train.sampler.set_epoch(epoch)
+        timm_options.set_loader_epoch(b.loader_train, epoch)
         if hasattr(task, 'set_epoch'):  # epoch-dependent objectives (GLMC's re-balancing schedule)
             task.set_epoch(epoch, num_epochs)
         mix_on = not (args.mixup_off_epoch and epoch >= args.mixup_off_epoch)
@@ -648,13 +670,14 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
         t0 = time.perf_counter()
         train_metrics, num_updates = train_one_epoch(
             epoch, task, b.loader_train, optimizer, args, device, mixer=b.mixer, lr_scheduler=lr_scheduler,
-            loss_scaler=loss_scaler, num_updates=num_updates, num_epochs=stop_at, **kw)
+            loss_scaler=loss_scaler, num_updates=num_updates, num_epochs=stop_at, on_update=recovery, **kw)
         if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
             distribute_bn(task.get_trainable_module(), args.world_size, args.dist_bn == 'reduce')
             if task.has_ema():
                 distribute_bn(task.get_trainable_module(ema=True), args.world_size, args.dist_bn == 'reduce')
-        eval_metrics = validate(task, b.loader_eval, args, device, **kw)
-        ema_metrics = validate(task, b.loader_eval, args, device, ema=True, **kw) if ema_ok else None
+        evaluated = (epoch + 1) % args.val_interval == 0 or epoch + 1 == num_epochs  # --val-interval, as timm
+        eval_metrics = validate(task, b.loader_eval, args, device, **kw) if evaluated else OrderedDict()
+        ema_metrics = validate(task, b.loader_eval, args, device, ema=True, **kw) if ema_ok and evaluated else None
         ref = ema_metrics if ema_metrics is not None else eval_metrics
         metric = ref.get(args.eval_metric)
         if lr_scheduler is not None:
@@ -679,27 +702,21 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
             row['epoch_time'] = epoch_time
             csv_path = os.path.join(output_dir, 'summary.csv')
             write_summary_row(csv_path, row)
+            if getattr(b, 'wandb', None) is not None:
+                b.wandb.log(row)
             plot_summary(csv_path, os.path.join(output_dir, 'summary.png'))
             wmeta = dict(model=args.model, epoch=epoch, task=args.task, mix=args.mix)
             if improved:
                 save_weights(os.path.join(output_dir, 'best.safetensors'), _eval_state(task), **wmeta)
                 if task.has_ema():
                     save_weights(os.path.join(output_dir, 'best-ema.safetensors'), _eval_state(task, True), **wmeta)
+            history.save(metric, lambda: _eval_state(task, ema_metrics is not None), **wmeta)
             save_weights(os.path.join(output_dir, 'last.safetensors'), _eval_state(task), **wmeta)
             if task.has_ema():
                 save_weights(os.path.join(output_dir, 'last-ema.safetensors'), _eval_state(task, True), **wmeta)
-            sections = OrderedDict(
-                model=unwrap_model(task.get_trainable_module()).state_dict(),
-                ema=task.get_trainable_module(ema=True).state_dict() if task.has_ema() else None,
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler_state(lr_scheduler) if lr_scheduler is not None else None,
-                scaler=loss_scaler.state_dict() if loss_scaler is not None else None,
-                task=task.get_task_state() or None,
-                rng=capture_rng())
-            smeta = dict(epoch=epoch + 1, num_updates=num_updates, best_metric=best_metric, best_epoch=best_epoch,
-                         eval_metric=args.eval_metric, model=args.model, task=args.task, mix=args.mix,
-                         num_classes=args.num_classes, world_size=args.world_size, num_epochs=num_epochs)
+            sections, smeta = train_state(epoch + 1, num_updates)
             save_train_state(os.path.join(output_dir, 'last-state.safetensors'), sections, smeta)
+            recovery.clear()
     if primary:
         if best_metric is not None:
             _logger.info(f'*** Best {args.eval_metric}: {best_metric:.4f} (epoch {best_epoch}); run folder {output_dir}')
@@ -726,7 +743,7 @@ def run(args) -> Dict[str, Any]:
 def main(argv=None) -> int:
     """Command line entry (train.py, ``python -m timm_mixplug.engine``): 0 on success, 2 on bad input."""
     import sys
-    from .config import parse_args
+    from .cli import parse_args
     try:
         run(parse_args(argv))
     except UsageError as e:

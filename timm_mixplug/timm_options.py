@@ -1,0 +1,212 @@
+"""timm train.py options implemented with timm's own pieces; the engine calls these at thin call sites.
+
+- data: ``--input-key/--target-key/--train-num-samples/--val-num-samples/--dataset-trust-remote-code/
+  --epoch-repeats`` (``create_dataset``), ``--worker-seeding`` (``create_loader``), ``--aug-splits`` (``AugMixDataset``), ``--aug-repeats`` (``RepeatAugSampler``),
+  ``--use-multi-epochs-loader`` and ``--model-dtype`` (``create_loader``);
+- model: ``--head-init-scale/--head-init-bias``, ``--split-bn`` (``convert_splitbn_model``), ``--model-dtype``,
+  ``--torchcompile/--torchcompile-mode`` (the task's ``compile()``);
+- loss: ``--bce-loss/--bce-*`` (``BinaryCrossEntropy``), ``--jsd-loss`` (``JsdCrossEntropy``);
+- ``check_args``: the cross-flag rules of these options (called by ``config.resolve_args``).
+"""
+import argparse
+import importlib.util
+import logging
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from .errors import UsageError
+
+_logger = logging.getLogger('train')
+
+__all__ = ['check_args', 'dataset_kwargs', 'loader_kwargs', 'wrap_train_dataset', 'apply_repeat_aug',
+           'set_loader_epoch', 'apply_model_options', 'model_dtype', 'create_train_loss', 'compile_task',
+           'num_aug_splits']
+
+
+def num_aug_splits(args) -> int:
+    return args.aug_splits if args.aug_splits > 1 else 0
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Ranges and combinations of the options above (UsageError, before anything is built)."""
+    if args.aug_splits < 0 or args.aug_splits == 1:
+        raise UsageError(f'--aug-splits must be 0 (off) or >= 2, got {args.aug_splits}')
+    if args.aug_repeats < 0:
+        raise UsageError(f'--aug-repeats must be >= 0 (0 = off), got {args.aug_repeats}')
+    if 0 < args.aug_repeats < 1:
+        raise UsageError(f'--aug-repeats must be 0 (off) or >= 1, got {args.aug_repeats}')
+    if args.aug_splits:
+        if args.mix != 'none':
+            raise UsageError(f'--aug-splits keeps each image\'s augmented copies together; it cannot be combined '
+                             f'with --mix {args.mix}')
+        if args.task != 'classification':
+            raise UsageError(f'--aug-splits works with --task classification only, not --task {args.task}')
+        if args.no_prefetcher:
+            raise UsageError("--aug-splits batches its splits with timm's prefetcher collate; drop --no-prefetcher")
+        if args.aug_repeats:
+            raise UsageError('--aug-splits and --aug-repeats are two kinds of repeated augmentation; choose one')
+    if args.jsd_loss and not args.aug_splits:
+        raise UsageError('--jsd-loss compares the augmentation splits: add --aug-splits N (N >= 2)')
+    if args.jsd_loss and args.bce_loss:
+        raise UsageError('--jsd-loss and --bce-loss are two different losses; choose one')
+    if args.split_bn and not (args.aug_splits or args.resplit):
+        raise UsageError('--split-bn keeps BatchNorm statistics per augmentation split: add --aug-splits N '
+                         '(or --resplit)')
+    if args.bce_loss and args.mix in ('bc', 'bcplus'):
+        raise UsageError(f'--mix {args.mix} trains with its own KL-divergence loss; drop --bce-loss')
+    if not args.bce_loss:
+        for flag in ('bce_sum', 'bce_target_thresh', 'bce_pos_weight'):
+            if getattr(args, flag) not in (None, False):
+                raise UsageError(f'--{flag.replace("_", "-")} is an option of --bce-loss; add --bce-loss or drop it')
+    if args.bce_target_thresh is not None and not 0 <= args.bce_target_thresh <= 1:
+        raise UsageError(f'--bce-target-thresh must be in [0, 1], got {args.bce_target_thresh}')
+    if args.bce_pos_weight is not None and args.bce_pos_weight <= 0:
+        raise UsageError(f'--bce-pos-weight must be > 0, got {args.bce_pos_weight}')
+    if args.model_dtype and args.model_dtype != 'float32' and args.amp:
+        raise UsageError(f'--amp needs a float32 model; drop --model-dtype {args.model_dtype} or --amp')
+    if args.torchcompile is not None and not hasattr(torch, 'compile'):
+        raise UsageError('--torchcompile needs torch >= 2.0')
+    if args.torchcompile_mode and args.torchcompile is None:
+        raise UsageError('--torchcompile-mode is used with --torchcompile; add --torchcompile')
+    if args.val_interval < 1:
+        raise UsageError(f'--val-interval must be >= 1, got {args.val_interval}')
+    if args.checkpoint_hist < 0:
+        raise UsageError(f'--checkpoint-hist must be >= 0, got {args.checkpoint_hist}')
+    if args.recovery_interval < 0:
+        raise UsageError(f'--recovery-interval must be >= 0 (0 = off), got {args.recovery_interval}')
+    for flag in ('train_num_samples', 'val_num_samples'):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise UsageError(f'--{flag.replace("_", "-")} must be >= 1, got {v}')
+    if args.layer_decay_min_scale is not None and not 0 <= args.layer_decay_min_scale <= 1:
+        raise UsageError(f'--layer-decay-min-scale must be in [0, 1], got {args.layer_decay_min_scale}')
+    if args.log_wandb and importlib.util.find_spec('wandb') is None:
+        raise UsageError('--log-wandb needs the wandb package: pip install "timm_mixplug[wandb]"')
+    if args.wandb_resume_id and not args.resume:
+        raise UsageError('--wandb-resume-id continues a W&B run: add --resume')
+
+
+# ---- data ----
+
+def dataset_kwargs(args, is_training: bool) -> Dict[str, Any]:
+    """What timm's train.py passes to ``create_dataset`` besides name / root / split."""
+    kw = dict(input_key=args.input_key, target_key=args.target_key,
+              num_samples=args.train_num_samples if is_training else args.val_num_samples,
+              trust_remote_code=args.dataset_trust_remote_code)
+    if is_training:
+        kw['repeats'] = args.epoch_repeats
+    return kw
+
+
+def model_dtype(args) -> Optional[torch.dtype]:
+    return getattr(torch, args.model_dtype) if args.model_dtype else None
+
+
+def loader_kwargs(args, is_training: bool) -> Dict[str, Any]:
+    """Extra ``create_loader`` arguments: input dtype; for training AugMix splits, multi-epoch workers and,
+    when distributed, timm's RepeatAugSampler (single process: ``apply_repeat_aug``)."""
+    kw: Dict[str, Any] = dict(img_dtype=model_dtype(args) or torch.float32)
+    if is_training:
+        kw.update(num_aug_splits=num_aug_splits(args), use_multi_epochs_loader=args.use_multi_epochs_loader,
+                  worker_seeding=args.worker_seeding)
+        if args.distributed and args.aug_repeats:
+            kw['num_aug_repeats'] = _repeats(args.aug_repeats)
+    return kw
+
+
+def _repeats(r: float):
+    return int(r) if float(r).is_integer() else float(r)
+
+
+def wrap_train_dataset(dataset, args):
+    """``--aug-splits N``: timm's ``AugMixDataset`` (the clean image + N-1 augmented copies per sample)."""
+    if not num_aug_splits(args):
+        return dataset
+    from timm.data import AugMixDataset
+    return AugMixDataset(dataset, num_splits=num_aug_splits(args))
+
+
+def apply_repeat_aug(loader, args) -> None:
+    """``--aug-repeats`` in a single process: timm's ``RepeatAugSampler`` (1 replica) behind the loader's
+    batch sampler, as create_loader does per rank when distributed."""
+    if not args.aug_repeats or args.distributed:
+        return
+    from timm.data.distributed_sampler import RepeatAugSampler
+    inner = getattr(loader, 'loader', loader)  # timm's PrefetchLoader wraps the DataLoader
+    bs = inner.batch_sampler
+    if bs is None or not hasattr(bs, 'sampler'):
+        raise UsageError('--aug-repeats needs a map-style dataset (not an iterable one)')
+    bs.sampler = RepeatAugSampler(inner.dataset, num_replicas=1, rank=0, num_repeats=_repeats(args.aug_repeats))
+
+
+def set_loader_epoch(loader, epoch: int) -> None:
+    """Tell the loader's dataset / sampler(s) the epoch (as timm's train.py does)."""
+    inner = getattr(loader, 'loader', loader)
+    if hasattr(inner.dataset, 'set_epoch'):
+        inner.dataset.set_epoch(epoch)
+    samplers = {id(s): s for s in (getattr(inner, 'sampler', None),
+                                   getattr(getattr(inner, 'batch_sampler', None), 'sampler', None))}
+    for s in samplers.values():
+        if hasattr(s, 'set_epoch'):
+            s.set_epoch(epoch)
+
+
+# ---- model ----
+
+def apply_model_options(model: nn.Module, args) -> nn.Module:
+    """``--head-init-scale`` / ``--head-init-bias`` on the classifier, then ``--split-bn`` (timm's order)."""
+    if args.head_init_scale is not None or args.head_init_bias is not None:
+        head = model.get_classifier() if hasattr(model, 'get_classifier') else None
+        if not isinstance(getattr(head, 'weight', None), torch.Tensor):
+            raise UsageError(f'--head-init-scale / --head-init-bias: --model {args.model} has no classifier '
+                             f'with weights (get_classifier())')
+        with torch.no_grad():
+            if args.head_init_scale is not None:
+                head.weight.mul_(args.head_init_scale)
+                if head.bias is not None:
+                    head.bias.mul_(args.head_init_scale)
+            if args.head_init_bias is not None:
+                if head.bias is None:
+                    raise UsageError(f'--head-init-bias: the classifier of --model {args.model} has no bias')
+                nn.init.constant_(head.bias, args.head_init_bias)
+    if args.split_bn:
+        from timm.layers import convert_splitbn_model
+        model = convert_splitbn_model(model, max(num_aug_splits(args), 2))
+    return model
+
+
+def compile_task(task, args) -> None:
+    """``--torchcompile BACKEND [--torchcompile-mode MODE]``: the task compiles its own modules (and the EMA),
+    before DDP wrapping, as timm's train.py does."""
+    if args.torchcompile is None:
+        return
+    if args.rank == 0:
+        _logger.info(f'Compiling --task {args.task} with backend={args.torchcompile}, mode={args.torchcompile_mode}')
+    task.compile(backend=args.torchcompile, mode=args.torchcompile_mode)
+    if task.has_ema():
+        task.compile_ema(backend=args.torchcompile, mode=args.torchcompile_mode)
+
+
+# ---- loss ----
+
+def create_train_loss(args) -> nn.Module:
+    """The training loss, by timm train.py's rules plus the BC methods' KL divergence:
+    --jsd-loss: JsdCrossEntropy; --mix bc/bcplus: SoftTargetKLDiv; other mixing: BinaryCrossEntropy
+    (--bce-loss) or SoftTargetCrossEntropy; no mixing: BinaryCrossEntropy(smoothing) (--bce-loss),
+    LabelSmoothingCrossEntropy (--smoothing > 0) or CrossEntropyLoss."""
+    from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
+    if args.jsd_loss:
+        return JsdCrossEntropy(num_splits=num_aug_splits(args), smoothing=args.smoothing)
+    if args.mix in ('bc', 'bcplus'):
+        from .losses import SoftTargetKLDiv
+        return SoftTargetKLDiv()
+    if args.mix != 'none':  # the mixer's targets already carry the label smoothing
+        return BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
+    if args.bce_loss:
+        return BinaryCrossEntropy(smoothing=args.smoothing, **bce)
+    if args.smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    return nn.CrossEntropyLoss()
