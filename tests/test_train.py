@@ -194,13 +194,13 @@ def test_registered_task_and_long_tail_through_train_py(data_dir, tmp_path, capl
     if 'dml' not in list_tasks():
         pytest.skip('timm_mixplug.dml not available')
     args = base_args(data_dir, tmp_path, 'dml', '--task', 'dml', '--dml-peers', '2', '--imb-factor', '2',
-                     '--checkpoint-hist', '3')
+                     '--torchscript')
     assert train_script.main(args) == 0
     row = read_summary(tmp_path / 'dml' / 'summary.csv')[0]
     for key in ('eval_top1', 'eval_peer0_top1', 'eval_peer1_top1', 'eval_few'):
         assert key in row, key
     ignored = [r for r in caplog.records if 'Ignoring timm train.py options' in r.getMessage()]
-    assert len(ignored) == 1 and 'checkpoint_hist' in ignored[0].getMessage()
+    assert len(ignored) == 1 and 'torchscript' in ignored[0].getMessage()
 
 
 def test_pad_crop_replaces_random_resized_crop(data_dir, tmp_path):
