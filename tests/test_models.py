@@ -18,8 +18,8 @@ from timm_mixplug.models.cifar_shakeshake import shake_shake
 
 torch.set_num_threads(1)
 
-SMALL = ['cnn11_bc', 'resnet20_cifar', 'resnet32_cifar', 'resnet56_cifar', 'resnet110_cifar', 'resnet32_glmc',
-         'preactresnet18_cifar']
+SMALL = ['cnn11_bc_cifar', 'resnet20_cifar', 'resnet32_cifar', 'resnet56_cifar', 'resnet110_cifar',
+         'resnet32_glmc_cifar', 'preactresnet18_cifar']
 LARGE = [n for n in tmm.CIFAR_MODELS if n not in SMALL]
 
 # Parameter counts as published (CIFAR-10 heads) and the unit they are printed in:
@@ -43,12 +43,12 @@ PUBLISHED = {
 
 # Exact counts of this implementation (CIFAR-10 head); a change here means the architecture changed.
 MEASURED = {
-    'cnn11_bc': 7_582_154,
+    'cnn11_bc_cifar': 7_582_154,
     'resnet20_cifar': 269_722,
     'resnet32_cifar': 464_154,
     'resnet56_cifar': 853_018,
     'resnet110_cifar': 1_727_962,
-    'resnet32_glmc': 7_386_186,
+    'resnet32_glmc_cifar': 7_386_186,
     'preactresnet18_cifar': 11_172_170,
     'wrn28_10_cifar': 36_479_194,
     'pyramidnet110_a270_cifar': 28_485_477,
@@ -74,6 +74,17 @@ def test_all_registered():
     for name in tmm.CIFAR_MODELS:
         assert name in listed and timm.is_model(name)
     assert not set(timm.list_models(pretrained=True)) & set(tmm.CIFAR_MODELS)
+    # every CIFAR model is found by the usual pattern
+    assert all(n.endswith('_cifar') for n in tmm.CIFAR_MODELS)
+    assert set(tmm.CIFAR_MODELS) <= set(timm.list_models('*cifar*'))
+
+
+@pytest.mark.parametrize('old,new', [('cnn11_bc', 'cnn11_bc_cifar'), ('resnet32_glmc', 'resnet32_glmc_cifar')])
+def test_former_names_still_create_with_a_warning(old, new):
+    with pytest.warns(UserWarning, match=f'deprecated model name {old}'):
+        model = meta_model(old)
+    assert type(model) is type(meta_model(new)) and n_params(model) == n_params(meta_model(new))
+    assert old not in timm.list_models()
 
 
 @pytest.mark.parametrize('name', sorted(PUBLISHED))
@@ -111,11 +122,12 @@ def _resnet_option_a_params(depth, widths, num_classes):
 
 
 def test_params_closed_form():
-    # cnn11_bc and resnet32_glmc have no published count: check them against an independent closed form.
+    # cnn11_bc_cifar and resnet32_glmc_cifar have no published count: check them against an independent
+    # closed form.
     convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 256)]
     cnn = sum(9 * i * o + _bn(o) for i, o in convs) + (4096 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 10 + 10)
-    assert n_params(meta_model('cnn11_bc')) == cnn
-    assert n_params(meta_model('resnet32_glmc')) == _resnet_option_a_params(32, (64, 128, 256), 10)
+    assert n_params(meta_model('cnn11_bc_cifar')) == cnn
+    assert n_params(meta_model('resnet32_glmc_cifar')) == _resnet_option_a_params(32, (64, 128, 256), 10)
     for depth in (20, 32, 56, 110):
         assert n_params(meta_model(f'resnet{depth}_cifar')) == _resnet_option_a_params(depth, (16, 32, 64), 10)
         assert n_params(meta_model(f'resnet{depth}_cifar', num_classes=100)) == \
@@ -204,7 +216,7 @@ def test_pretrained_cfg():
         assert model.num_classes == 100 and model.pretrained_cfg['num_classes'] == 100
         assert tuple(model.pretrained_cfg['mean']) == CIFAR100_MEAN
         assert tuple(model.pretrained_cfg['std']) == CIFAR100_STD
-    data_cfg = timm.data.resolve_data_config({}, model=meta_model('cnn11_bc.cifar100'))
+    data_cfg = timm.data.resolve_data_config({}, model=meta_model('cnn11_bc_cifar.cifar100'))
     assert data_cfg['input_size'] == (3, 32, 32) and data_cfg['mean'] == CIFAR100_MEAN
 
 
@@ -212,10 +224,10 @@ def test_in_chans_and_drop_rate():
     model = timm.create_model('resnet20_cifar', in_chans=1, drop_rate=0.25, drop_path_rate=0.1)
     assert model.stem.conv.in_channels == 1 and model.drop_rate == 0.25
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
-    cnn = meta_model('cnn11_bc', in_chans=4)
+    cnn = meta_model('cnn11_bc_cifar', in_chans=4)
     assert cnn.stages[0][0].conv.in_channels == 4
     assert [m.p for m in cnn.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]  # paper default
-    cnn = meta_model('cnn11_bc', drop_rate=0.3)
+    cnn = meta_model('cnn11_bc_cifar', drop_rate=0.3)
     assert [m.p for m in cnn.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
 
 

@@ -160,7 +160,8 @@ def test_recipe_details():
             g = _parse(f'hparams/cifar100lt/resnet32_glmc{"_clr" if clr else ""}_rho{rho}.yaml')
             assert (g.task, g.imb_factor, g.glmc_contrast_weight, g.glmc_resample_power, g.glmc_clr) == (
                 'glmc', rho, cw, rp, clr)
-            assert (g.batch_size, g.epochs, g.lr, g.weight_decay, g.model) == (128, 200, 0.01, 5e-3, 'resnet32_glmc')
+            assert (g.batch_size, g.epochs, g.lr, g.weight_decay, g.model) == (
+                128, 200, 0.01, 5e-3, 'resnet32_glmc_cifar')
 
 
 def test_misspelled_key_is_an_error(tmp_path):

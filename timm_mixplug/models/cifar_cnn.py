@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.layers import get_device_dtype
-from timm.models import register_model
+from timm.models import register_model, register_model_deprecations
 
 from ._common import CifarNet, build_cifar_model, cifar_cfgs, init_weights
 
@@ -56,7 +56,8 @@ class CNN11BC(CifarNet):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         if global_pool not in ('', 'flatten'):
-            raise ValueError('cnn11_bc flattens its 4x4 feature map into the FC head; global_pool is not supported')
+            raise ValueError('cnn11_bc_cifar flattens its 4x4 feature map into the FC head; '
+                             'global_pool is not supported')
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         reduction = 2 ** len(widths)
         if img_size[0] % reduction or img_size[1] % reduction:
@@ -99,7 +100,7 @@ class CNN11BC(CifarNet):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         if global_pool not in (None, '', 'flatten'):
-            raise ValueError('cnn11_bc does not support global pooling')
+            raise ValueError('cnn11_bc_cifar does not support global pooling')
         dd = get_device_dtype(self)
         self.num_classes = num_classes
         self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
@@ -113,10 +114,14 @@ class CNN11BC(CifarNet):
 
 
 default_cfgs = cifar_cfgs(
-    ['cnn11_bc'], pool_size=(4, 4), first_conv='stages.0.0.conv', fixed_input_size=True)
+    ['cnn11_bc_cifar'], pool_size=(4, 4), first_conv='stages.0.0.conv', fixed_input_size=True)
 
 
 @register_model
-def cnn11_bc(pretrained: bool = False, **kwargs) -> CNN11BC:
+def cnn11_bc_cifar(pretrained: bool = False, **kwargs) -> CNN11BC:
     """BC learning's 11-layer CNN (Tokozume et al., CVPR 2018), 32x32 input, FC dropout 0.5."""
-    return build_cifar_model(CNN11BC, 'cnn11_bc', pretrained, feature_cfg=dict(out_indices=(0, 1, 2)), **kwargs)
+    return build_cifar_model(CNN11BC, 'cnn11_bc_cifar', pretrained, feature_cfg=dict(out_indices=(0, 1, 2)),
+                             **kwargs)
+
+
+register_model_deprecations(__name__, {'cnn11_bc': 'cnn11_bc_cifar'})  # former name, warns

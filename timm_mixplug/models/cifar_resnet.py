@@ -3,7 +3,7 @@
 * ``resnet{20,32,56,110}_cifar`` -- He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition",
   CVPR 2016, Sec. 4.2: 3x3 stem (16), three stages of n basic blocks (16/32/64 channels, depth = 6n + 2),
   option-A shortcuts (stride-2 subsampling + zero-padded extra channels, no parameters), global average pool, FC.
-* ``resnet32_glmc`` -- the ResNet-32 of GLMC (Du et al., "Global and Local Mixture Consistency Cumulative
+* ``resnet32_glmc_cifar`` -- the ResNet-32 of GLMC (Du et al., "Global and Local Mixture Consistency Cumulative
   Learning for Long-tailed Visual Recognitions", CVPR 2023): the same network with stage widths 64/128/256.
   Only the backbone + one linear classifier is built here; GLMC's extra heads belong to the training objective.
 * ``preactresnet18_cifar`` -- He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual Networks", ECCV 2016
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
-from timm.models import register_model
+from timm.models import register_model, register_model_deprecations
 
 from ._common import CifarNet, ConvStem, block_stride, build_cifar_model, cifar_cfgs, drop_path_rates, init_weights
 
@@ -183,7 +183,7 @@ class PreActResNetCifar(CifarNet):
 
 
 default_cfgs = cifar_cfgs([
-    'resnet20_cifar', 'resnet32_cifar', 'resnet56_cifar', 'resnet110_cifar', 'resnet32_glmc',
+    'resnet20_cifar', 'resnet32_cifar', 'resnet56_cifar', 'resnet110_cifar', 'resnet32_glmc_cifar',
     'wrn28_10_cifar',
 ])
 default_cfgs.update(cifar_cfgs(['preactresnet18_cifar'], pool_size=(4, 4)))
@@ -221,10 +221,11 @@ def resnet110_cifar(pretrained: bool = False, **kwargs) -> ResNetCifar:
 
 
 @register_model
-def resnet32_glmc(pretrained: bool = False, **kwargs) -> ResNetCifar:
+def resnet32_glmc_cifar(pretrained: bool = False, **kwargs) -> ResNetCifar:
     """ResNet-32 with 64/128/256 stage widths and option-A shortcuts, the CIFAR-LT backbone of GLMC
     (Du et al., CVPR 2023)."""
-    return _create_resnet('resnet32_glmc', pretrained, **dict(dict(depth=32, widths=(64, 128, 256)), **kwargs))
+    return _create_resnet('resnet32_glmc_cifar', pretrained,
+                          **dict(dict(depth=32, widths=(64, 128, 256)), **kwargs))
 
 
 @register_model
@@ -242,3 +243,6 @@ def wrn28_10_cifar(pretrained: bool = False, **kwargs) -> PreActResNetCifar:
     model_args = dict(layers=(4, 4, 4), widths=(160, 320, 640), stem_width=16)
     return build_cifar_model(
         PreActResNetCifar, 'wrn28_10_cifar', pretrained, feature_cfg=dict(_OUT3), **dict(model_args, **kwargs))
+
+
+register_model_deprecations(__name__, {'resnet32_glmc': 'resnet32_glmc_cifar'})  # former name, warns
