@@ -77,7 +77,6 @@ def create_timm_model(args, num_classes: int, **overrides) -> nn.Module:
     if not timm.is_model(args.model):
         raise UsageError(f'unknown --model {args.model!r} (see timm.list_models())')
     model = _user_errors(timm.create_model, args.model, what=f'cannot create --model {args.model}', **kw)
-    model = timm_options.apply_model_options(model, args)
     if args.initial_checkpoint:
         sd = load_weights(args.initial_checkpoint)
         try:
@@ -85,6 +84,7 @@ def create_timm_model(args, num_classes: int, **overrides) -> nn.Module:
         except RuntimeError as e:
             raise CheckpointError(f'--initial-checkpoint {args.initial_checkpoint} does not match --model '
                                   f'{args.model} with {num_classes} classes: {str(e).splitlines()[0]}') from None
+    model = timm_options.apply_model_options(model, args)  # after the weights, as timm
     if args.grad_checkpointing:
         model.set_grad_checkpointing(enable=True)
     return model
