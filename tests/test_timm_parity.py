@@ -231,6 +231,9 @@ def test_aug_repeats_sample_counts(images, tmp_path):
         assert sorted(collections.Counter(flat).values()) == [2] + [3] * 10
         orders.append(flat)
     assert orders[0] != orders[1]  # set_epoch reshuffles
+    from timm_mixplug.timm_options import loader_kwargs  # distributed: create_loader builds it per rank
+    args.distributed = True
+    assert loader_kwargs(args, True)['num_aug_repeats'] == 3 and 'num_aug_repeats' not in loader_kwargs(args, False)
     assert engine.main(small(images, tmp_path, 'ra2', '--aug-repeats', '2')) == 0
 
 
