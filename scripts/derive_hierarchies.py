@@ -201,6 +201,7 @@ def derive_imagenet1k(data_dir: Path, max_size: int = 30, min_size: int = 5) -> 
                 '(pool kept if >= min_size, else handed up); superclass name = lowest common ancestor of its '
                 'members; superclasses ordered by smallest class index. See docs/hierarchies.md.',
         'class_names': class_names,
+        'class_wnids': classes,  # the keys: load_hierarchy maps a dataset's classes by WNID (or name)
         'superclass_names': super_names,
         'superclass_wnids': lcas,
         'class_to_superclass': class_to_super,

@@ -67,6 +67,41 @@ def test_imagenet1k_table():
     assert 'feline' in h.super_names and sup(h, 281) == 'feline'
 
 
+def test_imagenet1k_keyed_by_wordnet_id():
+    """A dataset whose classes come in another order (or a subset) gets each class's own superclass."""
+    import json
+    from importlib import resources
+    from timm.data import ImageNetInfo
+    info = ImageNetInfo()
+    table = json.loads(resources.files('timm_mixplug').joinpath('hierarchies', 'imagenet1k.json').read_text())
+    assert table['class_wnids'] == info.label_names()  # timm's synset order
+    ref = load_hierarchy('imagenet1k')
+    ref_super = [ref.super_names[s] for s in ref.class_to_super.tolist()]
+    wnids = info.label_names()
+    perm = torch.randperm(1000, generator=torch.Generator().manual_seed(0)).tolist()
+    h = load_hierarchy('imagenet1k', num_classes=1000, class_names=[wnids[i] for i in perm])
+    assert h.num_superclasses == ref.num_superclasses and h.super_names == ref.super_names
+    assert [h.super_names[s] for s in h.class_to_super.tolist()] == [ref_super[i] for i in perm]
+    # by description (e.g. Hugging Face label names): in timm's order as is; permuted, unless a name is ambiguous
+    descr = [info.index_to_description(i) for i in range(1000)]
+    assert torch.equal(load_hierarchy('imagenet1k', class_names=descr).class_to_super, ref.class_to_super)
+    with pytest.raises(ValueError, match="'crane'.*WordNet id"):
+        load_hierarchy('imagenet1k', class_names=[descr[i] for i in perm])
+    hd = load_hierarchy('imagenet1k', class_names=[descr[i] for i in (281, 207, 1)])
+    assert [hd.super_names[s] for s in hd.class_to_super.tolist()] == [ref_super[i] for i in (281, 207, 1)]
+    golden, labrador, tabby = wnids[207], wnids[208], wnids[281]
+    assert h.same_superclass(torch.tensor(perm.index(207)), torch.tensor(perm.index(208)))
+    # a 3-class subset by WordNet id: only its superclasses remain
+    sub = load_hierarchy('imagenet1k', num_classes=3, class_names=[tabby, golden, labrador])
+    assert sub.class_to_super.tolist() == [1, 0, 0] or sub.class_to_super.tolist() == [0, 1, 1]
+    assert sub.num_superclasses == 2 and 'feline' in sub.super_names
+    # the table's own order when the names are unrelated (e.g. digits); partial matches are an error
+    assert torch.equal(load_hierarchy('imagenet1k', class_names=[str(i) for i in range(1000)]).class_to_super,
+                       ref.class_to_super)
+    with pytest.raises(ValueError, match='not in the table'):
+        load_hierarchy('imagenet1k', num_classes=2, class_names=[tabby, 'n99999999'])
+
+
 def test_builtin_aliases_and_errors():
     assert load_hierarchy('CIFAR-100').num_classes == 100
     assert load_hierarchy('imagenet').num_classes == 1000

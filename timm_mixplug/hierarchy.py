@@ -260,12 +260,43 @@ def _from_obj(obj: dict, num_classes, class_names, what, name) -> Hierarchy:
             raise ValueError(f'{what}: "class_to_superclass" must be a list of ints.')
         if snames is None:
             snames = [str(i) for i in range(max(c2s) + 1)] if c2s else []
+        remapped = _remap_to_dataset(obj, c2s, snames, class_names, what) if class_names is not None else None
+        if remapped is not None:
+            c2s, snames, cnames = remapped
         try:
             h = Hierarchy(torch.tensor(c2s, dtype=torch.long), list(snames), cnames, obj.get('name', name))
         except ValueError as e:
             raise ValueError(f'{what}: {e}') from None
         return _check_count(h, num_classes, what)
     return _from_pairs(list(obj.items()), num_classes, class_names, what, name)
+
+
+def _remap_to_dataset(obj: dict, c2s, snames, class_names, what):
+    """A table's classes re-indexed to a dataset's ``class_names``, each matched by WordNet id
+    (``class_wnids``, e.g. ImageNet folder names) or by the table's class name, so a dataset in another class
+    order or with a subset of the classes gets the right superclasses (superclasses without classes are
+    dropped, the others keep their order). None when no name matches (the table's index order applies)."""
+    table_names = [str(n) for n in obj.get('class_names') or []]
+    if list(class_names) == table_names:
+        return None
+    keys = {n: i for i, n in enumerate(table_names)}
+    ambiguous = {n for n in keys if table_names.count(n) > 1}  # ImageNet: 'crane' (bird, machine), 'maillot'
+    keys.update({str(w): i for i, w in enumerate(obj.get('class_wnids') or [])})
+    idx = [keys.get(n) for n in class_names]
+    if all(i is None for i in idx):
+        return None
+    clash = sorted({n for n in class_names if n in ambiguous})
+    if clash:
+        raise ValueError(f'{what}: the class names {clash[:_SHOW]} name several classes of the table; name the '
+                         f'dataset\'s classes by WordNet id (e.g. ImageNet folder names) or pass a superclass map file.')
+    missing = [n for n, i in zip(class_names, idx) if i is None]
+    if missing:
+        raise ValueError(f'{what}: {len(missing)} of the dataset\'s {len(class_names)} classes are not in the table '
+                         f'(by WordNet id or name): {missing[:_SHOW]}; pass a superclass map file for this dataset.')
+    sup = [c2s[i] for i in idx]
+    used = sorted(set(sup))
+    pos = {s: k for k, s in enumerate(used)}
+    return [pos[s] for s in sup], [snames[s] for s in used], list(class_names)
 
 
 def _from_pairs(pairs, num_classes, class_names, what, name) -> Hierarchy:
