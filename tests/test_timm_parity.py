@@ -423,3 +423,26 @@ def test_multi_epochs_loader_and_worker_seeding(images, tmp_path):
     assert b.loader_train.loader.worker_init_fn.keywords['worker_seeding'] == 'part'
     assert engine.main(small(images, tmp_path, 'me2', '--use-multi-epochs-loader', '--epochs', '2')) == 0
     assert len(read_rows(tmp_path / 'me2' / 'summary.csv')) == 2
+
+
+# ---- process options ----
+
+def test_device_modules_are_imported_and_bad_ones_refused(images, tmp_path, monkeypatch, capsys):
+    (tmp_path / 'my_backend_mod.py').write_text('LOADED = True\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, 'my_backend_mod', raising=False)
+    assert engine.main(small(images, tmp_path, 'dm', '--device-modules', 'my_backend_mod')) == 0
+    assert sys.modules['my_backend_mod'].LOADED
+    assert engine.main(small(images, tmp_path, 'dm2', '--device-modules', 'no_such_backend_xyz')) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot import 'no_such_backend_xyz'" in err[0]
+    assert not (tmp_path / 'dm2').exists()
+
+
+def test_fast_norm_enables_timm_fast_norm_layers(monkeypatch):
+    from timm.layers import LayerNorm, fast_norm
+    from timm_mixplug.timm_options import apply_process_options
+    monkeypatch.setattr(fast_norm, '_USE_FAST_NORM', False)
+    assert not LayerNorm(8)._fast_norm
+    apply_process_options(parse_args(['--fast-norm']))
+    assert LayerNorm(8)._fast_norm

@@ -732,6 +732,7 @@ def _report_ignored(args) -> None:
 def run(args) -> Dict[str, Any]:
     """``--evaluate`` or training with parsed ``args``. Raises UsageError for bad input."""
     try:
+        timm_options.apply_process_options(args)
         if args.evaluate:
             return evaluate(args)
         return train(args)

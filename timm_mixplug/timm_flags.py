@@ -110,7 +110,7 @@ _f('--fuser', N, "TorchScript fuser ('', te, old, nvfuser)", type=str, default='
 _f('--grad-accum-steps', Y, 'batches whose gradients are summed before one optimizer step',
    type=int, metavar='N', default=1)
 _f('--grad-checkpointing', Y, 'recompute activations in the backward pass to save memory', **ST)
-_f('--fast-norm', N, "timm's experimental fused normalisation layers", **ST)
+_f('--fast-norm', Y, "timm's experimental fast normalisation layers (timm.layers.set_fast_norm)", **ST)
 _f('--model-kwargs', Y, 'extra keyword arguments for timm.create_model, as key=value', nargs='*', default={},
    action='parse_kwargs')
 _f('--head-init-scale', Y, "multiply the classifier's initial weight and bias by this factor",
@@ -133,7 +133,7 @@ _f('--model-dtype', Y, 'train the model and feed the input in this dtype, withou
 _f('--no-ddp-bb', Y, "DistributedDataParallel without broadcast_buffers", **ST)
 _f('--synchronize-step', N, 'torch.cuda.synchronize() after every step (timing)', **ST)
 _f(('--local_rank', '--local-rank'), Y, 'set by the distributed launcher', type=int, default=0)
-_f('--device-modules', N, 'python modules to import for a device backend', type=str, nargs='+', default=None)
+_f('--device-modules', Y, 'python modules imported before the device is set up (device backends)', type=str, nargs='+', default=None)
 
 _g('Optimizer (timm)')
 _f('--opt', Y, 'optimizer name for timm.optim.create_optimizer_v2 (sgd, adamw, lamb, ...)',

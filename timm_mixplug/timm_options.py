@@ -6,6 +6,7 @@
 - model: ``--head-init-scale/--head-init-bias``, ``--split-bn`` (``convert_splitbn_model``), ``--model-dtype``,
   ``--torchcompile/--torchcompile-mode`` (the task's ``compile()``);
 - loss: ``--bce-loss/--bce-*`` (``BinaryCrossEntropy``), ``--jsd-loss`` (``JsdCrossEntropy``);
+- process: ``--device-modules`` (imported before the device is set up), ``--fast-norm``;
 - ``check_args``: the cross-flag rules of these options (called by ``config.resolve_args``).
 """
 import argparse
@@ -20,7 +21,7 @@ from .errors import UsageError
 
 _logger = logging.getLogger('train')
 
-__all__ = ['check_args', 'dataset_kwargs', 'loader_kwargs', 'wrap_train_dataset', 'apply_repeat_aug',
+__all__ = ['apply_process_options', 'check_args', 'dataset_kwargs', 'loader_kwargs', 'wrap_train_dataset', 'apply_repeat_aug',
            'set_loader_epoch', 'apply_model_options', 'model_dtype', 'create_train_loss', 'compile_task',
            'num_aug_splits']
 
@@ -86,6 +87,20 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError('--log-wandb needs the wandb package: pip install "timm_mixplug[wandb]"')
     if args.wandb_resume_id and not args.resume:
         raise UsageError('--wandb-resume-id continues a W&B run: add --resume')
+
+
+def apply_process_options(args) -> None:
+    """Before anything is built: import ``--device-modules`` (device backends), enable ``--fast-norm``."""
+    import importlib
+    for name in args.device_modules or ():
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise UsageError(f'--device-modules: cannot import {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}'
+                             ) from None
+    if args.fast_norm:
+        from timm.layers import set_fast_norm
+        set_fast_norm()
 
 
 # ---- data ----
