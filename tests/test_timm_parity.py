@@ -184,6 +184,15 @@ def test_bce_in_training_with_mixed_targets(images, tmp_path):
     (['--torchcompile-mode', 'max-autotune'], 'add --torchcompile'),
     (['--layer-decay-min-scale', '2'], r'\[0, 1\]'),
     (['--wandb-resume-id', 'x'], 'add --resume'),
+    (['--torchcompile', 'bogus'], "unknown backend 'bogus'"),
+    (['--epoch-repeats', '-1'], '>= 0'),
+    (['--worker-seeding', 'some'], "'all' or 'part'"),
+    (['--train-num-samples', '0'], '>= 1'),
+    (['--bce-loss', '--bce-target-thresh', '1.5'], r'\[0, 1\]'),
+    (['--bce-loss', '--bce-pos-weight', '0'], '> 0'),
+    (['--aug-splits', '2', '--task', 'dml'], 'classification only'),
+    (['--aug-splits', '2', '--no-prefetcher'], 'prefetcher'),
+    (['--jsd-loss', '--bce-loss', '--aug-splits', '2'], 'choose one'),
 ])
 def test_cross_flag_checks(extra, match):
     with pytest.raises(UsageError, match=match):

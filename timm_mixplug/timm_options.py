@@ -67,8 +67,19 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f'--bce-pos-weight must be > 0, got {args.bce_pos_weight}')
     if args.model_dtype and args.model_dtype != 'float32' and args.amp:
         raise UsageError(f'--amp needs a float32 model; drop --model-dtype {args.model_dtype} or --amp')
-    if args.torchcompile is not None and not hasattr(torch, 'compile'):
-        raise UsageError('--torchcompile needs torch >= 2.0')
+    if args.torchcompile is not None:
+        if not hasattr(torch, 'compile'):
+            raise UsageError('--torchcompile needs torch >= 2.0')
+        from torch._dynamo import list_backends, lookup_backend
+        try:
+            lookup_backend(args.torchcompile)
+        except Exception:
+            raise UsageError(f'--torchcompile: unknown backend {args.torchcompile!r} (available: '
+                             f'{", ".join(list_backends())})') from None
+    if args.epoch_repeats < 0:
+        raise UsageError(f'--epoch-repeats must be >= 0 (0 = one pass), got {args.epoch_repeats}')
+    if args.worker_seeding not in ('all', 'part'):
+        raise UsageError(f"--worker-seeding must be 'all' or 'part', got {args.worker_seeding!r}")
     if args.torchcompile_mode and args.torchcompile is None:
         raise UsageError('--torchcompile-mode is used with --torchcompile; add --torchcompile')
     if args.val_interval < 1:
