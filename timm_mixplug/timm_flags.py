@@ -124,7 +124,7 @@ _f('--torchcompile', Y, 'torch.compile the task\'s model(s) with this backend (b
    nargs='?', type=str, default=None, const='inductor')
 
 _g('Device (timm)')
-_f('--device', Y, 'device: cuda, cpu, cuda:1, ... (timm: cuda; ours: cuda if available, else cpu)',
+_f('--device', Y, 'device: cuda, cpu, cuda:1, ... (default: cuda if available, else cpu; timm: cuda)',
    type=str, default='cuda', our_default=None)
 _f('--amp', Y, 'automatic mixed precision (autocast) in training and validation', **ST)
 _f('--amp-dtype', Y, 'autocast dtype with --amp', type=str, default='float16', choices=['float16', 'bfloat16'])
@@ -230,7 +230,7 @@ _f('--mixup-switch-prob', Y, 'probability of cutmix instead of mixup when both a
    default=0.5)
 _f('--mixup-mode', Y, 'mixing granularity: batch, pair or elem', type=str, default='batch')
 _f('--mixup-off-epoch', Y, 'stop mixing from this epoch (0 = never)', type=int, metavar='N', default=0)
-_f('--smoothing', Y, 'label smoothing (timm: 0.1; ours: 0.1, or 0 for --mix bc, bcplus and superclass)',
+_f('--smoothing', Y, 'label smoothing (default: 0.1, or 0 for --mix bc, bcplus and superclass; timm: 0.1)',
    type=float, default=0.1, our_default=None)
 _f('--train-interpolation', Y, 'resize interpolation in training (random = a random choice per image)',
    type=str, default='random')
