@@ -182,11 +182,11 @@ def is_timm_checkpoint(path: str) -> bool:
 
 
 def load_timm_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(sections, meta) as ``load_train_state`` returns them, from a timm training checkpoint: ``state_dict``
-    (or ``model``) -> model, ``state_dict_ema`` -> ema (``module.`` keys), ``optimizer``, ``amp_scaler`` -> scaler; meta epoch is
-    the epoch to start at (saved epoch + 1 for version >= 2 files, as timm's resume_checkpoint); model and
-    classes from the saved ``args``; best metric from the saver's history. No scheduler or RNG state:
-    the schedule is stepped to the start epoch, as timm's train.py does."""
+    """(sections, meta) as ``load_train_state`` returns them, from a timm training checkpoint:
+    ``state_dict`` (or ``model``) -> model, ``state_dict_ema`` -> ema (``module.`` keys), ``optimizer``,
+    ``amp_scaler`` -> scaler; meta: the epoch to start at (saved epoch + 1 for version >= 2 files, as timm's
+    ``resume_checkpoint``), model and classes from the saved ``args``, the best metric from the saver's history.
+    No scheduler or RNG state: the schedule is stepped to the start epoch, as timm's train.py does."""
     ckpt = torch_load_safe(path)
     if not isinstance(ckpt, dict) or not any(k in ckpt for k in ('state_dict', 'model')):
         sections: Dict[str, Any] = {'model': _tensor_dict(ckpt, path)}  # bare state dict: weights only

@@ -288,7 +288,8 @@ def _remap_to_dataset(obj: dict, c2s, snames, class_names, what):
     clash = sorted({n for n in class_names if n in ambiguous})
     if clash:
         raise ValueError(f'{what}: the class names {clash[:_SHOW]} name several classes of the table; name the '
-                         f'dataset\'s classes by WordNet id (e.g. ImageNet folder names) or pass a superclass map file.')
+                         f'dataset\'s classes by WordNet id (e.g. ImageNet folder names) or pass a superclass '
+                         f'map file.')
     missing = [n for n, i in zip(class_names, idx) if i is None]
     if missing:
         raise ValueError(f'{what}: {len(missing)} of the dataset\'s {len(class_names)} classes are not in the table '
