@@ -24,7 +24,7 @@ def base_args(data_dir, out, exp, *extra):
             '--device', 'cpu', *extra]
 
 
-def _timm_run(folder, epoch=1, ema=False):
+def _timm_run(folder, epoch=1, ema=False, with_args=True):
     """A timm training checkpoint of resnet20_cifar (4 classes) after a few SGD steps, written by timm's
     CheckpointSaver as timm's train.py does (args as an argparse.Namespace)."""
     import timm
@@ -42,7 +42,7 @@ def _timm_run(folder, epoch=1, ema=False):
             model_ema.update(model)
     args = argparse.Namespace(model='resnet20_cifar', num_classes=4, lr=0.05, epochs=3)
     os.makedirs(folder, exist_ok=True)
-    saver = CheckpointSaver(model, opt, args=args, model_ema=model_ema, checkpoint_dir=str(folder),
+    saver = CheckpointSaver(model, opt, args=args if with_args else None, model_ema=model_ema, checkpoint_dir=str(folder),
                             recovery_dir=str(folder), max_history=2)
     saver.save_checkpoint(epoch, metric=50.0)
     return model, opt, model_ema
@@ -85,6 +85,11 @@ def test_resume_timm_checkpoint_starts_at_next_epoch(data_dir, tmp_path):
     for k, p in model.named_parameters():
         assert torch.equal(ours[k], p.detach()), k
     assert sorted(os.listdir(timm_dir)) == before  # timm's folder is left alone
+    # without saved args (timm's 'arch' is then the class name) the file still resumes
+    _timm_run(tmp_path / 'no_args', epoch=0, with_args=False)
+    assert train_script.main(base_args(data_dir, tmp_path, 'ours3', '--resume', str(tmp_path / 'no_args'),
+                                       '--epochs', '2')) == 0
+    assert [r['epoch'] for r in read_rows(tmp_path / 'ours3' / 'summary.csv')] == ['1']
     # a timm run folder resumes from its last.pth.tar; validate reads it too
     assert train_script.main(base_args(data_dir, tmp_path, 'ours2', '--resume', str(timm_dir))) == 0
     assert [r['epoch'] for r in read_rows(tmp_path / 'ours2' / 'summary.csv')] == ['2']

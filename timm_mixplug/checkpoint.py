@@ -204,7 +204,7 @@ def load_timm_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     else:
         meta['epoch'] = 0
     args = ckpt.get('args')
-    model = getattr(args, 'model', None) or ckpt.get('arch')
+    model = getattr(args, 'model', None)  # not 'arch': without args timm stores the class name there
     if isinstance(model, str):
         meta['model'] = model
     if isinstance(getattr(args, 'num_classes', None), int):
