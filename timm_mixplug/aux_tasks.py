@@ -644,9 +644,9 @@ class AuxSpec(TaskSpec):
         return wrap_aux_dataset(dataset, args)
 
     def create_task(self, args, model, criterion, mixer, info, device):
-        num_samples = self._num_samples
-        if num_samples is None and info is not None and info.class_counts:
-            num_samples = int(sum(info.class_counts))
+        # the training set of *this* build (create_task runs before wrap_dataset sees it; _num_samples may be
+        # left from an earlier build in the same process)
+        num_samples = int(sum(info.class_counts)) if info is not None and info.class_counts else self._num_samples
         return build_aux_task(args, model, info.num_classes, num_samples=num_samples, input_size=_input_size(args),
                               mixer=mixer, device=device, criterion=criterion if mixer is not None else None,
                               class_names=getattr(info, 'class_names', None))
