@@ -12,7 +12,7 @@ import argparse
 import difflib
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import yaml

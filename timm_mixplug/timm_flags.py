@@ -133,7 +133,8 @@ _f('--model-dtype', Y, 'train the model and feed the input in this dtype, withou
 _f('--no-ddp-bb', Y, "DistributedDataParallel without broadcast_buffers", **ST)
 _f('--synchronize-step', N, 'torch.cuda.synchronize() after every step (timing)', **ST)
 _f(('--local_rank', '--local-rank'), Y, 'set by the distributed launcher', type=int, default=0)
-_f('--device-modules', Y, 'python modules imported before the device is set up (device backends)', type=str, nargs='+', default=None)
+_f('--device-modules', Y, 'python modules imported before the device is set up (device backends)', type=str,
+   nargs='+', default=None)
 
 _g('Optimizer (timm)')
 _f('--opt', Y, 'optimizer name for timm.optim.create_optimizer_v2 (sgd, adamw, lamb, ...)',
@@ -175,7 +176,8 @@ _f('--lr-k-decay', Y, 'k-decay exponent of cosine / poly schedules', type=float,
 _f('--warmup-lr', Y, 'learning rate at the start of warm-up', type=float, default=1e-5)
 _f('--min-lr', Y, 'floor of the learning rate for schedules that decay to 0', type=float, default=0)
 _f('--epochs', Y, 'number of training epochs (cool-down epochs are added)', type=int, default=300)
-_f('--epoch-repeats', Y, 'dataset repeats per epoch, for iterable datasets (wds/, tfds/; 0 = one pass)', type=float, default=0.)
+_f('--epoch-repeats', Y, 'dataset repeats per epoch, for iterable datasets (wds/, tfds/; 0 = one pass)',
+   type=float, default=0.)
 _f('--start-epoch', Y, 'epoch to start from (overrides the resumed epoch)', type=int, default=None)
 _f('--decay-milestones', Y, 'epochs at which the multistep schedule decays', type=int, nargs='+',
    default=[90, 180, 270])
@@ -257,7 +259,8 @@ _f('--model-ema-warmup', Y, 'ramp the EMA decay up over the first updates', acti
 
 _g('Miscellaneous (timm)')
 _f('--seed', Y, 'random seed', type=int, metavar='S', default=42)
-_f('--worker-seeding', Y, "how loader workers are seeded: all (python, numpy, torch) or part (torch only)", type=str, default='all')
+_f('--worker-seeding', Y, 'how loader workers are seeded: all (python, numpy, torch) or part (torch only)',
+   type=str, default='all')
 _f('--log-interval', Y, 'batches between training log lines', type=int, metavar='N', default=50)
 _f('--val-interval', Y, 'epochs between validations (and best / history checkpoints); the last epoch is '
    'always validated', type=int, metavar='N', default=1)
@@ -344,7 +347,9 @@ def ignored() -> Tuple[str, ...]:
 def _same(a, b) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return list(a) == list(b)
-    return a == b and type(a) is type(b) if isinstance(a, bool) or isinstance(b, bool) else a == b
+    if isinstance(a, bool) or isinstance(b, bool):  # True is not 1
+        return a is b
+    return a == b
 
 
 def non_default_ignored(values: Dict[str, Any]) -> Dict[str, Any]:

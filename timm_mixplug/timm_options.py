@@ -1,7 +1,8 @@
 """timm train.py options implemented with timm's own pieces; the engine calls these at thin call sites.
 
 - data: ``--input-key/--target-key/--train-num-samples/--val-num-samples/--dataset-trust-remote-code/
-  --epoch-repeats`` (``create_dataset``), ``--worker-seeding`` (``create_loader``), ``--aug-splits`` (``AugMixDataset``), ``--aug-repeats`` (``RepeatAugSampler``),
+  --epoch-repeats`` (``create_dataset``), ``--worker-seeding`` (``create_loader``), ``--aug-splits``
+  (``AugMixDataset``), ``--aug-repeats`` (``RepeatAugSampler``),
   ``--use-multi-epochs-loader`` and ``--model-dtype`` (``create_loader``);
 - model: ``--head-init-scale/--head-init-bias``, ``--split-bn`` (``convert_splitbn_model``), ``--model-dtype``,
   ``--torchcompile/--torchcompile-mode`` (the task's ``compile()``);
@@ -21,9 +22,9 @@ from .errors import UsageError
 
 _logger = logging.getLogger('train')
 
-__all__ = ['apply_process_options', 'check_args', 'dataset_kwargs', 'loader_kwargs', 'wrap_train_dataset', 'apply_repeat_aug',
-           'set_loader_epoch', 'apply_model_options', 'model_dtype', 'create_train_loss', 'compile_task',
-           'num_aug_splits']
+__all__ = ['apply_process_options', 'check_args', 'dataset_kwargs', 'loader_kwargs', 'wrap_train_dataset',
+           'apply_repeat_aug', 'set_loader_epoch', 'apply_model_options', 'model_dtype', 'create_train_loss',
+           'compile_task', 'num_aug_splits']
 
 
 def num_aug_splits(args) -> int:
@@ -107,8 +108,8 @@ def apply_process_options(args) -> None:
         try:
             importlib.import_module(name)
         except Exception as e:
-            raise UsageError(f'--device-modules: cannot import {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}'
-                             ) from None
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UsageError(f'--device-modules: cannot import {name!r}: {msg}') from None
     if args.fast_norm:
         from timm.layers import set_fast_norm
         set_fast_norm()
