@@ -12,12 +12,15 @@ Files written by train.py into the run folder (``<name>`` is ``last`` or ``best`
   metadata (``__metadata__['state']``).
 
 Every file is written to a temporary file in the same folder, fsync'ed and moved into place with
-``os.replace``. Loading uses ``safetensors`` and ``json`` only (``.pth`` weights for ``--initial-checkpoint``
-go through ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects).
+``os.replace``. Our files load with ``safetensors`` and ``json`` only. timm's ``.pth.tar`` checkpoints (for
+``--resume`` and ``--initial-checkpoint``) and ``.pth`` weights go through ``torch.load(weights_only=True)``
+with ``argparse.Namespace`` as the only added global, which refuses every other pickled object unexecuted.
 """
+import argparse
 import json
 import os
 import random
+import re
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
@@ -160,7 +163,6 @@ def torch_load_safe(path: str) -> Any:
     """``torch.load(weights_only=True)`` with only ``argparse.Namespace`` (the ``args`` entry of timm's
     checkpoints) added to torch's allowlist, as timm's own loader does; anything else that a pickle would
     construct or call is refused (CheckpointError) before it runs."""
-    import argparse
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path}')
     try:
@@ -169,7 +171,6 @@ def torch_load_safe(path: str) -> Any:
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if 'weights_only' in str(e) or 'Unsupported global' in str(e):
-            import re
             found = re.findall(r'(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)', str(e))
             msg = (f'it needs the non-allowlisted pickle global {found[0]}' if found else
                    'it needs non-allowlisted pickle globals') + ', refused without running it'
