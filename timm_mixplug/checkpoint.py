@@ -18,6 +18,7 @@ go through ``torch.load(weights_only=True)``, which refuses arbitrary pickled ob
 import json
 import os
 import random
+import re
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
@@ -28,7 +29,7 @@ from .errors import UsageError
 
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
            'save_train_state', 'load_train_state', 'resolve_resume_path', 'capture_rng', 'restore_rng',
-           'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'STATE_FORMAT']
+           'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'remove_stale_temp', 'STATE_FORMAT']
 
 STATE_FORMAT = 'timm_mixplug.train_state'
 STATE_VERSION = 1
@@ -58,9 +59,27 @@ def _fsync_replace(tmp: str, path: str) -> None:
 
 def _tmp_path(path: str) -> str:
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=d)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + os.path.basename(path) + '.', suffix=_TMP_SUFFIX, dir=d)
     os.close(fd)
     return tmp
+
+
+# temporary names: ``_tmp_path``'s (.<file>.<random>.tmp), and summary.csv's / summary.png's (engine)
+_TMP_PREFIX, _TMP_SUFFIX = '.', '.tmp'
+_TMP_NAME = re.compile(r'^\..+\.(safetensors|yaml)\.[A-Za-z0-9_]+\.tmp$')
+_FIXED_TMP = ('summary.csv.tmp', 'summary.png.tmp.png')
+
+
+def remove_stale_temp(folder: str) -> list:
+    """Delete the temporary files a killed write left in ``folder`` (call before writing there); returns
+    their names."""
+    if not os.path.isdir(folder):
+        return []
+    stale = sorted(e.name for e in os.scandir(folder) if e.is_file() and (
+        e.name in _FIXED_TMP or _TMP_NAME.match(e.name)))
+    for name in stale:
+        os.remove(os.path.join(folder, name))
+    return stale
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -304,5 +323,5 @@ def resolve_resume_path(path: str) -> str:
     else:
         cand = path
     if not os.path.isfile(cand):
-        raise CheckpointError(f'no training state to resume at {path} (expected {cand})')
+        raise CheckpointError(f'--resume {path}: no training state to resume (expected {cand})')
     return cand
