@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from .errors import UsageError
-from .validation import check_ranges
+from .validation import KwargsAction, check_ranges
 
 __all__ = ['UsageError', 'create_parser', 'parse_args', 'load_yaml_config', 'args_to_yaml', 'resolve_args',
            'TIMM_IGNORED', 'MIX_CHOICES']
@@ -64,7 +64,6 @@ def _default_device() -> str:
 
 def create_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     """timm train.py's options (same names, defaults and meanings) plus ours; task groups via the registry."""
-    from timm.utils import ParseKwargs
     p = _Parser(prog='train.py', allow_abbrev=False,
                 description='timm-style training with BC/BC+, superclass mixup, DML, GLMC, ... '
                             '(timm_mixplug). `train.py validate ...` == `train.py --evaluate ...`.')
@@ -107,7 +106,7 @@ def create_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     g.add_argument('--channels-last', action='store_true', default=False)
     g.add_argument('--grad-accum-steps', type=int, default=1, metavar='N')
     g.add_argument('--grad-checkpointing', action='store_true', default=False)
-    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=KwargsAction)
     g.add_argument('--device', default=None, type=str, help='cuda, cpu, ... (default: cuda if available)')
     g.add_argument('--dist-backend', default=None, type=str, help='default: nccl for cuda, gloo for cpu')
     g.add_argument('--dist-url', default=None, type=str)
@@ -125,7 +124,7 @@ def create_parser(with_tasks: bool = True) -> argparse.ArgumentParser:
     g.add_argument('--clip-grad', type=float, default=None, metavar='NORM')
     g.add_argument('--clip-mode', type=str, default='norm', choices=['norm', 'value', 'agc'])
     g.add_argument('--layer-decay', type=float, default=None)
-    g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs)
+    g.add_argument('--opt-kwargs', nargs='*', default={}, action=KwargsAction)
 
     g = p.add_argument_group('Learning rate schedule')
     g.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER')
@@ -293,7 +292,7 @@ def _coerce(action: argparse.Action, key: str, value, source: str):
         return [one(v) for v in vals]
     if isinstance(action, argparse._StoreAction):
         return one(value)
-    if type(action).__name__ == 'ParseKwargs':
+    if isinstance(action, KwargsAction):
         if not isinstance(value, dict):
             raise UsageError(f'{source}: {key} must be a mapping, got {value!r}')
     return value
@@ -345,6 +344,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Check every value's range (``validation.RANGES``), fill defaults that depend on other options and check
     combinations (raises UsageError)."""
     check_ranges(args)
+    if args.data and args.data_dir and args.data != args.data_dir:
+        raise UsageError(f'two dataset folders: DIR {args.data} and --data-dir {args.data_dir}; give only --data-dir')
     if args.data and not args.data_dir:
         args.data_dir = args.data
     args.data = None

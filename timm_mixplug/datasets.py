@@ -68,7 +68,8 @@ class NpzDataset(ArrayImageDataset):
             if 'x' not in f or 'y' not in f:
                 raise UsageError(f'{path} needs arrays "x" (images) and "y" (labels), has {sorted(f.keys())}')
             x, y = f['x'], f['y'].astype(np.int64)
-            classes = f['classes'].tolist() if 'classes' in f else [str(c) for c in range(int(y.max()) + 1)]
+            self.classes_given = 'classes' in f  # else the names are the label numbers
+            classes = f['classes'].tolist() if self.classes_given else [str(c) for c in range(int(y.max()) + 1)]
         if x.dtype != np.uint8 or x.ndim not in (3, 4):
             raise UsageError(f'{path}: "x" must be uint8 (N, H, W[, 3]), got {x.dtype} {x.shape}')
         if y.ndim != 1 or len(y) != len(x):
@@ -239,7 +240,8 @@ def _check_eval_classes(args, ds_train, ds_eval, num_classes: int):
     training classes is re-read with the training split's class indices. Returns the evaluation dataset."""
     tr, ev = _class_names(ds_train), _class_names(ds_eval)
     split = f'--val-split {args.val_split!r}'
-    if tr is not None and ev is not None and ev != tr[:len(ev)]:
+    named = getattr(ds_train, 'classes_given', True) and getattr(ds_eval, 'classes_given', True)
+    if named and tr is not None and ev is not None and ev != tr[:len(ev)]:
         only = [c for c in ev if c not in tr]
         if only:
             raise UsageError(f'{split} has classes that --train-split {args.train_split!r} lacks: '

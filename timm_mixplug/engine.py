@@ -75,7 +75,8 @@ def create_timm_model(args, num_classes: int, **overrides) -> nn.Module:
     kw.update(overrides)
     if not timm.is_model(args.model):
         raise UsageError(f'unknown --model {args.model!r} (see timm.list_models())')
-    model = _user_errors(timm.create_model, args.model, what=f'cannot create --model {args.model}', **kw)
+    what = f'cannot create --model {args.model}' + (' with --model-kwargs' if args.model_kwargs else '')
+    model = _user_errors(timm.create_model, args.model, what=what, **kw)
     if args.initial_checkpoint:
         sd = load_weights(args.initial_checkpoint)
         try:
@@ -567,7 +568,8 @@ def train(args) -> Dict[str, Any]:
     _resolve_lr(args)
     opt_kw = optimizer_kwargs(cfg=args)
     opt_kw.update(args.opt_kwargs or {})
-    optimizer = _user_errors(create_optimizer_v2, task.get_trainable_module(), what=f'--opt {args.opt}', **opt_kw)
+    optimizer = _user_errors(create_optimizer_v2, task.get_trainable_module(), **opt_kw,
+                             what=f'--opt {args.opt}' + (' with --opt-kwargs' if args.opt_kwargs else ''))
     amp_autocast, loss_scaler = _amp(args, device)
 
     start_epoch, num_updates, best_metric, best_epoch = 0, 0, None, None

@@ -9,14 +9,17 @@ free text). ``check_ranges(args)`` (called by ``config.resolve_args``; with ``io
 for the file and device checks) raises ``UsageError('--flag <range>, got <value>')`` for the first
 violation. A new flag must get an entry here: tests/test_flag_contract.py fails otherwise.
 """
+import argparse
 import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+from timm.utils import ParseKwargs
+
 from .errors import UsageError
 
-__all__ = ['Rule', 'RANGES', 'NO_INVALID', 'check_ranges', 'flag_name']
+__all__ = ['Rule', 'RANGES', 'NO_INVALID', 'check_ranges', 'flag_name', 'KwargsAction']
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,9 @@ def _output(v, a):
     path = os.path.abspath(v)
     while path and not os.path.exists(path):
         path = os.path.dirname(path)
-    return None if os.path.isdir(path) else f'must be a folder; {path} is a file'
+    if os.path.isdir(path):
+        return None
+    return 'must be a folder, not a file' if path == os.path.abspath(v) else f'must be a folder ({path} is a file)'
 
 
 def _experiment(v, a):
@@ -160,6 +165,24 @@ def _superclass_map(v, a):
     return f'must be {", ".join(BUILTIN_HIERARCHIES)} or an existing YAML/JSON/CSV file'
 
 
+def _aux_tasks(v, a):
+    from .aux_tasks import AUX_TASKS, parse_aux_tasks
+    try:
+        parse_aux_tasks(v)
+    except ValueError:
+        return f'must be a comma list of distinct tasks from {", ".join(AUX_TASKS)}'
+    return None
+
+
+def _aux_weights(v, a):
+    from .aux_tasks import parse_aux_tasks
+    try:
+        parse_aux_tasks(a.aux_tasks or '', v)
+    except ValueError:
+        return "must give one weight per --aux-tasks entry: '0.5,1', one value for all, or 'crop_pos=0.5'"
+    return None
+
+
 def _img_mode(v, a):
     from PIL import Image
     return None if v in Image.MODES else 'must be a PIL image mode: RGB, L, ...'
@@ -173,7 +196,8 @@ _FRACTION = dict(lo=0, hi=1, hi_open=True)
 RANGES: Dict[str, Rule] = {
     # dataset
     'config': _later('reading the config', 'missing.yaml', expect='-c/--config'),
-    'data': Rule(_data_dir, 'must be an existing folder', ('missing_dir',), expect='DIR', io=True),
+    'data': _later('checking --data-dir (DIR is its deprecated positional form)', 'missing_dir',
+                   expect='--data-dir'),
     'data_dir': Rule(_data_dir, 'must be an existing folder', ('missing_dir',), io=True),
     'dataset': _later('creating the dataset', 'mixplug/nosuch'),
     'train_split': _later('creating the dataset (the split must exist)', 'trian'),
@@ -287,9 +311,10 @@ RANGES: Dict[str, Rule] = {
     'imb_factor': _num(lo=1),
     'imb_seed': _num(**_SEED),
     # --task aux
-    'aux_tasks': _later('creating --task aux', 'no_such_task', ('--task', 'aux')),
-    'aux_weights': _later('creating --task aux', 'x', ('--task', 'aux', '--aux-tasks', 'rotation')),
-    'aux_hierarchy': _later('creating --task aux', 'missing.yaml', ('--task', 'aux', '--aux-tasks', 'superclass')),
+    'aux_tasks': Rule(_aux_tasks, 'must be a comma list of auxiliary tasks', ('no_such_task', 'cutout,cutout')),
+    'aux_weights': Rule(_aux_weights, 'must give a weight per --aux-tasks entry', ('x', '1,2,3'),
+                        ('--aux-tasks', 'cutout,superclass')),
+    'aux_hierarchy': Rule(_superclass_map, 'must be a built-in hierarchy or a file', ('missing.yaml',), io=True),
     'aux_random_classes': _num(lo=0, integer=True),
     'aux_random_seed': _num(**_SEED),
     'aux_crop_padding': _num(lo=0, integer=True),
@@ -298,7 +323,7 @@ RANGES: Dict[str, Rule] = {
     'aux_ricap_border_margin': _num(lo=0, integer=True),
     'aux_seg_grid': _num(lo=1, integer=True),
     # --task dml
-    'dml_peers': _later('creating --task dml', 'no_such_model', ('--task', 'dml')),
+    'dml_peers': _later('creating --task dml', 'resnet20_cifar,no_such_model', ('--task', 'dml')),
     'dml_kl_weight': _num(lo=0),
     'dml_temperature': _num(lo=0, lo_open=True),
     'dml_kl_reduction': _parser_choice(),
@@ -334,6 +359,17 @@ NO_INVALID = {
         'aux_crop_preflip', 'glmc_joint_forward', 'glmc_clr', 'nh_device_views', 'nh_view_no_flip',
         'overwrite_experiment')},
 }
+
+
+class KwargsAction(ParseKwargs):
+    """timm's ``ParseKwargs`` (``KEY=VALUE ...`` -> dict) with a parser error naming the flag for an item
+    without ``=`` (timm's raises a bare ValueError)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [v for v in values if v and '=' not in v]
+        if bad:
+            raise argparse.ArgumentError(self, f'expects KEY=VALUE items, got {bad[0]!r}')
+        super().__call__(parser, namespace, values, option_string)
 
 
 def flag_name(dest: str) -> str:
