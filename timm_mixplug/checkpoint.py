@@ -241,12 +241,13 @@ def decode_state(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
 
 
 def scheduler_state(scheduler) -> Dict[str, Any]:
-    """A timm scheduler's ``state_dict()`` plus the wrapped torch scheduler of ``PlateauLRScheduler``
-    (whose best metric and patience counters timm's own state_dict leaves out)."""
+    """A timm scheduler's ``state_dict()`` plus the wrapped torch scheduler of ``PlateauLRScheduler`` and its
+    pre-noise LR (whose best metric, patience counters and ``restore_lr`` timm's own state_dict leaves out)."""
     state = dict(scheduler.state_dict())
     inner = getattr(scheduler, 'lr_scheduler', None)
     if inner is not None and hasattr(inner, 'state_dict'):
         state['lr_scheduler'] = inner
+        state['restore_lr'] = getattr(scheduler, 'restore_lr', None)  # the plateau's LR before its noise
     return state
 
 
