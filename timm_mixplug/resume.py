@@ -45,10 +45,10 @@ def saved_args(state_path: str, meta: Optional[Dict[str, Any]] = None) -> Dict[s
 
 
 def changed_settings(args: argparse.Namespace, saved: Dict[str, Any]) -> List[str]:
-    """``name old -> new`` for every saved setting the current command line changes."""
+    """``name old -> new`` for every saved training setting the current command line changes."""
     out = []
     for k, old in saved.items():
-        if not hasattr(args, k):
+        if k in ('output', 'experiment') or not hasattr(args, k):  # where the run lives, not how it trains
             continue
         new = getattr(args, k)
         new = list(new) if isinstance(new, tuple) else new
