@@ -1,6 +1,7 @@
 """train.py never mis-trains silently: resume semantics, split safety, run-folder rules, Ctrl-C, NaN stop,
 ``validate`` with the run's own settings (tiny generated data, CPU)."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -153,7 +154,7 @@ def test_sigint_one_line_exit_130_and_resume(data_dir, tmp_path):
     assert last.startswith(f'train.py: interrupted; the last state is {state} ('), last
     cmd = last.split('resume with: ', 1)[1]
     assert cmd.startswith('python train.py ') and cmd.endswith(f'--resume {out / "s"}')
-    done = int(last.split(' epochs done)')[0].rsplit('(', 1)[1])
+    done = int(re.search(r'\((\d+) epochs? done\)', last).group(1))
     # a kill during a checkpoint write leaves a temporary file: removed when the run starts again
     stale = out / 's' / '.last-state.safetensors.abc123.tmp'
     stale.write_bytes(b'partial')

@@ -87,5 +87,6 @@ def interrupted_message(args, argv: Optional[Sequence[str]]) -> str:
     if not os.path.isfile(state):
         return (f'train.py: interrupted before the first epoch ended; {run_dir} holds no state; run the same '
                 f'command again to start over')
-    return (f'train.py: interrupted; the last state is {state} ({getattr(args, "epochs_done", "?")} epochs done); '
+    n = getattr(args, 'epochs_done', '?')
+    return (f'train.py: interrupted; the last state is {state} ({n} epoch{"" if n == 1 else "s"} done); '
             f'resume with: {resume_command(argv, run_dir, getattr(args, "world_size", 1))}')
