@@ -755,7 +755,8 @@ def run(args) -> Dict[str, Any]:
 
 
 def main(argv=None) -> int:
-    """Command line entry (train.py, ``python -m timm_mixplug.engine``): 0 on success, 2 on bad input."""
+    """Command line entry (train.py, ``python -m timm_mixplug.engine``): 0 on success, 2 on bad input, 1 when
+    the loss became NaN / inf, 130 on Ctrl-C; each failure prints one ``train.py: ...`` line."""
     import sys
     from .config import parse_args
     from .run_folder import interrupted_message
