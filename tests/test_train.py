@@ -232,4 +232,4 @@ def test_npz_dataset(tmp_path, capsys):
     assert len(rows) == 1 and float(rows[0]['eval_top1']) >= 0
     bad = base_args(str(tmp_path), tmp_path / 'out', 'npz2', '--dataset', 'npz', '--train-split', 'nope')
     assert train_script.main(bad) == 2
-    assert 'npz split not found' in capsys.readouterr().err
+    assert "--train-split 'nope': no " in capsys.readouterr().err
