@@ -222,3 +222,41 @@ def test_npz_labels_outside_classes(tmp_path, capsys):
     line = _error(capsys)
     assert "--val-split 'test'" in line and 'train, validation' in line
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('noise', [0.0, None])
+def test_plateau_history_restored_after_reductions(tmp_path, noise):
+    """restore_optimizer + restore_plateau reproduce a plateau schedule (with LR noise) that has already
+    reduced the LR; without them the resumed LR would restart at --lr."""
+    from timm.scheduler import create_scheduler_v2
+    from timm_mixplug.checkpoint import load_train_state, save_train_state, scheduler_state
+    from timm_mixplug.resume import restore_optimizer, restore_plateau
+
+    def make():
+        model = torch.nn.Linear(2, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        sched, _ = create_scheduler_v2(opt, sched='plateau', num_epochs=10, patience_epochs=0, decay_rate=0.5,
+                                       warmup_epochs=0, noise=noise, noise_seed=3)
+        return model, opt, sched
+
+    metrics = [1.0, 2.0, 3.0, 0.5, 4.0, 5.0]  # worse and worse: the plateau halves the LR
+    model, opt, sched = make()
+    lrs = []
+    for epoch, m in enumerate(metrics):
+        if epoch == 3:
+            save_train_state(str(tmp_path / 's.safetensors'), dict(optimizer=opt.state_dict(),
+                                                                   scheduler=scheduler_state(sched)), {})
+        sched.step(epoch + 1, m)
+        lrs.append(opt.param_groups[0]['lr'])
+    assert min(lrs[:3]) < 0.07  # a reduction (0.1 -> 0.05, with noise) happened before the checkpoint
+    sections, _ = load_train_state(str(tmp_path / 's.safetensors'))
+    _, opt2, sched2 = make()
+    saved_lrs = restore_optimizer(opt2, sections['optimizer'])
+    assert opt2.param_groups[0]['lr'] == 0.1  # the command line's hyper-parameters...
+    assert restore_plateau(sched2, opt2, sections['scheduler'], saved_lrs, 1.0)  # ...and the plateau's history
+    sched2.step(3)  # the engine steps a resumed scheduler to the start epoch
+    resumed = []
+    for epoch, m in enumerate(metrics[3:], start=3):
+        sched2.step(epoch + 1, m)
+        resumed.append(opt2.param_groups[0]['lr'])
+    assert resumed == lrs[3:]
