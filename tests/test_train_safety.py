@@ -239,7 +239,7 @@ def test_plateau_history_restored_after_reductions(tmp_path, noise):
                                        warmup_epochs=0, noise=noise, noise_seed=3)
         return model, opt, sched
 
-    metrics = [1.0, 2.0, 3.0, 0.5, 4.0, 5.0]  # worse and worse: the plateau halves the LR
+    metrics = [3.0, 2.0, 1.0, 2.5, 0.5, 0.2]  # mode 'max': falling metrics make the plateau halve the LR
     model, opt, sched = make()
     lrs = []
     for epoch, m in enumerate(metrics):
@@ -248,7 +248,7 @@ def test_plateau_history_restored_after_reductions(tmp_path, noise):
                                                                    scheduler=scheduler_state(sched)), {})
         sched.step(epoch + 1, m)
         lrs.append(opt.param_groups[0]['lr'])
-    assert min(lrs[:3]) < 0.07  # a reduction (0.1 -> 0.05, with noise) happened before the checkpoint
+    assert min(lrs[:3]) < 0.05  # two reductions (0.1 -> 0.025, noise within 67 %) before the checkpoint
     sections, _ = load_train_state(str(tmp_path / 's.safetensors'))
     _, opt2, sched2 = make()
     saved_lrs = restore_optimizer(opt2, sections['optimizer'])
