@@ -1,6 +1,5 @@
 """Every flag train.py accepts has a valid range (timm_mixplug/validation.py); every invalid value ends with one
 ``train.py: error:`` line naming the flag, exit code 2, no traceback and nothing written."""
-import argparse
 import os
 import subprocess
 import sys
