@@ -3,7 +3,7 @@
 
     torchrun --nproc_per_node=N train.py -c hparams/<recipe>.yaml --mix bcplus
     python train.py -c hparams/quickstart.yaml                       # offline quickstart (digits)
-    python train.py validate -c output/train/<run>/args.yaml --resume output/train/<run>
+    python train.py validate --resume output/train/<run>              # uses the run's args.yaml
 
 Flags keep timm train.py's names and meanings; docs/train.md lists what we add and what we ignore.
 Bad input prints one ``train.py: error: ...`` line and exits with code 2.

@@ -140,7 +140,7 @@ def test_bad_input_exit_2_nothing_written(data_dir, tmp_path, capsys, extra, exp
 def test_missing_data_dir_and_corrupt_checkpoint(data_dir, tmp_path, capsys):
     out = tmp_path / 'out'
     assert train_script.main(base_args(str(tmp_path / 'nope'), out, 'x')) == 2
-    assert 'data dir not found' in _error(capsys)
+    assert '--data-dir must be an existing folder' in _error(capsys)
     # a truncated training state
     assert train_script.main(base_args(data_dir, tmp_path, 'ok')) == 0
     capsys.readouterr()
@@ -232,4 +232,4 @@ def test_npz_dataset(tmp_path, capsys):
     assert len(rows) == 1 and float(rows[0]['eval_top1']) >= 0
     bad = base_args(str(tmp_path), tmp_path / 'out', 'npz2', '--dataset', 'npz', '--train-split', 'nope')
     assert train_script.main(bad) == 2
-    assert 'npz split not found' in capsys.readouterr().err
+    assert "--train-split 'nope': no " in capsys.readouterr().err

@@ -31,8 +31,8 @@ from .errors import UsageError
 
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
            'save_train_state', 'load_train_state', 'resolve_resume_path', 'capture_rng', 'restore_rng',
-           'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'STATE_FORMAT', 'torch_load_safe',
-           'is_timm_checkpoint', 'load_timm_train_state']
+           'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'remove_stale_temp', 'STATE_FORMAT',
+           'torch_load_safe', 'is_timm_checkpoint', 'load_timm_train_state', 'load_resume_state']
 
 STATE_FORMAT = 'timm_mixplug.train_state'
 STATE_VERSION = 1
@@ -62,9 +62,27 @@ def _fsync_replace(tmp: str, path: str) -> None:
 
 def _tmp_path(path: str) -> str:
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=d)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + os.path.basename(path) + '.', suffix=_TMP_SUFFIX, dir=d)
     os.close(fd)
     return tmp
+
+
+# temporary names: ``_tmp_path``'s (.<file>.<random>.tmp), and summary.csv's / summary.png's (engine)
+_TMP_PREFIX, _TMP_SUFFIX = '.', '.tmp'
+_TMP_NAME = re.compile(r'^\..+\.(safetensors|yaml)\.[A-Za-z0-9_]+\.tmp$')
+_FIXED_TMP = ('summary.csv.tmp', 'summary.png.tmp.png')
+
+
+def remove_stale_temp(folder: str) -> list:
+    """Delete the temporary files a killed write left in ``folder`` (call before writing there); returns
+    their names."""
+    if not os.path.isdir(folder):
+        return []
+    stale = sorted(e.name for e in os.scandir(folder) if e.is_file() and (
+        e.name in _FIXED_TMP or _TMP_NAME.match(e.name)))
+    for name in stale:
+        os.remove(os.path.join(folder, name))
+    return stale
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -289,12 +307,13 @@ def decode_state(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
 
 
 def scheduler_state(scheduler) -> Dict[str, Any]:
-    """A timm scheduler's ``state_dict()`` plus the wrapped torch scheduler of ``PlateauLRScheduler``
-    (whose best metric and patience counters timm's own state_dict leaves out)."""
+    """A timm scheduler's ``state_dict()`` plus the wrapped torch scheduler of ``PlateauLRScheduler`` and its
+    pre-noise LR (whose best metric, patience counters and ``restore_lr`` timm's own state_dict leaves out)."""
     state = dict(scheduler.state_dict())
     inner = getattr(scheduler, 'lr_scheduler', None)
     if inner is not None and hasattr(inner, 'state_dict'):
         state['lr_scheduler'] = inner
+        state['restore_lr'] = getattr(scheduler, 'restore_lr', None)  # the plateau's LR before its noise
     return state
 
 
@@ -360,6 +379,11 @@ def load_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return sections, meta
 
 
+def load_resume_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(sections, meta) of a training-state file: ours (``save_train_state``) or timm's ``.pth.tar``."""
+    return (load_timm_train_state if is_timm_checkpoint(path) else load_train_state)(path)
+
+
 def resolve_resume_path(path: str) -> str:
     """A run folder (ours, or timm's with ``last.pth.tar``), ``last.safetensors``, ``last-state.safetensors``
     or a timm checkpoint file -> the training-state file."""
@@ -374,5 +398,5 @@ def resolve_resume_path(path: str) -> str:
     else:
         cand = path
     if not os.path.isfile(cand):
-        raise CheckpointError(f'no training state to resume at {path} (expected {cand})')
+        raise CheckpointError(f'--resume {path}: no training state to resume (expected {cand})')
     return cand

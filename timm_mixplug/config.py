@@ -19,6 +19,7 @@ import yaml
 
 from .errors import UsageError
 from .timm_flags import IMPLEMENTED, TIMM_FLAGS, ignored as _ignored, non_default_ignored
+from .validation import KwargsAction, check_ranges
 
 __all__ = ['UsageError', 'create_parser', 'parse_args', 'load_yaml_config', 'args_to_yaml', 'resolve_args',
            'TIMM_IGNORED', 'MIX_CHOICES']
@@ -34,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 MIX_CHOICES = ('none', 'mixup', 'cutmix', 'bc', 'bcplus', 'superclass')
 # Not written to args.yaml: per-invocation switches, and the test hook.
-_NOT_SAVED = ('config', 'data', 'local_rank', 'evaluate', 'max_epochs_this_run', 'resume')
+_NOT_SAVED = ('config', 'data', 'local_rank', 'evaluate', 'max_epochs_this_run', 'resume', 'overwrite_experiment')
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -54,14 +55,13 @@ def _default_device() -> str:
 
 def _add_timm_flags(p: argparse.ArgumentParser) -> None:
     """Every upstream timm train.py option, from ``timm_flags.TIMM_FLAGS``."""
-    from timm.utils import ParseKwargs
     groups = {}
     for f in TIMM_FLAGS:
         if f.group not in groups:
             groups[f.group] = p.add_argument_group(f.group)
         kw = dict(f.kwargs)
         if kw.get('action') == 'parse_kwargs':
-            kw['action'] = ParseKwargs
+            kw['action'] = KwargsAction
         if f.our_default != '<timm>':
             kw['default'] = f.our_default
         help = f.help if f.status == IMPLEMENTED else f.help + ' [not implemented: warned when set]'
@@ -93,6 +93,9 @@ def create_parser(tasks: Sequence[str] = ('classification',),
     g.add_argument('--dist-url', default=None, type=str, help='torch.distributed init_method')
 
     g = p.add_argument_group('timm_mixplug')
+    g.add_argument('--overwrite-experiment', action='store_true', default=False,
+                   help='train a new run into an existing --experiment folder, deleting its run files '
+                        '(without it an existing folder is refused)')
     g.add_argument('--pad-crop', type=int, default=0, metavar='N',
                    help='CIFAR-style crop: zero-pad N pixels and take a random crop of the input size, in place '
                         "of timm's RandomResizedCrop (--scale/--ratio then unused); 0 = off")
@@ -122,7 +125,7 @@ def create_parser(tasks: Sequence[str] = ('classification',),
 def load_yaml_config(path: str) -> Dict[str, Any]:
     """Read a flat YAML mapping; keys may use - or _."""
     if not os.path.isfile(path):
-        raise UsageError(f'config file not found: {path}')
+        raise UsageError(f'-c/--config file not found: {path}')
     try:
         with open(path) as f:
             cfg = yaml.safe_load(f)
@@ -162,7 +165,7 @@ def _coerce(action: argparse.Action, key: str, value, source: str):
         return [one(v) for v in vals]
     if isinstance(action, argparse._StoreAction):
         return one(value)
-    if type(action).__name__ == 'ParseKwargs':
+    if isinstance(action, KwargsAction):
         if not isinstance(value, dict):
             raise UsageError(f'{source}: {key} must be a mapping, got {value!r}')
     return value
@@ -206,7 +209,11 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill defaults that depend on other options and check combinations (raises UsageError)."""
+    """Check every value's range (``validation.RANGES``), fill defaults that depend on other options and check
+    combinations (raises UsageError)."""
+    check_ranges(args)
+    if args.data and args.data_dir and args.data != args.data_dir:
+        raise UsageError(f'two dataset folders: DIR {args.data} and --data-dir {args.data_dir}; give only --data-dir')
     if args.data and not args.data_dir:
         args.data_dir = args.data
     args.data = None
@@ -218,28 +225,19 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.smoothing = 0.0 if args.mix in ('bc', 'bcplus', 'superclass') else 0.1
     if args.superclass_map is None and args.mix == 'superclass' and args.dataset.lower() == 'torch/cifar100':
         args.superclass_map = 'cifar100'
-    if args.batch_size < 1:
-        raise UsageError(f'--batch-size must be >= 1, got {args.batch_size}')
     if args.mix != 'none' and args.batch_size % 2:
         raise UsageError(f'--mix {args.mix} pairs the images of a batch, so --batch-size (per process) must be '
                          f'even; got {args.batch_size}')
-    if args.grad_accum_steps < 1:
-        raise UsageError(f'--grad-accum-steps must be >= 1, got {args.grad_accum_steps}')
-    if args.epochs < 1 and not args.evaluate:
-        raise UsageError(f'--epochs must be >= 1, got {args.epochs}')
-    if args.workers < 0:
-        raise UsageError(f'--workers must be >= 0, got {args.workers}')
-    if args.pad_crop < 0:
-        raise UsageError(f'--pad-crop must be >= 0, got {args.pad_crop}')
     if args.pad_crop and args.no_aug:
         raise UsageError('--pad-crop is a training augmentation; it cannot be combined with --no-aug')
     if args.pad_crop and args.train_crop_mode not in (None, '', 'rrc'):
         raise UsageError(f'--pad-crop replaces the default random-resized crop; drop --train-crop-mode '
                          f'{args.train_crop_mode}')
-    if args.max_epochs_this_run is not None and args.max_epochs_this_run < 1:
-        raise UsageError('--max-epochs-this-run must be >= 1')
     if args.evaluate and not (args.resume or args.initial_checkpoint or args.pretrained):
         raise UsageError('--evaluate needs weights: --resume RUN_DIR|FILE, --initial-checkpoint FILE or --pretrained')
+    if args.overwrite_experiment and (args.resume or not args.experiment):
+        raise UsageError('--overwrite-experiment replaces the folder of a new --experiment NAME; drop it'
+                         + (' when resuming (--resume continues the run)' if args.resume else ''))
     if args.resume and args.initial_checkpoint and not args.evaluate:
         raise UsageError('use either --resume (continue a run) or --initial-checkpoint (weights only), not both')
     if args.mix == 'superclass' and not args.superclass_map:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .dataset_wrappers import ForwardingDatasetWrapper, TransformOwningWrapper  # noqa: F401 (re-exported)
 from .errors import UsageError
 from .tasks import DataInfo
 
@@ -57,18 +58,25 @@ class NpzDataset(ArrayImageDataset):
     """``--dataset npz``: ``<data-dir>/<split>.npz`` with ``x`` (N, H, W, 3) or (N, H, W) uint8, ``y`` labels and
     optionally ``classes`` (e.g. the CIFAR-10 files in ``../shared/data``)."""
 
-    def __init__(self, root: str, split: str, transform=None):
+    def __init__(self, root: str, split: str, transform=None, flag: str = '--train-split'):
         path = os.path.join(root, split if split.endswith('.npz') else split + '.npz')
         if not os.path.isfile(path):
-            raise UsageError(f'npz split not found: {path} (--data-dir holds <split>.npz files; set '
-                             f'--train-split / --val-split to their names)')
+            have = sorted(f[:-4] for f in os.listdir(root) if f.endswith('.npz'))
+            raise UsageError(f'{flag} {split!r}: no {path}; the splits in --data-dir are: '
+                             f'{", ".join(have) or "none (no .npz files)"}')
         with np.load(path, allow_pickle=False) as f:
             if 'x' not in f or 'y' not in f:
                 raise UsageError(f'{path} needs arrays "x" (images) and "y" (labels), has {sorted(f.keys())}')
             x, y = f['x'], f['y'].astype(np.int64)
-            classes = f['classes'].tolist() if 'classes' in f else [str(c) for c in range(int(y.max()) + 1)]
+            self.classes_given = 'classes' in f  # else the names are the label numbers
+            classes = f['classes'].tolist() if self.classes_given else [str(c) for c in range(int(y.max()) + 1)]
         if x.dtype != np.uint8 or x.ndim not in (3, 4):
             raise UsageError(f'{path}: "x" must be uint8 (N, H, W[, 3]), got {x.dtype} {x.shape}')
+        if y.ndim != 1 or len(y) != len(x):
+            raise UsageError(f'{path}: "y" must hold one label per image ({len(x)}), got shape {y.shape}')
+        outside = np.unique(y[(y < 0) | (y >= len(classes))])
+        if outside.size:
+            raise UsageError(f'{path}: labels {outside[:5].tolist()} lie outside its {len(classes)} classes')
         if x.ndim == 3:
             x = np.repeat(x[..., None], 3, axis=-1)
         super().__init__(x, y, classes, transform)
@@ -77,7 +85,8 @@ class NpzDataset(ArrayImageDataset):
 class DigitsDataset(ArrayImageDataset):
     """scikit-learn's digits as an RGB image dataset that timm's ``create_loader`` can transform."""
 
-    def __init__(self, split: str = 'train', img_size: int = 32, val_per_class: int = 36, transform=None):
+    def __init__(self, split: str = 'train', img_size: int = 32, val_per_class: int = 36, transform=None,
+                 flag: str = '--train-split'):
         try:
             from sklearn.datasets import load_digits
         except ImportError:
@@ -85,7 +94,7 @@ class DigitsDataset(ArrayImageDataset):
                              ) from None
         split = split.split('[')[0].lower()
         if split not in _TRAIN_SPLITS + _EVAL_SPLITS:
-            raise UsageError(f"mixplug/digits has splits 'train' and 'validation', got {split!r}")
+            raise UsageError(f"{flag} {split!r}: mixplug/digits has the splits 'train' and 'validation'")
         digits = load_digits()
         x = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
         x = F.interpolate(x, size=(img_size, img_size), mode='bilinear', align_corners=False)
@@ -102,51 +111,17 @@ class DigitsDataset(ArrayImageDataset):
                          transform)
 
 
-class ForwardingDatasetWrapper(Dataset):
-    """Base for a dataset wrapping ``self.dataset`` whose ``.transform`` is the wrapped dataset's: reading and
-    setting it (timm's ``create_loader`` sets ``dataset.transform``) go through to ``self.dataset``."""
-
-    @property
-    def transform(self):
-        return getattr(self.dataset, 'transform', None)
-
-    @transform.setter
-    def transform(self, t):
-        self.dataset.transform = t
-
-
-class TransformOwningWrapper(Dataset):
-    """Base for a dataset wrapping ``self.dataset`` that owns the transform, like timm's ``AugMixDataset``:
-    setting ``.transform`` (as ``create_loader`` does) stores it here and leaves the wrapped dataset returning
-    raw images. Subclasses set ``self.dataset``, then call ``_own_transform``."""
-
-    def _own_transform(self, transform: Optional[Callable]) -> None:
-        """Take ``transform``, or else the wrapped dataset's own (which is then cleared there)."""
-        self._transform = None
-        self.transform = transform if transform is not None else getattr(self.dataset, 'transform', None)
-
-    @property
-    def transform(self):
-        return self._transform
-
-    @transform.setter
-    def transform(self, t):
-        self._transform = t
-        if hasattr(self.dataset, 'transform'):
-            self.dataset.transform = None
-
-
-def _create_digits(name: str, split: str) -> Dataset:
+def _create_digits(name: str, split: str, flag: str) -> Dataset:
     size = 32
     if '@' in name:
         try:
             size = int(name.split('@', 1)[1])
         except ValueError:
             raise UsageError(f'bad image size in --dataset {name!r} (use mixplug/digits@16)') from None
-    return DigitsDataset(split=split, img_size=size)
+    return DigitsDataset(split=split, img_size=size, flag=flag)
 
 
-BUILTIN_DATASETS: Dict[str, Callable[[str, str], Dataset]] = {'digits': _create_digits}
+BUILTIN_DATASETS: Dict[str, Callable[[str, str, str], Dataset]] = {'digits': _create_digits}
 
 
 def _targets(ds) -> Optional[List[int]]:
@@ -197,33 +172,61 @@ def dataset_info(ds, num_classes: Optional[int] = None, name: str = '') -> DataI
     return DataInfo(num_classes=int(n), class_names=names, class_counts=counts, dataset_name=name)
 
 
-def _create_one(args, split: str, is_training: bool):
+_TORCH_SPLITS = _TRAIN_SPLITS + _EVAL_SPLITS
+
+
+def _split_folder(root: str, split: str, flag: str) -> str:
+    """``root/<split>`` (or a timm synonym of it: train/training, val/valid/validation/eval/evaluation); never
+    ``root`` itself, which holds both splits."""
+    if os.path.isfile(root):
+        raise UsageError(f'--data-dir {root} is a file; both splits would read it: put them in folders '
+                         f'<data-dir>/train, <data-dir>/validation')
+    name = split.split('[')[0]
+    group = _TRAIN_SPLITS if name in _TRAIN_SPLITS else (_EVAL_SPLITS[:-1] if name in _EVAL_SPLITS else ())
+    for cand in (name,) + tuple(g for g in group if g != name):
+        if os.path.isdir(os.path.join(root, cand)):
+            return os.path.join(root, cand)
+    have = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    raise UsageError(f'{flag} {split!r}: no folder {os.path.join(root, name)}; the folders in --data-dir are: '
+                     f'{", ".join(have) or "none"} (set {flag} to one of them)')
+
+
+def _create_one(args, split: str, is_training: bool, class_map=None):
     from timm.data import create_dataset
     from .timm_options import dataset_kwargs
+    flag = '--train-split' if is_training else '--val-split'
     name = args.dataset or ''
     prefix, sep, rest = name.partition('/')
     if sep and prefix.lower() == 'mixplug':
         key = rest.split('@')[0].lower()
         if key not in BUILTIN_DATASETS:
-            raise UsageError(f'unknown built-in dataset {name!r}; built-in: '
+            raise UsageError(f'unknown --dataset {name!r}; built-in: '
                              + ', '.join('mixplug/' + k for k in BUILTIN_DATASETS))
-        return BUILTIN_DATASETS[key](rest, split)
+        return BUILTIN_DATASETS[key](rest, split, flag)
     root = args.data_dir
     if name.lower() == 'npz':
         if not root or not os.path.isdir(root):
             raise UsageError(f'--dataset npz needs --data-dir, the folder with the <split>.npz files (got {root!r})')
-        return NpzDataset(root, split)
-    folder = not sep or prefix.lower() in ('folder', 'imagefolder', 'tar', 'imagetar')
+        return NpzDataset(root, split, flag=flag)
+    torch_name = rest.lower() if sep and prefix.lower() == 'torch' else ''
+    folder = not sep or prefix.lower() in ('folder', 'imagefolder', 'tar', 'imagetar') or torch_name in (
+        'folder', 'image_folder')
     if not root:
         raise UsageError(f'--data-dir is required for dataset {name or "ImageFolder"!r} (with --dataset-download: '
                          f'where to download it), or use the offline --dataset mixplug/digits')
     if not os.path.exists(root) and (folder or not args.dataset_download):
         raise UsageError(f'data dir not found: {root}')
+    if folder:
+        root = _split_folder(root, split, flag)
+    elif torch_name and torch_name not in ('inaturalist', 'inat', 'places365', 'imagenet') \
+            and split.split('[')[0] not in _TORCH_SPLITS:
+        raise UsageError(f'{flag} {split!r}: --dataset {name} has the splits train and test (synonyms: '
+                         f'{", ".join(_TORCH_SPLITS)})')
     try:
         return create_dataset(
-            name, root=root, split=split, is_training=is_training, class_map=args.class_map,
-            download=args.dataset_download, batch_size=args.batch_size, seed=args.seed,
-            input_img_mode=args.input_img_mode or 'RGB', **dataset_kwargs(args, is_training))
+            name, root=root, split=split, search_split=False, is_training=is_training,
+            class_map=class_map or args.class_map, download=args.dataset_download, batch_size=args.batch_size,
+            seed=args.seed, input_img_mode=args.input_img_mode or 'RGB', **dataset_kwargs(args, is_training))
     except UsageError:
         raise
     except Exception as e:  # torchvision 'Dataset not found', empty folders, bad names...
@@ -232,9 +235,35 @@ def _create_one(args, split: str, is_training: bool):
                          ) from None
 
 
+def _check_eval_classes(args, ds_train, ds_eval, num_classes: int):
+    """The evaluation split must use the training split's classes with the same indices: a class only in the
+    evaluation split, or a label outside the training classes, is an error; a folder split that lacks some
+    training classes is re-read with the training split's class indices. Returns the evaluation dataset."""
+    tr, ev = _class_names(ds_train), _class_names(ds_eval)
+    split = f'--val-split {args.val_split!r}'
+    named = getattr(ds_train, 'classes_given', True) and getattr(ds_eval, 'classes_given', True)
+    if named and tr is not None and ev is not None and ev != tr[:len(ev)]:
+        only = [c for c in ev if c not in tr]
+        if only:
+            raise UsageError(f'{split} has classes that --train-split {args.train_split!r} lacks: '
+                             f'{", ".join(only[:5])}{" ..." if len(only) > 5 else ""}')
+        if getattr(getattr(ds_eval, 'reader', None), 'class_to_idx', None) is None:
+            raise UsageError(f'{split} lists its classes in another order than --train-split '
+                             f'{args.train_split!r}; give both the same class list')
+        ds_eval = _create_one(args, args.val_split, False, class_map={c: i for i, c in enumerate(tr)})
+    targets = _targets(ds_eval)
+    if targets:
+        lo, hi = min(targets), max(targets)
+        if lo < 0 or hi >= num_classes:
+            raise UsageError(f'{split} has labels {lo}..{hi}, outside the {num_classes} training classes')
+    return ds_eval
+
+
 def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Dataset, DataInfo]:
-    """(train dataset or None, eval dataset, DataInfo of the training set or, when ``train=False``, eval set)."""
+    """(train dataset or None, eval dataset, DataInfo of the training set or, when ``train=False``, eval set).
+    A named split that does not exist is an error (never a fallback to the whole folder)."""
     ds_train = _create_one(args, args.train_split, True) if train else None
+    full_train = ds_train
     if ds_train is not None and (getattr(args, 'imb_factor', None) or 0) > 1:
         from .longtail import apply_longtail
         names = _class_names(ds_train)
@@ -246,6 +275,8 @@ def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Datase
     info = dataset_info(ds_train if train else ds_eval, args.num_classes, args.dataset)
     if train and len(ds_train) == 0:
         raise UsageError(f'the training split {args.train_split!r} is empty')
+    if train:
+        ds_eval = _check_eval_classes(args, full_train, ds_eval, info.num_classes)
     return ds_train, ds_eval, info
 
 

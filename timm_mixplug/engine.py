@@ -24,6 +24,7 @@ import yaml
 from . import timm_options
 from .cli import args_to_yaml
 from .errors import UsageError
+from .run_folder import NonFiniteLoss
 from .tasks import DataInfo, TaskSpec, get_task_spec
 
 _logger = logging.getLogger('train')
@@ -76,7 +77,8 @@ def create_timm_model(args, num_classes: int, **overrides) -> nn.Module:
     kw.update(overrides)
     if not timm.is_model(args.model):
         raise UsageError(f'unknown --model {args.model!r} (see timm.list_models())')
-    model = _user_errors(timm.create_model, args.model, what=f'cannot create --model {args.model}', **kw)
+    what = f'cannot create --model {args.model}' + (' with --model-kwargs' if args.model_kwargs else '')
+    model = _user_errors(timm.create_model, args.model, what=what, **kw)
     if args.initial_checkpoint:
         sd = load_weights(args.initial_checkpoint)
         try:
@@ -173,6 +175,7 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     clip_params = None
+    bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
     for batch_idx, (input, target) in enumerate(loader):
         if not prefetched:
             input, target = _to_device(input, device), _to_device(target, device)
@@ -205,6 +208,7 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
                 lr_scheduler.step_update(num_updates=num_updates)
             if on_update is not None:
                 on_update(epoch, num_updates, batch_idx)
+        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), batch_idx, bad_step)
         bs = int(out['output'].shape[0]) if isinstance(out.get('output'), torch.Tensor) else _batch_size(input, target)
         n_local += bs
         loss_sum += loss.detach().to(torch.float64) * bs
@@ -214,6 +218,8 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
                     extra_sums[k] = torch.zeros((), dtype=torch.float64, device=device)
                 extra_sums[k] += v.detach().to(torch.float64).reshape(()) * bs
         if primary and (batch_idx % args.log_interval == 0 or batch_idx == last_idx):
+            if not args.distributed and bad_step.item() >= 0:  # stop early (ranks stop together at the end)
+                raise NonFiniteLoss(epoch, int(bad_step.item()))
             elapsed = time.perf_counter() - start
             step_time = elapsed / (batch_idx + 1)
             lr = _mean_lr(optimizer)
@@ -226,13 +232,16 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
                 f'{rate:>7.1f} samples/s  ETA: {_fmt_eta(eta_epoch)} (run {_fmt_eta(eta_run)})')
     elapsed = time.perf_counter() - start
     totals = torch.stack([loss_sum, torch.tensor(float(n_local), dtype=torch.float64, device=device),
-                          *extra_sums.values()])
+                          (bad_step >= 0).to(torch.float64), *extra_sums.values()])
     if args.distributed:
         torch.distributed.all_reduce(totals)
+    if totals[2].item() > 0 or not np.isfinite(totals[0].item()):
+        step = int(bad_step.item())
+        raise NonFiniteLoss(epoch, step if step >= 0 else None)
     n_total = max(totals[1].item(), 1.0)
     metrics = OrderedDict(loss=totals[0].item() / n_total)
     for i, k in enumerate(extra_sums):
-        metrics[k] = totals[2 + i].item() / n_total
+        metrics[k] = totals[3 + i].item() / n_total
     metrics['samples_per_sec'] = totals[1].item() / max(elapsed, 1e-9)
     metrics['lr'] = _mean_lr(optimizer)
     return metrics, num_updates
@@ -483,10 +492,10 @@ def _eval_state(task, ema: bool = False):
 def _load_resume(b: _Built, args, optimizer, loss_scaler, path: str):
     """Load a training state into the (not yet DDP-wrapped) task; returns its meta."""
     from timm.utils import unwrap_model
-    from .checkpoint import (CheckpointError, is_timm_checkpoint, load_timm_train_state, load_train_state,
-                             resolve_resume_path, restore_rng)
+    from .checkpoint import CheckpointError, load_resume_state, resolve_resume_path, restore_rng
+    from .resume import restore_optimizer
     state_path = resolve_resume_path(path)
-    sections, meta = (load_timm_train_state if is_timm_checkpoint(state_path) else load_train_state)(state_path)
+    sections, meta = load_resume_state(state_path)
     if 'num_updates' not in meta and b.loader_train is not None:  # timm's: epoch * updates per epoch
         meta['num_updates'] = meta['epoch'] * -(-len(b.loader_train) // args.grad_accum_steps)
     for key in ('model', 'task', 'num_classes'):
@@ -503,7 +512,7 @@ def _load_resume(b: _Built, args, optimizer, loss_scaler, path: str):
         if sections.get('task'):
             b.task.load_task_state(sections['task'])
         if optimizer is not None and 'optimizer' in sections and not args.no_resume_opt:
-            optimizer.load_state_dict(sections['optimizer'])
+            meta['_saved_lrs'] = restore_optimizer(optimizer, sections['optimizer'])
         if loss_scaler is not None and sections.get('scaler'):
             loss_scaler.load_state_dict(sections['scaler'])
     except (RuntimeError, KeyError, ValueError) as e:
@@ -545,7 +554,9 @@ def train(args) -> Dict[str, Any]:
     from timm.optim import create_optimizer_v2, optimizer_kwargs
     from timm.scheduler import create_scheduler_v2, scheduler_kwargs
     from timm.utils import get_outdir, trim_summary, unwrap_model
-    from .checkpoint import atomic_write_bytes, load_stateful
+    from .checkpoint import atomic_write_bytes, remove_stale_temp
+    from .resume import changed_settings, restore_plateau, saved_args
+    from .run_folder import prepare_run_folder
 
     device = _init_distributed(args)
     primary = args.rank == 0
@@ -554,21 +565,25 @@ def train(args) -> Dict[str, Any]:
     if primary and args.distributed:
         _logger.info(f'Distributed training: {args.world_size} processes, backend '
                      f'{torch.distributed.get_backend()}, device {device}.')
+    if args.experiment and not args.resume:  # refuse a used folder before the (slow) build; cleared later
+        prepare_run_folder(os.path.join(args.output or './output/train', args.experiment), args, False, clear=False)
     b = _build(args, device, training=True)
     task = b.task
 
     _resolve_lr(args)
     opt_kw = optimizer_kwargs(cfg=args)
     opt_kw.update(args.opt_kwargs or {})
-    optimizer = _user_errors(create_optimizer_v2, task.get_trainable_module(), what=f'--opt {args.opt}', **opt_kw)
+    optimizer = _user_errors(create_optimizer_v2, task.get_trainable_module(), **opt_kw,
+                             what=f'--opt {args.opt}' + (' with --opt-kwargs' if args.opt_kwargs else ''))
     amp_autocast, loss_scaler = _amp(args, device)
 
     start_epoch, num_updates, best_metric, best_epoch = 0, 0, None, None
-    meta = None
+    meta = saved = None
     if args.resume:
         meta = _load_resume(b, args, optimizer, loss_scaler, args.resume)
-        start_epoch, num_updates = int(meta['epoch']), int(meta.get('num_updates', 0))
+        start_epoch = int(meta['epoch'])
         best_metric, best_epoch = meta.get('best_metric'), meta.get('best_epoch')
+        saved = saved_args(meta['_path'], meta)
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
 
@@ -583,8 +598,11 @@ def train(args) -> Dict[str, Any]:
     lr_scheduler, num_epochs = _user_errors(
         create_scheduler_v2, optimizer, **scheduler_kwargs(args, decreasing_metric=decreasing),
         updates_per_epoch=updates_per_epoch, what=f'--sched {args.sched}')
-    if meta is not None and meta['_sections'].get('scheduler') and lr_scheduler is not None:
-        load_stateful(lr_scheduler, meta['_sections']['scheduler'])
+    num_updates = start_epoch * updates_per_epoch
+    if meta is not None and lr_scheduler is not None and saved.get('sched') == args.sched == 'plateau' \
+            and '_saved_lrs' in meta:  # the only timm scheduler with history: restore it
+        restore_plateau(lr_scheduler, optimizer, meta['_sections'].get('scheduler'), meta['_saved_lrs'],
+                        args.lr / float(saved.get('lr') or args.lr))
     if lr_scheduler is not None and start_epoch > 0:
         if args.sched_on_updates:
             lr_scheduler.step_update(start_epoch * updates_per_epoch)
@@ -600,13 +618,24 @@ def train(args) -> Dict[str, Any]:
     # ---- everything validated: now create the run folder ----
     output_dir = None
     if primary:
+        run_dir = os.path.dirname(os.path.abspath(meta['_path'])) if meta is not None else None
         if meta is not None and not args.experiment and meta.get('_format') != 'timm':  # continue our run folder
-            output_dir = os.path.dirname(os.path.abspath(meta['_path']))
+            output_dir = run_dir
         else:
             exp_name = args.experiment or '-'.join([
                 datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
                 str(b.data_config['input_size'][-1])])
-            output_dir = get_outdir(args.output or './output/train', exp_name)
+            output_dir = os.path.join(args.output or './output/train', exp_name)
+            prepare_run_folder(output_dir, args, resuming=os.path.abspath(output_dir) == run_dir)
+            output_dir = get_outdir(output_dir)
+        stale = remove_stale_temp(output_dir)
+        if stale:
+            _logger.warning(f'Removed temporary files of an interrupted write from {output_dir}: {", ".join(stale)}')
+        if meta is not None:
+            changed = changed_settings(args, saved)
+            _logger.info(f'Resuming {meta["_path"]} after epoch {start_epoch - 1}; settings changed from the '
+                         f'checkpoint\'s: {", ".join(changed) if changed else "none"}')
+        args.run_dir, args.epochs_done = output_dir, start_epoch
         resolved = args_to_yaml(args)
         atomic_write_bytes(os.path.join(output_dir, 'args.yaml'), resolved.encode())
         from .wandb_log import start_wandb
@@ -654,7 +683,8 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
             rng=capture_rng())
         smeta = dict(epoch=next_epoch, num_updates=n_updates, best_metric=best_metric, best_epoch=best_epoch,
                      eval_metric=args.eval_metric, model=args.model, task=args.task, mix=args.mix,
-                     num_classes=args.num_classes, world_size=args.world_size, num_epochs=num_epochs)
+                     num_classes=args.num_classes, world_size=args.world_size, num_epochs=num_epochs,
+                     sched=args.sched, lr=args.lr, epochs=args.epochs)
         return sections, smeta
 
     history = CheckpointHistory(output_dir, args.checkpoint_hist, decreasing) if primary else None
@@ -682,7 +712,7 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
         metric = ref.get(args.eval_metric)
         if lr_scheduler is not None:
             lr_scheduler.step(epoch + 1, metric)
-        improved = metric is not None and (best_metric is None or (
+        improved = metric is not None and np.isfinite(metric) and (best_metric is None or (
             metric < best_metric if decreasing else metric > best_metric))
         if improved:
             best_metric, best_epoch = metric, epoch
@@ -717,6 +747,7 @@ def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autoc
             sections, smeta = train_state(epoch + 1, num_updates)
             save_train_state(os.path.join(output_dir, 'last-state.safetensors'), sections, smeta)
             recovery.clear()
+            args.epochs_done = epoch + 1
     if primary:
         if best_metric is not None:
             _logger.info(f'*** Best {args.eval_metric}: {best_metric:.4f} (epoch {best_epoch}); run folder {output_dir}')
@@ -731,7 +762,9 @@ def _report_ignored(args) -> None:
 
 def run(args) -> Dict[str, Any]:
     """``--evaluate`` or training with parsed ``args``. Raises UsageError for bad input."""
+    from .validation import check_ranges
     try:
+        check_ranges(args, io=True)
         timm_options.apply_process_options(args)
         if args.evaluate:
             return evaluate(args)
@@ -742,14 +775,33 @@ def run(args) -> Dict[str, Any]:
 
 
 def main(argv=None) -> int:
-    """Command line entry (train.py, ``python -m timm_mixplug.engine``): 0 on success, 2 on bad input."""
+    """Command line entry (train.py, ``python -m timm_mixplug.engine``): 0 on success, 2 on bad input, 1 when
+    the loss became NaN / inf, 130 on Ctrl-C; each failure prints one ``train.py: ...`` line."""
     import sys
     from .cli import parse_args
+    from .run_folder import interrupted_message
+    primary = int(os.environ.get('RANK', '0')) == 0  # under torchrun: one error line, from rank 0
+    args = None
     try:
-        run(parse_args(argv))
+        args = parse_args(argv)
+        if args.evaluate and args.resume:  # the weights' own settings
+            from .resume import apply_run_settings
+            args = apply_run_settings(sys.argv[1:] if argv is None else argv, args)
+        run(args)
     except UsageError as e:
-        print(f'train.py: error: {e}', file=sys.stderr)
+        if primary:
+            print(f'train.py: error: {e}', file=sys.stderr)
         return 2
+    except NonFiniteLoss as e:
+        if primary:
+            state = os.path.join(getattr(args, 'run_dir', '') or '', 'last-state.safetensors')
+            kept = f'; the last good state is {state}' if os.path.isfile(state) else ''
+            print(f'train.py: error: {e}{kept}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if primary:
+            print(interrupted_message(args, argv), file=sys.stderr)
+        return 130
     return 0
 
 

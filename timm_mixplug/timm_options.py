@@ -32,13 +32,8 @@ def num_aug_splits(args) -> int:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Ranges and combinations of the options above (UsageError, before anything is built)."""
-    if args.aug_splits < 0 or args.aug_splits == 1:
-        raise UsageError(f'--aug-splits must be 0 (off) or >= 2, got {args.aug_splits}')
-    if args.aug_repeats < 0:
-        raise UsageError(f'--aug-repeats must be >= 0 (0 = off), got {args.aug_repeats}')
-    if 0 < args.aug_repeats < 1:
-        raise UsageError(f'--aug-repeats must be 0 (off) or >= 1, got {args.aug_repeats}')
+    """Combinations of the options above (UsageError, before anything is built; their value ranges are in
+    ``validation.RANGES``)."""
     if args.aug_splits:
         if args.mix != 'none':
             raise UsageError(f'--aug-splits keeps each image\'s augmented copies together; it cannot be combined '
@@ -62,39 +57,10 @@ def check_args(args: argparse.Namespace) -> None:
         for flag in ('bce_sum', 'bce_target_thresh', 'bce_pos_weight'):
             if getattr(args, flag) not in (None, False):
                 raise UsageError(f'--{flag.replace("_", "-")} is an option of --bce-loss; add --bce-loss or drop it')
-    if args.bce_target_thresh is not None and not 0 <= args.bce_target_thresh <= 1:
-        raise UsageError(f'--bce-target-thresh must be in [0, 1], got {args.bce_target_thresh}')
-    if args.bce_pos_weight is not None and args.bce_pos_weight <= 0:
-        raise UsageError(f'--bce-pos-weight must be > 0, got {args.bce_pos_weight}')
     if args.model_dtype and args.model_dtype != 'float32' and args.amp:
         raise UsageError(f'--amp needs a float32 model; drop --model-dtype {args.model_dtype} or --amp')
-    if args.torchcompile is not None:
-        if not hasattr(torch, 'compile'):
-            raise UsageError('--torchcompile needs torch >= 2.0')
-        from torch._dynamo import list_backends, lookup_backend
-        try:
-            lookup_backend(args.torchcompile)
-        except Exception:
-            raise UsageError(f'--torchcompile: unknown backend {args.torchcompile!r} (available: '
-                             f'{", ".join(list_backends())})') from None
-    if args.epoch_repeats < 0:
-        raise UsageError(f'--epoch-repeats must be >= 0 (0 = one pass), got {args.epoch_repeats}')
-    if args.worker_seeding not in ('all', 'part'):
-        raise UsageError(f"--worker-seeding must be 'all' or 'part', got {args.worker_seeding!r}")
     if args.torchcompile_mode and args.torchcompile is None:
         raise UsageError('--torchcompile-mode is used with --torchcompile; add --torchcompile')
-    if args.val_interval < 1:
-        raise UsageError(f'--val-interval must be >= 1, got {args.val_interval}')
-    if args.checkpoint_hist < 0:
-        raise UsageError(f'--checkpoint-hist must be >= 0, got {args.checkpoint_hist}')
-    if args.recovery_interval < 0:
-        raise UsageError(f'--recovery-interval must be >= 0 (0 = off), got {args.recovery_interval}')
-    for flag in ('train_num_samples', 'val_num_samples'):
-        v = getattr(args, flag)
-        if v is not None and v < 1:
-            raise UsageError(f'--{flag.replace("_", "-")} must be >= 1, got {v}')
-    if args.layer_decay_min_scale is not None and not 0 <= args.layer_decay_min_scale <= 1:
-        raise UsageError(f'--layer-decay-min-scale must be in [0, 1], got {args.layer_decay_min_scale}')
     if args.log_wandb and importlib.util.find_spec('wandb') is None:
         raise UsageError('--log-wandb needs the wandb package: pip install "timm_mixplug[wandb]"')
     if args.wandb_resume_id and not args.resume:

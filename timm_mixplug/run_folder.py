@@ -1,0 +1,92 @@
+"""Run-folder rules and the ways a run stops early (Ctrl-C, a non-finite loss).
+
+* A new run gets ``<--output>/<--experiment>`` (default name: date-time, model, image size). An existing
+  folder that holds a run (checkpoints or a summary) is refused, unless ``--overwrite-experiment`` asks for
+  it (the run's files are then deleted first); ``--resume RUN`` continues in RUN. timm's ``train.py``
+  reuses the folder silently (``get_outdir(..., inc=False)``), and with ``inc=True`` adds a -1, -2 suffix:
+  we refuse instead, so neither overwritten results nor a surprise folder name can happen.
+* Temporary files a killed checkpoint write left behind are removed when a run starts in the folder.
+* Ctrl-C ends with one line giving the last state and the exact command that resumes it (exit 130).
+* A NaN / inf loss stops the run with one line naming epoch and step; the last good state stays.
+"""
+import os
+import shlex
+import sys
+from typing import List, Optional, Sequence
+
+from .errors import UsageError
+
+__all__ = ['RUN_FILES', 'NonFiniteLoss', 'prepare_run_folder', 'interrupted_message', 'resume_command']
+
+# What a run writes into its folder (``--overwrite-experiment`` deletes these and nothing else).
+RUN_FILES = ('args.yaml', 'summary.csv', 'summary.png', 'train.log', 'last.safetensors', 'best.safetensors',
+             'last-ema.safetensors', 'best-ema.safetensors', 'last-state.safetensors')
+_RESULTS = tuple(f for f in RUN_FILES if f not in ('args.yaml', 'train.log'))
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or inf (train.py: one line, exit code 1, last good state kept)."""
+
+    def __init__(self, epoch: int, step: Optional[int]):
+        where = f'step {step}' if step is not None else 'a step of another process'
+        super().__init__(f'the training loss became NaN or inf at epoch {epoch}, {where}; stopped without saving '
+                         f'this epoch (lower --lr, add --clip-grad, or check the data)')
+        self.epoch, self.step = epoch, step
+
+
+def existing_run(folder: str) -> List[str]:
+    """The run results (checkpoints, summary) in ``folder``."""
+    return [f for f in _RESULTS if os.path.isfile(os.path.join(folder, f))]
+
+
+def prepare_run_folder(folder: str, args, resuming: bool, clear: bool = True) -> None:
+    """Check (and with ``--overwrite-experiment`` and ``clear``, empty) the folder of a new run; raises
+    UsageError."""
+    if resuming or not os.path.isdir(folder):
+        return
+    found = existing_run(folder)
+    if found and not args.overwrite_experiment:
+        raise UsageError(f'--experiment {args.experiment}: {folder} already holds a run ({", ".join(found[:3])}); '
+                         f'continue it with --resume {folder}, choose another --experiment, or add '
+                         f'--overwrite-experiment to replace it')
+    if args.overwrite_experiment and clear:
+        for f in RUN_FILES:
+            if os.path.isfile(os.path.join(folder, f)):
+                os.remove(os.path.join(folder, f))
+
+
+_DROP_WITH_VALUE = ('--resume', '--experiment', '--output', '--start-epoch')
+_DROP = ('--overwrite-experiment',)
+
+
+def resume_command(argv: Sequence[str], run_dir: str, world_size: int = 1) -> str:
+    """The command line that resumes ``run_dir``: ``argv`` without the run-folder flags, plus --resume."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        name = a.split('=', 1)[0]
+        if name in _DROP_WITH_VALUE:
+            skip = '=' not in a
+            continue
+        if name in _DROP:
+            continue
+        out.append(a)
+    launcher = (f'torchrun --nproc_per_node={world_size} train.py' if world_size > 1 else 'python train.py')
+    return f'{launcher} {shlex.join(out + ["--resume", run_dir])}'
+
+
+def interrupted_message(args, argv: Optional[Sequence[str]]) -> str:
+    """The one line printed on Ctrl-C."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_dir = getattr(args, 'run_dir', None) if args is not None else None
+    if not run_dir:
+        return 'train.py: interrupted before the run folder was created; nothing was written'
+    state = os.path.join(run_dir, 'last-state.safetensors')
+    if not os.path.isfile(state):
+        return (f'train.py: interrupted before the first epoch ended; {run_dir} holds no state; run the same '
+                f'command again to start over')
+    n = getattr(args, 'epochs_done', '?')
+    return (f'train.py: interrupted; the last state is {state} ({n} epoch{"" if n == 1 else "s"} done); '
+            f'resume with: {resume_command(argv, run_dir, getattr(args, "world_size", 1))}')
