@@ -217,6 +217,33 @@ def test_pad_crop_replaces_random_resized_crop(data_dir, tmp_path):
     assert train_script.main(base_args(data_dir, tmp_path, 'pc', '--pad-crop', '4', '--mix', 'bc')) == 0
 
 
+def test_pad_crop_fills_with_the_mean_colour():
+    """--pad-crop pads with the data config's mean (uint8), so the border is ~0 after the loader normalises it
+    (as in normalise-then-zero-pad CIFAR code), not black."""
+    import numpy as np
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_loader
+    from PIL import Image
+    from timm_mixplug.datasets import ArrayImageDataset, apply_pad_crop
+    ds = ArrayImageDataset(np.full((16, 8, 8, 3), 255, np.uint8), [0, 1] * 8, ['a', 'b'])
+    mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    loader = create_loader(ds, (3, 8, 8), 16, is_training=True, hflip=0., color_jitter=0., num_workers=0,
+                           mean=mean, std=std, device=torch.device('cpu'))
+    assert apply_pad_crop(loader.dataset, 4, (8, 8), mean)
+    pad = ds.transform.transforms[0].transforms[0]
+    padded = np.asarray(pad(Image.fromarray(ds.images[0])))
+    assert padded.shape == (16, 16, 3)
+    border = np.ones((16, 16), bool)
+    border[4:12, 4:12] = False
+    assert (padded[border] == np.round(255 * np.array(mean))).all() and (padded[~border] == 255).all()
+    torch.manual_seed(0)
+    x, _ = next(iter(loader))  # normalised by the prefetcher
+    white = ((1 - torch.tensor(mean)) / torch.tensor(std)).view(1, 3, 1, 1)
+    is_border = (x - white).abs().amax(1) > 1e-3
+    assert is_border.any()  # some crops include padding
+    tol = 0.5 / 255 / min(std) + 1e-6  # uint8 rounding of the mean
+    assert x.permute(0, 2, 3, 1)[is_border].abs().max() <= tol
+
+
 def test_npz_dataset(tmp_path, capsys):
     """--dataset npz reads <data-dir>/<split>.npz (uint8 NHWC images, labels), e.g. the CIFAR-10 subset files."""
     import numpy as np

@@ -462,7 +462,7 @@ def _build(args, device, training: bool) -> _Built:
             distributed=args.distributed, collate_fn=collate, pin_memory=args.pin_mem, device=device,
             use_prefetcher=use_prefetcher, persistent_workers=False, what='train loader')
         if args.pad_crop and not apply_pad_crop(b.loader_train.dataset, args.pad_crop,
-                                                tuple(data_config['input_size'][-2:])):
+                                                tuple(data_config['input_size'][-2:]), data_config['mean']):
             raise UsageError(f'--pad-crop: no timm training transform to replace on the --task {args.task} dataset')
         sampler = getattr(b.loader_train, 'sampler', None)
         if isinstance(sampler, torch.utils.data.distributed.DistributedSampler):
