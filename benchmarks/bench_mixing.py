@@ -3,7 +3,10 @@
     python benchmarks/bench_mixing.py [--threads 2] [--reps 10]
 
 Prints the median time per call and the ratio to timm's *fastest* mode (batch or elem) measured in the same
-run; collate variants are compared with FastCollateMixup (batch mode) on the same list of uint8 images.
+run; collate variants are compared with FastCollateMixup (batch mode) on the same list of uint8 images. The BC+
+collate emits pixel-space float (float16 by default, float32 shown beside it); "+norm" adds what timm's
+PrefetchLoader then does on the CPU (cast to float32, subtract the mean, divide by the std) to the collate and
+to FastCollateMixup's uint8 output alike, i.e. the cost of the whole path when the device is the CPU.
 """
 import argparse
 import statistics
@@ -56,10 +59,21 @@ def main():
         fcm = FastCollateMixup(mixup_alpha=1.0, label_smoothing=0.0, num_classes=num_classes)
         ref = timed(fcm, lambda: (batch,), args.reps)
         print(f'{label:<16}{"timm FastCollateMixup":<22}{ref:>9.2f}{1.0:>16.2f}')
-        for name, kw in (('bc', {}), ('bcplus', {}), ('superclass', dict(hierarchy=hierarchy))):
-            m = create_mixup(name, num_classes, collate=True, **kw)
+        for name, kw in (('bc', {}), ('bcplus', {}), ('bcplus fp32', dict(out_dtype=torch.float32)),
+                         ('superclass', dict(hierarchy=hierarchy))):
+            m = create_mixup(name.split()[0], num_classes, collate=True, **kw)
             ms = timed(m, lambda: (batch,), args.reps)
             print(f'{label:<16}{name + " collate":<22}{ms:>9.2f}{ms / ref:>16.2f}')
+        mean, std = torch.full((1, 3, 1, 1), 127.0), torch.full((1, 3, 1, 1), 64.0)
+
+        def with_norm(collate):  # collate + PrefetchLoader's normalisation on the CPU
+            return lambda b: collate(b)[0].to(torch.float32).sub_(mean).div_(std)
+        ref_n = timed(with_norm(fcm), lambda: (batch,), args.reps)
+        print(f'{label:<16}{"FastCollateMixup+norm":<22}{ref_n:>9.2f}{1.0:>16.2f}')
+        for name, dt in (('bcplus+norm', torch.float16), ('bcplus fp32+norm', torch.float32)):
+            m = create_mixup('bcplus', num_classes, collate=True, out_dtype=dt)
+            ms = timed(with_norm(m), lambda: (batch,), args.reps)
+            print(f'{label:<16}{name:<22}{ms:>9.2f}{ms / ref_n:>16.2f}')
 
 
 if __name__ == '__main__':

@@ -64,6 +64,28 @@ def test_each_mix_end_to_end(data_dir, tmp_path, mix):
     model.load_state_dict(load_file(str(run / 'best.safetensors')))
 
 
+def test_bcplus_mixes_in_the_collate_on_the_prefetcher_path(data_dir, tmp_path, monkeypatch):
+    from timm_mixplug.bc import BetweenClassPlusMixer
+    calls = {'collate': 0, 'device': 0}
+    collate, device = BetweenClassPlusMixer.collate_uint8, BetweenClassPlusMixer.__call__
+
+    def spy_collate(self, *a):
+        calls['collate'] += 1
+        out = collate(self, *a)
+        assert out[0].is_floating_point()
+        return out
+
+    def spy_device(self, *a):
+        calls['device'] += 1
+        return device(self, *a)
+    monkeypatch.setattr(BetweenClassPlusMixer, 'collate_uint8', spy_collate)
+    monkeypatch.setattr(BetweenClassPlusMixer, '__call__', spy_device)
+    assert train_script.main(base_args(data_dir, tmp_path, 'run', '--mix', 'bcplus')) == 0
+    assert calls == {'collate': 4, 'device': 0}  # 32 images, batch 8
+    assert train_script.main(base_args(data_dir, tmp_path, 'np', '--mix', 'bcplus', '--no-prefetcher')) == 0
+    assert calls == {'collate': 4, 'device': 4}
+
+
 def test_resume_matches_uninterrupted_run(data_dir, tmp_path):
     common = ['--epochs', '3', '--mix', 'bcplus', '--model-ema', '--model-ema-decay', '0.9',
               '--drop-path', '0.1', '--sched-on-updates', '--warmup-epochs', '1']

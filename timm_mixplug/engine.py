@@ -29,8 +29,8 @@ _logger = logging.getLogger('train')
 __all__ = ['run', 'train_one_epoch', 'validate', 'create_mixer', 'create_criterion', 'epoch_seed',
            'seed_everything', 'plot_summary', 'COLLATE_EXACT']
 
-# Mixers whose uint8 collate equals the device mixer (up to rounding); BC+ is mixed on the device.
-COLLATE_EXACT = ('mixup', 'cutmix', 'bc', 'superclass')
+# Mixers whose collate equals the device mixer up to rounding (BC+ emits float pixels, PrefetchLoader normalises).
+COLLATE_EXACT = ('mixup', 'cutmix', 'bc', 'superclass', 'bcplus')
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
