@@ -218,6 +218,24 @@ def test_approximate_scoring_gives_valid_probabilities(kw):
         assert torch.allclose(loss, exact, rtol=tol, atol=tol)
 
 
+def test_score_dtype_auto(monkeypatch):
+    from timm_mixplug import nonharmonic as nh
+    cpu = torch.device('cpu')
+    assert nh.native_bf16(cpu) in (True, False) and nh.native_bf16(torch.device('meta')) is False
+    assert nh.resolve_score_dtype('none', cpu, False) is None  # exact: the step's own numerics
+    assert nh.resolve_score_dtype('bfloat16', cpu, True) is torch.bfloat16
+    args = add_nh_args(argparse.ArgumentParser()).parse_args([])
+    assert args.nh_score_dtype == 'auto'
+    monkeypatch.setattr(nh, 'native_bf16', lambda device: True)
+    assert nh.resolve_score_dtype('auto', cpu, False) is torch.bfloat16
+    assert nh.resolve_score_dtype('auto', cpu, True) is None  # --amp: scoring inherits its autocast
+    assert build_nh_task(args, SignModel()).score_dtype is torch.bfloat16
+    args.amp = True
+    assert build_nh_task(args, SignModel()).score_dtype is None
+    monkeypatch.setattr(nh, 'native_bf16', lambda device: False)
+    assert nh.resolve_score_dtype('auto', cpu, False) is None
+
+
 def test_args_roundtrip():
     p = add_nh_args(argparse.ArgumentParser())
     args = p.parse_args(['--nh-views', '4', '--nh-temperature', '0.5', '--nh-device-views', '--nh-view-cutout', '8'])
