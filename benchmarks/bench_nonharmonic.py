@@ -63,8 +63,9 @@ def cost(args, model, dev):
     opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
     crit = nn.CrossEntropyLoss()
     names = ['plain'] + [v for v in args.variants.split(',') if v]
-    tasks = {n: make_task(n, model, model_cl, crit, dev) for n in names[1:]}
+    tasks = {n: make_task(n, model, model_cl, crit, dev) for n in names[1:] if n != 'plain_cl'}
     tasks['plain'] = ClassificationTask(model, criterion=crit, device=dev, verbose=False)
+    tasks['plain_cl'] = ClassificationTask(model_cl, criterion=crit, device=dev, verbose=False)
     B, S = args.batch_size, args.img_size
     rounds = args.steps + 1
     batches = [(torch.randn(B, 4, 3, S, S, device=dev), torch.randint(0, args.num_classes, (B,), device=dev))
@@ -85,10 +86,13 @@ def cost(args, model, dev):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             task = tasks[n]
-            inp = views[:, 0] if n == 'plain' else views[:, :task.num_views]
+            plain = n.startswith('plain')
+            inp = views[:, 0] if plain else views[:, :task.num_views]
+            if n == 'plain_cl':
+                inp = inp.contiguous(memory_format=torch.channels_last)
             sync()
             with amp:
-                if n != 'plain':  # time the scoring part separately (same code path as inside forward)
+                if not plain:  # time the scoring part separately (same code path as inside forward)
                     vb, yb = task.split_views(inp, y)
                     s0 = time.perf_counter()
                     task.score(vb.flatten(0, 1), yb.repeat_interleave(task.num_views))
@@ -103,7 +107,7 @@ def cost(args, model, dev):
             if r:  # round 0 is warm-up
                 times[n].append(time.perf_counter() - t0)
                 cpu_times[n].append(time.process_time() - c0)
-                if n != 'plain':
+                if not plain:
                     score_times[n].append(score_t)
 
     med = statistics.median
@@ -195,7 +199,8 @@ def main():
     p.add_argument('--amp', default='none', choices=['none', 'bfloat16', 'float16'],
                    help='autocast dtype for the whole step (as train.py --amp)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
-    p.add_argument('--variants', default='m2,m4,m4_bf16,m4_cl,m4_bf16_cl,m4_half,m4_half_bf16,m4_trainmode')
+    p.add_argument('--variants', default='plain_cl,m2,m4,m4_bf16,m4_cl,m4_bf16_cl,m4_half,m4_half_bf16,m4_trainmode',
+                   help='compared with the plain (NCHW) step; plain_cl is the plain step in channels-last')
     p.add_argument('--agree-data', default='', help='folder with cifar10_train_subset10k.npz and cifar10_test.npz')
     p.add_argument('--agree-stages', default='0,1,4', help='training epochs at which agreement is measured')
     p.add_argument('--agree-images', type=int, default=1000)
