@@ -307,8 +307,9 @@ def test_bcplus_collate_emits_pixel_space_float():
     # pixel space: the normalised BC+ image has zero mean, so every image's pixel mean is the data mean
     assert torch.allclose(((out32 - torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255) / std).mean((1, 2, 3)),
                           torch.zeros(len(labels)), atol=1e-4)
-    with pytest.raises(ValueError, match='out_dtype'):
-        tm.create_mixup('bcplus', 4, collate=True, out_dtype=torch.uint8)
+    for bad in (torch.uint8, torch.bfloat16):
+        with pytest.raises(ValueError, match='out_dtype'):
+            tm.create_mixup('bcplus', 4, collate=True, out_dtype=bad)
 
 
 def test_collate_disabled_and_prefetch_switch():

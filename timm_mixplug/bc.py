@@ -62,8 +62,8 @@ class BetweenClassPlusMixer(BetweenClassMixer):
     def __init__(self, num_classes, label_smoothing=0.0, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
                  std: Sequence[float] = IMAGENET_DEFAULT_STD, out_dtype: torch.dtype = torch.float16):
         super().__init__(num_classes, label_smoothing)
-        if out_dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            raise ValueError(f'out_dtype must be a floating dtype (float16, bfloat16, float32), got {out_dtype}')
+        if out_dtype not in (torch.float16, torch.float32):  # bfloat16 would round pixels coarser than uint8
+            raise ValueError(f'out_dtype must be torch.float16 or torch.float32, got {out_dtype}')
         self.mean = torch.tensor([float(m) * 255 for m in mean])
         self.std = torch.tensor([float(s) * 255 for s in std])
         self.out_dtype = out_dtype
