@@ -61,21 +61,42 @@ RUNS = {
     'nh': ('balanced', NH + ['--nh-views', '4'], 2.5),
     'aux': ('balanced', ['--task', 'aux', '--aux-tasks', 'superclass,crop_pos', '--superclass-map', 'cifar10',
                          '--no-aug'], 1.1),
+    # the same four with a schedule long enough for the augmented baseline to overfit (--long-epochs)
+    'ce_long': ('balanced', AUG, 3.0),
+    'mixup_long': ('balanced', AUG + ['--mix', 'mixup'], 3.0),
+    'bc_long': ('balanced', AUG + ['--mix', 'bc'], 3.0),
+    'bcplus_long': ('balanced', AUG + ['--mix', 'bcplus'], 3.0),
+    'dml_long': ('balanced', AUG + ['--task', 'dml', '--dml-peers', '2'], 6.0),
+    'dml_superclass_long': ('balanced', AUG + ['--task', 'dml', '--dml-peers', '2', '--mix', 'superclass',
+                                               '--superclass-map', 'cifar10'], 6.0),
     'ce_lt': ('longtail', AUG + LT, 0.5),
     'glmc_lt': ('longtail', AUG + LT + ['--task', 'glmc'], 1.0),
     'glmc_clr_lt': ('longtail', AUG + LT + ['--task', 'glmc', '--glmc-clr'], 1.1),
+    'ce_lt_long': ('longtail', AUG + LT, 1.5),
+    'glmc_lt_long': ('longtail', AUG + LT + ['--task', 'glmc'], 3.0),
+    'glmc_clr_lt_long': ('longtail', AUG + LT + ['--task', 'glmc', '--glmc-clr'], 3.3),
 }
+# long runs after the main set, one comparison at a time (a stopped command leaves whole comparisons)
+STAGE = {'ce_long': 1, 'mixup_long': 1, 'bc_long': 1, 'bcplus_long': 1, 'dml_long': 2, 'dml_superclass_long': 2,
+         'ce_lt_long': 3, 'glmc_lt_long': 3, 'glmc_clr_lt_long': 3}
 
 # (panel, title, [(method, baseline)]): what the table and the figure compare
 COMPARISONS = [
     ('bc_noaug', 'BC / BC+ / mixup, no augmentation', [('mixup_noaug', 'ce_noaug'), ('bc_noaug', 'ce_noaug'),
                                                        ('bcplus_noaug', 'ce_noaug')]),
     ('bc_aug', 'BC / BC+ / mixup, pad-crop + flip', [('mixup', 'ce'), ('bc', 'ce'), ('bcplus', 'ce')]),
+    ('bc_long', 'BC / BC+ / mixup, pad-crop + flip, long', [('mixup_long', 'ce_long'), ('bc_long', 'ce_long'),
+                                                            ('bcplus_long', 'ce_long')]),
+    ('nh_aux', 'importance sampling (003), aux heads (002)', [('nh', 'nh_uniform'), ('aux', 'ce')]),
     ('dml', 'DML + superclass mixup (seed 001)', [('dml', 'ce'), ('dml_superclass', 'dml'),
                                                   ('dml_superclass', 'ce')]),
-    ('nh_aux', 'importance sampling (003), aux heads (002)', [('nh', 'nh_uniform'), ('aux', 'ce')]),
+    ('dml_long', 'DML + superclass mixup, long', [('dml_long', 'ce_long'), ('dml_superclass_long', 'dml_long'),
+                                                  ('dml_superclass_long', 'ce_long')]),
     ('longtail', 'GLMC, GLMC + NT-Xent (seed 004)', [('glmc_lt', 'ce_lt'), ('glmc_clr_lt', 'glmc_lt'),
                                                     ('glmc_clr_lt', 'ce_lt')]),
+    ('longtail_long', 'GLMC, GLMC + NT-Xent, long', [('glmc_lt_long', 'ce_lt_long'),
+                                                     ('glmc_clr_lt_long', 'glmc_lt_long'),
+                                                     ('glmc_clr_lt_long', 'ce_lt_long')]),
 ]
 PRECISION = {'fp32': [], 'bf16': ['--amp', '--amp-dtype', 'bfloat16'],
              'bf16-cl': ['--amp', '--amp-dtype', 'bfloat16', '--channels-last']}
@@ -124,13 +145,14 @@ def run_all(args, todo, common, out: Path, data_dirs):
         data, margs, cost = RUNS[method]
         name = f'{method}-s{seed}'
         rows = read_summary(out / 'runs' / name)
-        if len(rows) >= args.epochs and name in walls:  # finished: reused
+        if len(rows) >= epochs_of(method, args) and name in walls:  # finished: reused
             continue
         prec = [] if method.endswith('_fp32') else PRECISION[args.precision]
         margs = [a.format(imb=args.imb_factor) for a in margs]
         cmd = [sys.executable, str(REPO / 'train.py'), *common, *data_dirs[data], *margs, *prec, '--seed', str(seed),
+               '--epochs', str(epochs_of(method, args)),
                '--output', str(out / 'runs'), '--experiment', name]
-        pending.append(((method.endswith('_fp32'), seed, -cost), name, cmd))
+        pending.append(((method.endswith('_fp32'), STAGE.get(method, 0), seed, -cost), name, cmd))
     # seed by seed (a stopped command leaves whole seeds), longest first within a seed (the jobs end together),
     # the fp32 reference last
     pending.sort(key=lambda p: p[0])
@@ -172,11 +194,16 @@ def run_all(args, todo, common, out: Path, data_dirs):
     return walls
 
 
-def collect(methods, seeds, out: Path, epochs: int, walls):
+def epochs_of(method: str, args) -> int:
+    return args.long_epochs if method.endswith('_long') else args.epochs
+
+
+def collect(methods, seeds, out: Path, args, walls):
     """{method: {'final': [per seed], 'curves': [[top-1 per epoch]], 'rows', 'walls', 'cpu', 'seeds'}}"""
     res = {}
     for m in methods:
         r = res[m] = dict(final=[], curves=[], rows=[], walls=[], cpu=[], seeds=[])
+        epochs = epochs_of(m, args)
         for s in seeds:
             rows = read_summary(out / 'runs' / f'{m}-s{s}')
             if len(rows) < epochs:
@@ -215,6 +242,8 @@ def table(res, args, regimes) -> str:
     for panel, title, pairs in COMPARISONS:
         for m, base in pairs:
             a, b = res[m], res[base]
+            if not a['final'] and not b['final']:
+                continue
             common = [s for s in a['seeds'] if s in b['seeds']]
             d = [a['final'][a['seeds'].index(s)] - b['final'][b['seeds'].index(s)] for s in common]
             dd = f'{mean_std(d)[0]:+.2f} ± {mean_std(d)[1]:.2f}' if d else 'n/a'
@@ -229,9 +258,11 @@ def table(res, args, regimes) -> str:
         lines.append(f'| {regimes["bc_aug"]}, fp32 | ce_fp32 | {ms("ce_fp32")} | ce ({args.precision}) | {ms("ce")} '
                      f'| | {",".join(map(str, a["seeds"]))} | {statistics.mean(a["walls"]):.0f} | '
                      f'{statistics.mean(a["cpu"]):.0f} | precision check (ce: {statistics.mean(res["ce"]["cpu"]):.0f} s CPU) |')
-    lt = [m for m in ('ce_lt', 'glmc_lt', 'glmc_clr_lt') if res[m]['rows']]
+    lt = [m for m in ('ce_lt', 'glmc_lt', 'glmc_clr_lt', 'ce_lt_long', 'glmc_lt_long', 'glmc_clr_lt_long')
+          if res[m]['rows']]
     if lt:
-        lines += ['', f'Long-tailed regime ({regimes["longtail"]}), final top-1 (%) per shot group, mean ± std:', '',
+        lines += ['', f'Long-tailed regime ({regimes["longtail"]}; `*_long`: {args.long_epochs} epochs), final top-1 '
+                  f'(%) per shot group, mean ± std:', '',
                   '| method | many (n > 100) | medium | few (n <= 20) | all | seeds |', '|---|---|---|---|---|---|']
         for m in lt:
             cells = []
@@ -281,22 +312,28 @@ def figure(res, path: Path, args) -> bool:
     except ImportError:
         print('matplotlib not installed: no figure', flush=True)
         return False
-    n = len(COMPARISONS)
-    fig, axes = plt.subplots(2, n, figsize=(4.1 * n, 7.2))
-    for j, (panel, title, pairs) in enumerate(COMPARISONS):
+    panels = [c for c in COMPARISONS if any(res[m]['final'] for pair in c[2] for m in pair)]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(4.1 * cols, 3.6 * 2 * rows), squeeze=False)
+    for j in range(len(panels), rows * cols):
+        axes[2 * (j // cols), j % cols].axis('off')
+        axes[2 * (j // cols) + 1, j % cols].axis('off')
+    for j, (panel, title, pairs) in enumerate(panels):
+        top, bottom = axes[2 * (j // cols), j % cols], axes[2 * (j // cols) + 1, j % cols]
         methods = list(dict.fromkeys([b for _, b in pairs] + [m for m, _ in pairs]))
         methods = [m for m in methods if res[m]['final']]
         bases = {b for _, b in pairs} - {m for m, _ in pairs}
-        ax = axes[0, j]
-        if panel == 'longtail':
+        ax = top
+        if panel.startswith('longtail'):
             shot_bars(ax, res, methods, bases)
-            ax.set_title(f'long-tailed, imbalance {args.imb_factor} (seed 004)', fontsize=9)
+            ax.set_title(f'{title}, imbalance {args.imb_factor}', fontsize=9)
         else:
             result_bars(ax, res, methods, bases)
             ax.set_title(title, fontsize=9)
-        ax.set_ylabel('final top-1 (%)' if j == 0 else '')
+        ax.set_ylabel('final top-1 (%)' if j % cols == 0 else '')
         ax.grid(axis='y', alpha=0.3)
-        ax = axes[1, j]
+        ax = bottom
         for i, m in enumerate(methods):
             c = np.array(res[m]['curves'])
             mu = c.mean(0)
@@ -305,13 +342,14 @@ def figure(res, path: Path, args) -> bool:
             if len(c) > 1:
                 ax.fill_between(ep, c.min(0), c.max(0), color=_colour(i, m, bases), alpha=0.15)
         ax.set_xlabel('epoch')
-        ax.set_ylabel('eval top-1 (%), mean and range over seeds' if j == 0 else '')
+        ax.set_ylabel('eval top-1 (%): seed mean, range' if j % cols == 0 else '')
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f'ResNet-20 on CIFAR-10, {args.per_class} training images per class (long-tailed: '
-                 f'{args.lt_max} .. {args.lt_max // args.imb_factor}), {args.epochs} epochs, {args.precision}, '
+                 f'{args.lt_max} .. {args.lt_max // args.imb_factor}), {args.epochs} epochs (long: {args.long_epochs}), '
+                 f'{args.precision}, '
                  f'seeds {" ".join(map(str, args.seeds))}; grey: baselines', fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=72)
     plt.close(fig)
@@ -328,6 +366,7 @@ def main():
     ap.add_argument('--lt-max', type=int, default=200, help='images of the largest class (long-tailed regime)')
     ap.add_argument('--imb-factor', type=int, default=100, help='largest / smallest class (long-tailed regime)')
     ap.add_argument('--epochs', type=int, default=30)
+    ap.add_argument('--long-epochs', type=int, default=100, help='epochs of the *_long runs')
     ap.add_argument('--batch-size', type=int, default=32)
     ap.add_argument('--lr', type=float, default=0.05)
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
@@ -354,7 +393,7 @@ def main():
     common = ['--model', 'resnet20_cifar', '--img-size', '32', '--crop-pct', '1.0', '-b', str(args.batch_size),
               '--validation-batch-size', '256', '--opt', 'sgd', '--momentum', '0.9', '--weight-decay', '5e-4',
               '--lr', str(args.lr), '--sched', 'cosine', '--warmup-epochs', '1', '--warmup-lr', str(args.lr / 10),
-              '--epochs', str(args.epochs), '--workers', '0', '--log-interval', '1000', '--smoothing', '0',
+              '--workers', '0', '--log-interval', '1000', '--smoothing', '0',
               *args.extra]
     todo = [(m, s) for m in args.methods for s in (args.fp32_seeds if m.endswith('_fp32') else args.seeds)]
     walls_path = out / 'walls.json'
@@ -362,21 +401,26 @@ def main():
         walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
     else:
         walls = run_all(args, todo, common, out, data_dirs)
-    res = collect(list(RUNS), sorted(set(args.seeds) | set(args.fp32_seeds)), out, args.epochs, walls)
+    res = collect(list(RUNS), sorted(set(args.seeds) | set(args.fp32_seeds)), out, args, walls)
     for m in res:  # the fp32 reference only for its seeds
         if m.endswith('_fp32'):
             continue
         keep = [i for i, s in enumerate(res[m]['seeds']) if s in args.seeds]
         for k in ('final', 'curves', 'rows', 'walls', 'cpu', 'seeds'):
             res[m][k] = [res[m][k][i] for i in keep]
-    regimes = {p: f'{args.per_class}/class, {"no aug" if p == "bc_noaug" else "pad-crop+flip"}'
+    regimes = {p: f'{args.per_class}/class, {"no aug" if p == "bc_noaug" else "pad-crop+flip"}, {args.epochs} ep'
                for p, _, _ in COMPARISONS}
-    regimes['longtail'] = f'long-tailed {args.lt_max}..{args.lt_max // args.imb_factor}/class, pad-crop+flip'
+    regimes['bc_long'] = regimes['dml_long'] = f'{args.per_class}/class, pad-crop+flip, {args.long_epochs} ep'
+    regimes['longtail_long'] = (f'long-tailed {args.lt_max}..{args.lt_max // args.imb_factor}/class, pad-crop+flip, '
+                                f'{args.long_epochs} ep')
+    regimes['longtail'] = (f'long-tailed {args.lt_max}..{args.lt_max // args.imb_factor}/class, pad-crop+flip, '
+                           f'{args.epochs} ep')
     done = [walls[f'{m}-s{s}'] for m, s in todo if f'{m}-s{s}' in walls]
     code = ', '.join(dict.fromkeys(walls.get('_code', []))) or 'not recorded'
     head = (f'ResNet-20 on CIFAR-10 subsets of `{args.train_file}`: {args.per_class} training images per class '
             f'(long-tailed: {args.lt_max} per class made long-tailed with imbalance {args.imb_factor}), tested on '
-            f'{args.test_per_class} images per class of `{args.test_file}`; {args.epochs} epochs, batch '
+            f'{args.test_per_class} images per class of `{args.test_file}`; {args.epochs} epochs (`*_long`: '
+            f'{args.long_epochs}), batch '
             f'{args.batch_size}, lr {args.lr} cosine; precision {args.precision}; {args.jobs} train.py processes '
             f'at once, {args.threads} thread(s) each, {os.cpu_count()} cores. {len(done)} runs: elapsed '
             f'{walls.get("_elapsed", 0) / 60:.1f} min, sum of run wall times {sum(d["wall"] for d in done) / 60:.1f} '
