@@ -77,8 +77,8 @@ RUNS = {
     'glmc_clr_lt_long': ('longtail', AUG + LT + ['--task', 'glmc', '--glmc-clr'], 3.3),
 }
 # long runs after the main set, one comparison at a time (a stopped command leaves whole comparisons)
-STAGE = {'ce_long': 1, 'mixup_long': 1, 'bc_long': 1, 'bcplus_long': 1, 'dml_long': 2, 'dml_superclass_long': 2,
-         'ce_lt_long': 3, 'glmc_lt_long': 3, 'glmc_clr_lt_long': 3}
+STAGE = {'ce_long': 1, 'mixup_long': 1, 'bc_long': 1, 'bcplus_long': 1, 'ce_lt_long': 2, 'glmc_lt_long': 2,
+         'glmc_clr_lt_long': 2, 'dml_long': 3, 'dml_superclass_long': 3}
 
 # (panel, title, [(method, baseline)]): what the table and the figure compare
 COMPARISONS = [
