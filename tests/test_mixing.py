@@ -240,20 +240,76 @@ def test_collate_matches_device_mix(name, kw):
     assert torch.allclose(soft, ref_soft)
 
 
-def test_bcplus_collate_recovers_device_result_after_zero_mean():
-    imgs, labels = uint8_batch(lo=70, hi=180, seed=3)  # moderate contrast: no clipping
-    batch = [(imgs[i], labels[i]) for i in range(len(labels))]
-    collate = tm.create_mixup('bcplus', 4, collate=True, mean=CIFAR_MEAN, std=CIFAR_STD)
-    torch.manual_seed(12)
-    out, soft = collate(batch)
+def clipping_uint8_batch(n=8, size=8, seed=0):
+    """High-contrast images (half black / half white plus noise): their BC+ mix leaves [0, 255] in pixels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 3, size, size)
+    x[..., size // 2:] = 255
+    x[1::2] = x[1::2].transpose(-1, -2)
+    x += torch.randn(x.shape, generator=g) * 20
+    return x.clamp(0, 255).to(torch.uint8), [i % 4 for i in range(n)]
+
+
+class _Items(torch.utils.data.Dataset):
+    """(uint8 CHW array, label) items; ignores the transform timm's create_loader sets."""
+
+    def __init__(self, imgs, labels):
+        self.imgs, self.labels, self.transform = imgs, labels, None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.imgs[i].numpy(), self.labels[i]
+
+
+@pytest.mark.parametrize('out_dtype,eps', [(torch.float16, 2.0 ** -11), (torch.float32, 2.0 ** -24)])
+def test_bcplus_collate_through_prefetcher_equals_device_mixer(out_dtype, eps):
+    """timm's create_loader prefetcher path (collate -> PrefetchLoader normalisation -> zero_mean, as train.py)
+    equals the device mixer on the normalised batch up to rounding to out_dtype, on images that clip in uint8."""
+    from timm.data import create_loader
+    imgs, labels = clipping_uint8_batch()
+    n = len(labels)
+    partner, r = torch.tensor([1, 2, 3, 0, 5, 6, 7, 4]), torch.linspace(0.05, 0.95, n)
+    fixed = lambda target: (partner, r)  # same draw on both paths (the loader consumes the global RNG)
+    collate = tm.create_mixup('bcplus', 4, collate=True, mean=CIFAR_MEAN, std=CIFAR_STD, out_dtype=out_dtype)
+    collate.mixer.sample = fixed
+    loader = create_loader(_Items(imgs, labels), input_size=(3, 8, 8), batch_size=n, is_training=False,
+                           use_prefetcher=True, mean=CIFAR_MEAN, std=CIFAR_STD, collate_fn=collate,
+                           device=torch.device('cpu'), num_workers=0)
+    out, soft = next(iter(loader))
+    got = tm.zero_mean(out)
+    device = tm.create_mixup('bcplus', 4)
+    device.sample = fixed
     mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255
-    got = tm.zero_mean((out.float() - mean) / std)  # what timm's PrefetchLoader + zero_mean produce
-    torch.manual_seed(12)
-    ref, ref_soft = tm.create_mixup('bcplus', 4)((imgs.float() - mean) / std, torch.tensor(labels))
+    ref, ref_soft = device(tm.zero_mean((imgs.float() - mean) / std), torch.tensor(labels))
+    pixels = ref * std + mean
+    assert (pixels < -0.5).any() and (pixels > 255.5).any()  # the uint8 collate would clip these images
     assert torch.allclose(soft, ref_soft)
-    # rounding to uint8: at most 0.5 / (255 std) * sqrt(2) in normalised units
-    assert (got - ref).abs().max() < 0.5 / (255 * min(CIFAR_STD)) * math.sqrt(2) + 1e-3
+    # rounding each pixel to out_dtype (relative eps), divided by std; zero_mean can double the worst case
+    bound = 2 * eps * pixels.abs().amax() / std.min() + 1e-5
+    assert (got - ref).abs().max() <= bound
+
+
+def test_bcplus_collate_emits_pixel_space_float():
+    imgs, labels = uint8_batch(seed=3)
+    batch = [(imgs[i], labels[i]) for i in range(len(labels))]
+    torch.manual_seed(12)
+    out, _ = tm.create_mixup('bcplus', 4, collate=True, mean=CIFAR_MEAN, std=CIFAR_STD)(batch)
+    assert out.dtype == torch.float16 and out.shape == imgs.shape
+    torch.manual_seed(12)
+    out32, _ = tm.create_mixup('bcplus', 4, collate=True, mean=CIFAR_MEAN, std=CIFAR_STD,
+                               out_dtype=torch.float32)(batch)
+    assert out32.dtype == torch.float32
+    assert torch.allclose(out.float(), out32, rtol=2.0 ** -11, atol=0)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255
+    # pixel space: the normalised BC+ image has zero mean, so every image's pixel mean is the data mean
+    assert torch.allclose(((out32 - torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255) / std).mean((1, 2, 3)),
+                          torch.zeros(len(labels)), atol=1e-4)
+    for bad in (torch.uint8, torch.bfloat16):
+        with pytest.raises(ValueError, match='out_dtype'):
+            tm.create_mixup('bcplus', 4, collate=True, out_dtype=bad)
 
 
 def test_collate_disabled_and_prefetch_switch():

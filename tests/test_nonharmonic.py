@@ -174,6 +174,68 @@ def test_device_views_mixer_and_bf16_scoring():
         task(torch.randn(4, 3, 32, 32), torch.rand(4, 10))
 
 
+def _scoring_case():
+    torch.manual_seed(0)
+    model = timm.create_model('resnet20_cifar', num_classes=10)
+    for m in model.modules():  # non-trivial BN statistics, as in a model that has been trained
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model, torch.randn(24, 3, 32, 32), torch.randint(0, 10, (24,))
+
+
+def test_exact_scoring_is_per_view_cross_entropy_in_eval_mode():
+    model, flat, y = _scoring_case()
+    task = NonHarmonicTask(model, num_views=4)
+    assert task.score_dtype is None and task.score_scale == 1.0  # library default: exact
+    task.train()
+    loss, err = task.score(flat, y)
+    model.eval()
+    with torch.no_grad():
+        logits = model(flat)
+    assert torch.allclose(loss, nn.functional.cross_entropy(logits, y, reduction='none'), atol=1e-5)
+    assert torch.allclose(err, 1 - logits.softmax(-1).gather(1, y.view(-1, 1)).squeeze(1), atol=1e-6)
+
+
+@pytest.mark.parametrize('kw', [dict(score_dtype=torch.bfloat16), dict(score_scale=0.5),
+                                dict(score_scale=0.5, score_dtype=torch.bfloat16), dict(channels_last=True)])
+def test_approximate_scoring_gives_valid_probabilities(kw):
+    model, flat, y = _scoring_case()
+    exact, _ = NonHarmonicTask(model, num_views=4).score(flat, y)
+    loss, err = NonHarmonicTask(model, num_views=4, **kw).score(flat, y)
+    assert loss.dtype == torch.float32 and loss.shape == (24,) and torch.isfinite(loss).all() and (loss >= 0).all()
+    p = view_probabilities(loss.view(6, 4))
+    assert torch.allclose(p.sum(1), torch.ones(6)) and (p >= 0).all()
+    model.eval()
+    if kw.get('score_scale', 1.0) != 1.0:  # half resolution: exact scoring of the antialiased downscaled views
+        small = nn.functional.interpolate(flat, scale_factor=0.5, mode='bilinear', antialias=True)
+        with torch.no_grad():
+            ref = nn.functional.cross_entropy(model(small), y, reduction='none')
+        tol = 0.05 if 'score_dtype' in kw else 1e-5
+        assert torch.allclose(loss, ref, rtol=tol, atol=tol)
+    else:  # bf16 rounding (relative 2^-8 per operation) or channels-last summation order
+        tol = 0.05 if 'score_dtype' in kw else 1e-4
+        assert torch.allclose(loss, exact, rtol=tol, atol=tol)
+
+
+def test_score_dtype_auto(monkeypatch):
+    from timm_mixplug import nonharmonic as nh
+    cpu = torch.device('cpu')
+    assert nh.native_bf16(cpu) in (True, False) and nh.native_bf16(torch.device('meta')) is False
+    assert nh.resolve_score_dtype('none', cpu, False) is None  # exact: the step's own numerics
+    assert nh.resolve_score_dtype('bfloat16', cpu, True) is torch.bfloat16
+    args = add_nh_args(argparse.ArgumentParser()).parse_args([])
+    assert args.nh_score_dtype == 'auto'
+    monkeypatch.setattr(nh, 'native_bf16', lambda device: True)
+    assert nh.resolve_score_dtype('auto', cpu, False) is torch.bfloat16
+    assert nh.resolve_score_dtype('auto', cpu, True) is None  # --amp: scoring inherits its autocast
+    assert build_nh_task(args, SignModel()).score_dtype is torch.bfloat16
+    args.amp = True
+    assert build_nh_task(args, SignModel()).score_dtype is None
+    monkeypatch.setattr(nh, 'native_bf16', lambda device: False)
+    assert nh.resolve_score_dtype('auto', cpu, False) is None
+
+
 def test_args_roundtrip():
     p = add_nh_args(argparse.ArgumentParser())
     args = p.parse_args(['--nh-views', '4', '--nh-temperature', '0.5', '--nh-device-views', '--nh-view-cutout', '8'])

@@ -64,6 +64,28 @@ def test_each_mix_end_to_end(data_dir, tmp_path, mix):
     model.load_state_dict(load_file(str(run / 'best.safetensors')))
 
 
+def test_bcplus_mixes_in_the_collate_on_the_prefetcher_path(data_dir, tmp_path, monkeypatch):
+    from timm_mixplug.bc import BetweenClassPlusMixer
+    calls = {'collate': 0, 'device': 0}
+    collate, device = BetweenClassPlusMixer.collate_uint8, BetweenClassPlusMixer.__call__
+
+    def spy_collate(self, *a):
+        calls['collate'] += 1
+        out = collate(self, *a)
+        assert out[0].is_floating_point()
+        return out
+
+    def spy_device(self, *a):
+        calls['device'] += 1
+        return device(self, *a)
+    monkeypatch.setattr(BetweenClassPlusMixer, 'collate_uint8', spy_collate)
+    monkeypatch.setattr(BetweenClassPlusMixer, '__call__', spy_device)
+    assert train_script.main(base_args(data_dir, tmp_path, 'run', '--mix', 'bcplus')) == 0
+    assert calls == {'collate': 4, 'device': 0}  # 32 images, batch 8
+    assert train_script.main(base_args(data_dir, tmp_path, 'np', '--mix', 'bcplus', '--no-prefetcher')) == 0
+    assert calls == {'collate': 4, 'device': 4}
+
+
 def test_resume_matches_uninterrupted_run(data_dir, tmp_path):
     common = ['--epochs', '3', '--mix', 'bcplus', '--model-ema', '--model-ema-decay', '0.9',
               '--drop-path', '0.1', '--sched-on-updates', '--warmup-epochs', '1']
@@ -215,6 +237,33 @@ def test_pad_crop_replaces_random_resized_crop(data_dir, tmp_path):
     x, _ = next(iter(loader))
     assert x.shape == (8, 3, 16, 16)
     assert train_script.main(base_args(data_dir, tmp_path, 'pc', '--pad-crop', '4', '--mix', 'bc')) == 0
+
+
+def test_pad_crop_fills_with_the_mean_colour():
+    """--pad-crop pads with the data config's mean (uint8), so the border is ~0 after the loader normalises it
+    (as in normalise-then-zero-pad CIFAR code), not black."""
+    import numpy as np
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_loader
+    from PIL import Image
+    from timm_mixplug.datasets import ArrayImageDataset, apply_pad_crop
+    ds = ArrayImageDataset(np.full((16, 8, 8, 3), 255, np.uint8), [0, 1] * 8, ['a', 'b'])
+    mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    loader = create_loader(ds, (3, 8, 8), 16, is_training=True, hflip=0., color_jitter=0., num_workers=0,
+                           mean=mean, std=std, device=torch.device('cpu'))
+    assert apply_pad_crop(loader.dataset, 4, (8, 8), mean)
+    pad = ds.transform.transforms[0].transforms[0]
+    padded = np.asarray(pad(Image.fromarray(ds.images[0])))
+    assert padded.shape == (16, 16, 3)
+    border = np.ones((16, 16), bool)
+    border[4:12, 4:12] = False
+    assert (padded[border] == np.round(255 * np.array(mean))).all() and (padded[~border] == 255).all()
+    torch.manual_seed(0)
+    x, _ = next(iter(loader))  # normalised by the prefetcher
+    white = ((1 - torch.tensor(mean)) / torch.tensor(std)).view(1, 3, 1, 1)
+    is_border = (x - white).abs().amax(1) > 1e-3
+    assert is_border.any()  # some crops include padding
+    tol = 0.5 / 255 / min(std) + 1e-6  # uint8 rounding of the mean
+    assert x.permute(0, 2, 3, 1)[is_border].abs().max() <= tol
 
 
 def test_npz_dataset(tmp_path, capsys):

@@ -52,18 +52,21 @@ class BetweenClassMixer(PairMixer):
 class BetweenClassPlusMixer(BetweenClassMixer):
     """BC+: zero-mean images mixed with their standard deviations as weights (formula (2)).
 
-    On the device (``collate=False``) the result is exact. A zero-mean image is not representable in uint8,
-    so the collate (``collate=True``) writes the image whose timm normalisation (``mean``/``std``) equals the
-    BC+ result plus the mixed image's own mean, rounded and clipped to [0, 255]; ``zero_mean`` after
-    normalisation (the BC+ reference zero-means every image, at train *and* test time) then recovers the BC+
-    image up to that rounding and clipping.
+    On the device (``collate=False``) the input is the normalised batch. A zero-mean image is not
+    representable in uint8, so the collate (``collate=True``) emits the BC+ image in *pixel space* as float
+    (``out_dtype``, float16 by default), unclipped: the image whose timm normalisation (``mean``/``std``)
+    is the BC+ result. timm's ``PrefetchLoader`` normalises any floating batch it receives, so that path
+    yields the device result up to float rounding.
     """
 
     def __init__(self, num_classes, label_smoothing=0.0, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-                 std: Sequence[float] = IMAGENET_DEFAULT_STD):
+                 std: Sequence[float] = IMAGENET_DEFAULT_STD, out_dtype: torch.dtype = torch.float16):
         super().__init__(num_classes, label_smoothing)
+        if out_dtype not in (torch.float16, torch.float32):  # bfloat16 would round pixels coarser than uint8
+            raise ValueError(f'out_dtype must be torch.float16 or torch.float32, got {out_dtype}')
         self.mean = torch.tensor([float(m) * 255 for m in mean])
         self.std = torch.tensor([float(s) * 255 for s in std])
+        self.out_dtype = out_dtype
 
     @staticmethod
     def ratios(sigma, mu, partner, r):
@@ -88,13 +91,9 @@ class BetweenClassPlusMixer(BetweenClassMixer):
         a, b, c = (t.to(x1.dtype) for t in coef)
         return torch.addcmul(x2.mul_(b).add_(c), x1, a, out=out)
 
-    def mix_uint8_chunk(self, u1, u2, coef, out):
-        a, b, k = coef
-        return torch.mul(u2, b, out=out).add_(k).addcmul_(u1, a)
-
     def collate_uint8(self, images, target):
-        """BC+ in timm's normalised space n = (u - M)/S, folded into raw pixels: the uint8 output is
-        a u_i + b u_j + K with K = M (1 - a - b) + S (c + m), m = -c / (a + b) the p-mix's own mean."""
+        """BC+ in timm's normalised space n = (u - M)/S, written in pixel space: a u_i + b u_j + K with
+        K = M (1 - a - b) + S c, as ``out_dtype`` (B, C, H, W), unclipped; normalising it gives BC+."""
         b_, ch = images.shape[:2]
         mean, std = self.mean.view(1, ch), self.std.view(1, ch)
         s, q = [], []  # per-image, per-channel sums of u and u^2
@@ -109,10 +108,19 @@ class BetweenClassPlusMixer(BetweenClassMixer):
         sigma = (ex2 - mu * mu).clamp_min_(0).sqrt_().clamp_min_(_EPS)
         partner, r = self.sample(target)
         a, b, c = self.ratios(sigma, mu, partner, r)
-        k = mean * (1 - a - b).view(-1, 1) + std * (c - c / (a + b)).view(-1, 1) + 0.5  # +0.5: rounding
-        coef = (bshape(a, 4), bshape(b, 4), k.view(b_, ch, 1, 1))
-        self.mix_uint8_(images, partner, coef)
-        return images, self.targets(target, partner, r)
+        k = mean * (1 - a - b).view(-1, 1) + std * c.view(-1, 1)
+        a, b, k = bshape(a, 4), bshape(b, 4), k.view(b_, ch, 1, 1)
+        u2 = self._partners(images, partner)
+        out = torch.empty(images.shape, dtype=self.out_dtype)
+        parts = chunks(images)
+        buf = None if self.out_dtype == torch.float32 else torch.empty((parts[0].stop, *images.shape[1:]))
+        for sl in parts:  # cache-sized chunks: the float temporary stays in cache
+            n = len(images[sl])
+            y = out[sl] if buf is None else buf[:n]
+            torch.mul(u2[sl], b[sl], out=y).add_(k[sl]).addcmul_(images[sl], a[sl])
+            if buf is not None:
+                out[sl] = y
+        return out, self.targets(target, partner, r)
 
 
 def zero_mean(x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +136,8 @@ def create_bc(num_classes, label_smoothing=None, collate=False):
 
 @register_mixup('bcplus')
 def create_bcplus(num_classes, label_smoothing=None, collate=False, mean=IMAGENET_DEFAULT_MEAN,
-                  std=IMAGENET_DEFAULT_STD):
-    """``mean``/``std`` (timm's data config values, in [0, 1]) are used only by the uint8 collate."""
-    mixer = BetweenClassPlusMixer(num_classes, label_smoothing or 0.0, mean=mean, std=std)
+                  std=IMAGENET_DEFAULT_STD, out_dtype=torch.float16):
+    """``mean``/``std`` (timm's data config values, in [0, 1]) and ``out_dtype`` (the float dtype of the
+    pixel-space images it emits) are used only by the collate."""
+    mixer = BetweenClassPlusMixer(num_classes, label_smoothing or 0.0, mean=mean, std=std, out_dtype=out_dtype)
     return PairMixCollate(mixer) if collate else mixer

@@ -299,18 +299,21 @@ def make_image_folder(root: str, num_classes: int = 4, per_class: int = 8, val_p
     return root
 
 
-def apply_pad_crop(dataset, padding: int, size) -> bool:
+def apply_pad_crop(dataset, padding: int, size, mean: Sequence[float] = (0.0, 0.0, 0.0)) -> bool:
     """Replace the random-resized crop at the head of timm's training transform (set by ``create_loader`` on
-    ``dataset`` or a dataset it wraps) with zero padding + a random crop of ``size`` (CIFAR augmentation).
-    Returns False if no timm training transform was found."""
+    ``dataset`` or a dataset it wraps) with ``padding`` pixels of the ``mean`` colour (the data config's mean in
+    [0, 1], filled as uint8, i.e. ~0 after normalisation, as in normalise-then-zero-pad CIFAR code) + a random
+    crop of ``size``. Returns False if no timm training transform was found."""
     from timm.data.transforms import RandomResizedCropAndInterpolation
     from torchvision import transforms as T
+    fill = tuple(int(round(255 * float(m))) for m in mean)
     obj = dataset
     while obj is not None:
         tf = getattr(obj, 'transform', None)
         if isinstance(tf, T.Compose) and tf.transforms and isinstance(tf.transforms[0],
                                                                        RandomResizedCropAndInterpolation):
-            tf.transforms[0] = T.Compose([T.Pad(padding, fill=0), T.RandomCrop(size, pad_if_needed=True)])
+            tf.transforms[0] = T.Compose([T.Pad(padding, fill=fill), T.RandomCrop(size, pad_if_needed=True,
+                                                                                  fill=fill)])
             return True
         obj = getattr(obj, 'dataset', None)
     return False

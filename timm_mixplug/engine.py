@@ -32,8 +32,8 @@ _logger = logging.getLogger('train')
 __all__ = ['run', 'train_one_epoch', 'validate', 'create_mixer', 'create_criterion', 'epoch_seed',
            'seed_everything', 'plot_summary', 'COLLATE_EXACT']
 
-# Mixers whose uint8 collate equals the device mixer (up to rounding); BC+ is mixed on the device.
-COLLATE_EXACT = ('mixup', 'cutmix', 'bc', 'superclass')
+# Mixers whose collate equals the device mixer up to rounding (BC+ emits float pixels, PrefetchLoader normalises).
+COLLATE_EXACT = ('mixup', 'cutmix', 'bc', 'superclass', 'bcplus')
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -474,7 +474,7 @@ def _build(args, device, training: bool) -> _Built:
             **timm_options.loader_kwargs(args, True))
         timm_options.apply_repeat_aug(b.loader_train, args)
         if args.pad_crop and not apply_pad_crop(b.loader_train.dataset, args.pad_crop,
-                                                tuple(data_config['input_size'][-2:])):
+                                                tuple(data_config['input_size'][-2:]), data_config['mean']):
             raise UsageError(f'--pad-crop: no timm training transform to replace on the --task {args.task} dataset')
         sampler = getattr(b.loader_train, 'sampler', None)
         if isinstance(sampler, torch.utils.data.distributed.DistributedSampler):

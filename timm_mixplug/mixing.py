@@ -196,7 +196,8 @@ def stack_uint8(batch) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 class PairMixCollate(FastCollateMixup):
-    """``FastCollateMixup`` contract for a ``PairMixer``: list[(uint8 image, label)] -> (uint8 batch, soft target).
+    """``FastCollateMixup`` contract for a ``PairMixer``: list[(uint8 image, label)] -> (uint8 batch, soft target);
+    BC+ returns a float batch in pixel space instead (timm's ``PrefetchLoader`` normalises it the same way).
 
     Subclasses timm's class so ``PrefetchLoader.mixup_enabled`` reaches it; the switch is shared with the
     wrapped mixer.

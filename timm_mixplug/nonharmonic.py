@@ -19,6 +19,7 @@ Pieces:
   view loss) show the sampler at work.
 """
 import argparse
+import logging
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -35,8 +36,10 @@ from .datasets import TransformOwningWrapper
 
 __all__ = [
     'view_probabilities', 'sample_views', 'view_scores', 'MultiViewDataset', 'multiview_collate',
-    'NonHarmonicTask', 'add_nh_args', 'build_nh_task', 'wrap_nh_dataset', 'nh_collate_fn',
+    'NonHarmonicTask', 'add_nh_args', 'build_nh_task', 'wrap_nh_dataset', 'nh_collate_fn', 'resolve_score_dtype',
 ]
+
+_logger = logging.getLogger(__name__)
 
 IMPORTANCE = ('loss', 'error')
 SCORE_MODES = ('eval', 'train')
@@ -340,6 +343,24 @@ class NonHarmonicTask(TrainingTask):
 _DTYPES = {'none': None, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA with bf16 (no emulation), a CPU with AVX512-BF16 or AMX."""
+    if device.type == 'cuda':
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == 'cpu':
+        return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported',
+                                                                    '_is_amx_tile_supported'))
+    return False
+
+
+def resolve_score_dtype(name: str, device: torch.device, amp: bool) -> Optional[torch.dtype]:
+    """``--nh-score-dtype``: 'auto' scores in bf16 when the step runs in fp32 (no ``--amp``) on a device with
+    native bf16, else inherits the step's numerics (None); other names map to their dtype."""
+    if name != 'auto':
+        return _DTYPES[name]
+    return torch.bfloat16 if not amp and native_bf16(device) else None
+
+
 def add_nh_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--nh-*`` flags (importance-sampled augmentation, seed 003)."""
     g = parser.add_argument_group('Importance-sampled augmentation (non-harmonic learning)')
@@ -352,8 +373,10 @@ def add_nh_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help='importance of a view: its CE loss or its error 1 - p(true class)')
     g.add_argument('--nh-score-mode', default='eval', choices=SCORE_MODES,
                    help='score views in eval mode (BN running stats) or train mode (batch stats, restored)')
-    g.add_argument('--nh-score-dtype', default='none', choices=sorted(_DTYPES),
-                   help='autocast dtype for scoring (none: inherit the training autocast)')
+    g.add_argument('--nh-score-dtype', default='auto', choices=['auto', *sorted(_DTYPES)],
+                   help='autocast dtype for scoring. none: inherit the training autocast (exact); auto: bfloat16 '
+                        'when training runs in fp32 on a device with native bf16 (same view choice in 99.8%% of '
+                        'draws, docs/nonharmonic_aux.md), else none')
     g.add_argument('--nh-score-scale', type=float, default=1.0,
                    help='resize views by this factor for scoring only (<1: cheaper, approximate; CNNs)')
     g.add_argument('--nh-score-batch', type=int, default=0, help='score in chunks of this many views (0 = all)')
@@ -379,6 +402,11 @@ def build_nh_task(
         from .recorded_transforms import DeviceAugment
         view_augment = DeviceAugment(padding=args.nh_view_padding, flip=not args.nh_view_no_flip,
                                      cutout_length=args.nh_view_cutout)
+    score_device = torch.device(device if device is not None else 'cpu')
+    score_dtype = resolve_score_dtype(args.nh_score_dtype, score_device, bool(getattr(args, 'amp', False)))
+    if args.nh_score_dtype == 'auto' and getattr(args, 'rank', 0) == 0:
+        _logger.info(f'--nh-score-dtype auto: scoring views in '
+                     f'{"bfloat16" if score_dtype else "the training step numerics (no native bf16 or --amp on)"}')
     return NonHarmonicTask(
         model,
         num_views=args.nh_views,
@@ -388,7 +416,7 @@ def build_nh_task(
         uniform_mix=args.nh_uniform,
         importance=args.nh_importance,
         score_mode=args.nh_score_mode,
-        score_dtype=_DTYPES[args.nh_score_dtype],
+        score_dtype=score_dtype,
         score_scale=args.nh_score_scale,
         score_batch_size=args.nh_score_batch or None,
         channels_last=bool(getattr(args, 'channels_last', False)),

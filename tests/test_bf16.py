@@ -1,0 +1,47 @@
+"""Every task trains under ``--amp --amp-dtype bfloat16`` on CPU (the fast CPU path of the evidence runs)."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import load_train_script, make_tiny_images, read_rows
+
+train = load_train_script('mixplug_train_script_bf16')
+
+TASKS = {
+    'bcplus': ['--mix', 'bcplus', '--pad-crop', '2'],
+    'dml_superclass': ['--task', 'dml', '--dml-peers', '2', '--mix', 'superclass', '--superclass-map', '{smap}'],
+    'glmc_clr': ['--task', 'glmc', '--glmc-clr', '--imb-factor', '2'],
+    'nonharmonic': ['--task', 'nonharmonic', '--nh-views', '2', '--nh-device-views', '--no-aug'],
+    'aux': ['--task', 'aux', '--aux-tasks', 'superclass,crop_pos', '--superclass-map', '{smap}', '--no-aug'],
+}
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    return make_tiny_images(tmp_path_factory, 'bf16imgs', val_per_class=2, superclass_map=True)
+
+
+@pytest.mark.parametrize('name', sorted(TASKS))
+def test_task_trains_under_bf16_autocast(tiny, tmp_path, name):
+    """One epoch of each task with bf16 autocast and channels-last (the evidence runs' setting)."""
+    conv_dtypes = set()
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Conv2d) and module.training and isinstance(output, torch.Tensor):
+            conv_dtypes.add(output.dtype)
+
+    extra = [a.format(smap=f'{tiny}/super.yaml') for a in TASKS[name]]
+    argv = ['--data-dir', tiny, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0', '-b', '8',
+            '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0', '--hflip', '0',
+            '--color-jitter', '0', '--device', 'cpu', '--output', str(tmp_path), '--experiment', name,
+            '--amp', '--amp-dtype', 'bfloat16', '--channels-last', *extra]
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:
+        assert train.main(argv) == 0
+    finally:
+        handle.remove()
+    assert conv_dtypes == {torch.bfloat16}  # the training forward ran under autocast
+    row = read_rows(tmp_path / name / 'summary.csv')[-1]
+    assert math.isfinite(float(row['train_loss'])) and math.isfinite(float(row['eval_loss']))
