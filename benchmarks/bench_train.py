@@ -22,7 +22,6 @@ less sensitive to other jobs; with ``--workers 0`` it includes data loading), an
 (goal >= 0.95).
 """
 import argparse
-import csv
 import os
 import statistics
 import sys

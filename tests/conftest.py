@@ -32,6 +32,14 @@ def make_tiny_images(tmp_path_factory, name: str, val_per_class: int, superclass
     return str(root)
 
 
+def tiny_train_args(data_dir, out, exp, *extra):
+    """train.py arguments for a 1-epoch CPU run of resnet20_cifar on a ``make_tiny_images`` folder."""
+    return ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
+            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
+            '--output', str(out), '--experiment', exp, '--log-interval', '2', '--hflip', '0',
+            '--color-jitter', '0', '--scale', '0.8', '1.0', '--device', 'cpu', *extra]
+
+
 def read_rows(path):
     """The rows of a CSV file (e.g. summary.csv) as dicts."""
     with open(path, newline='') as f:

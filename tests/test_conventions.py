@@ -64,6 +64,6 @@ def test_python_dash_m_trains_like_train_py(data_dir, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / 'run' / 'best.safetensors').is_file() and (tmp_path / 'run' / 'summary.csv').is_file()
-    r = subprocess.run([sys.executable, '-m', 'timm_mixplug', *args, '--model', 'no_such_model'],
+    r = subprocess.run([sys.executable, '-m', 'timm_mixplug', *args, '--experiment', 'bad', '--model', 'no_such_model'],
                        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('train.py: error: unknown --model')

@@ -1,7 +1,6 @@
 """BC, BC+ and superclass mixing checked against their formulas, invariants and timm's contracts."""
 import math
 
-import numpy as np
 import pytest
 import torch
 from timm.data.mixup import FastCollateMixup, Mixup, mixup_target

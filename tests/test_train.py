@@ -1,6 +1,5 @@
 """End-to-end tests of train.py on tiny generated data (CPU, a few steps each)."""
 import csv
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -9,12 +8,10 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location('mixplug_train_script', os.path.join(ROOT, 'train.py'))
-train_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_script)
+from conftest import ROOT, load_train_script, tiny_train_args as base_args
+from timm_mixplug.datasets import make_image_folder
 
-from timm_mixplug.datasets import make_image_folder  # noqa: E402
+train_script = load_train_script('mixplug_train_script')
 
 
 @pytest.fixture(scope='module')
@@ -22,13 +19,6 @@ def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp('imgs')
     make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=3, size=16)
     return str(root)
-
-
-def base_args(data_dir, out, exp, *extra):
-    return ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
-            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
-            '--output', str(out), '--experiment', exp, '--log-interval', '2', '--hflip', '0',
-            '--color-jitter', '0', '--scale', '0.8', '1.0', '--device', 'cpu', *extra]
 
 
 def read_summary(path):

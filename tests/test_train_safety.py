@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, TRAIN_PY, load_train_script, make_tiny_images, read_rows
+from conftest import ROOT, TRAIN_PY, load_train_script, make_tiny_images, read_rows, tiny_train_args as base_args
 
 train_script = load_train_script('mixplug_train_safety')
 
@@ -21,13 +21,6 @@ train_script = load_train_script('mixplug_train_safety')
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
     return make_tiny_images(tmp_path_factory, 'safety_imgs', val_per_class=2)
-
-
-def base_args(data_dir, out, exp, *extra):
-    return ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
-            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
-            '--output', str(out), '--experiment', exp, '--log-interval', '2', '--hflip', '0',
-            '--color-jitter', '0', '--scale', '0.8', '1.0', '--device', 'cpu', *extra]
 
 
 def resume_args(data_dir, run, *extra):

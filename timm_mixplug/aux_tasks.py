@@ -29,7 +29,7 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.task import TrainingTask
 from timm.utils.model import unwrap_model
 
-from .datasets import ForwardingDatasetWrapper
+from .dataset_wrappers import ForwardingDatasetWrapper
 from .tasks import resolve_eval_model
 from .recorded_transforms import DeviceAugment, crop_position_class
 

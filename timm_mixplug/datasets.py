@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .dataset_wrappers import ForwardingDatasetWrapper, TransformOwningWrapper  # noqa: F401 (re-exported)
 from .errors import UsageError
 from .tasks import DataInfo
 

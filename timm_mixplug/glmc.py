@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from timm.task import TrainingTask
 from timm.utils import unwrap_model
 
-from .datasets import TransformOwningWrapper
+from .dataset_wrappers import TransformOwningWrapper
 
 __all__ = [
     'cumulative_weight', 'class_balanced_weights', 'resample_weights', 'sample_lambda', 'cutmix_box',

@@ -32,7 +32,7 @@ from torch.utils.data import default_collate
 from timm.loss import SoftTargetCrossEntropy
 from timm.task import TrainingTask
 
-from .datasets import TransformOwningWrapper
+from .dataset_wrappers import TransformOwningWrapper
 
 __all__ = [
     'view_probabilities', 'sample_views', 'view_scores', 'MultiViewDataset', 'multiview_collate',
