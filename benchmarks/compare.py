@@ -353,6 +353,8 @@ def figure(res, path: Path, args) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=72)
     plt.close(fig)
+    from PIL import Image
+    Image.open(path).convert('RGB').quantize(128).save(path, optimize=True)  # a small PNG for the README
     return True
 
 
