@@ -353,6 +353,8 @@ def figure(res, path: Path, args) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=72)
     plt.close(fig)
+    from PIL import Image
+    Image.open(path).convert('RGB').quantize(128).save(path, optimize=True)  # a small PNG for the README
     return True
 
 
@@ -381,7 +383,6 @@ def main():
     ap.add_argument('extra', nargs='*', help='more train.py arguments for every run (after --)')
     args = ap.parse_args()
 
-    t_start = time.time()
     out = Path(args.output)
     src, data = Path(args.data_dir), out / 'data'
     bal, test, lt = f'train{args.per_class}pc', f'test{args.test_per_class}pc', f'train{args.lt_max}pc'
