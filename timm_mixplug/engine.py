@@ -496,8 +496,6 @@ def _load_resume(b: _Built, args, optimizer, loss_scaler, path: str):
     from .resume import restore_optimizer
     state_path = resolve_resume_path(path)
     sections, meta = load_resume_state(state_path)
-    if 'num_updates' not in meta and b.loader_train is not None:  # timm's: epoch * updates per epoch
-        meta['num_updates'] = meta['epoch'] * -(-len(b.loader_train) // args.grad_accum_steps)
     for key in ('model', 'task', 'num_classes'):
         if key in meta and meta[key] != getattr(args, key):
             raise CheckpointError(f'cannot resume {state_path}: it was trained with {key}={meta[key]!r}, '
