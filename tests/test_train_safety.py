@@ -110,9 +110,14 @@ def test_reused_experiment_refused_then_overwritten(data_dir, tmp_path, capsys):
     assert train_script.main(['validate', '--resume', str(run), '--model', 'resnet32_cifar', '--device', 'cpu']) == 2
     assert '--model' in _error(capsys)
 
+    # an older run's --checkpoint-hist epochs and recovery state go too (they would join the new history)
+    (run / 'checkpoint-7.safetensors').write_bytes((run / 'checkpoint-0.safetensors').read_bytes())
+    (run / 'recovery-state.safetensors').write_bytes((run / 'last-state.safetensors').read_bytes())
     assert train_script.main(base_args(data_dir, tmp_path, 'r', '--overwrite-experiment')) == 0
     rows = read_rows(run / 'summary.csv')
     assert len(rows) == 1
+    assert sorted(p.name for p in run.glob('checkpoint-*')) == ['checkpoint-0.safetensors']
+    assert not (run / 'recovery-state.safetensors').exists()
     import yaml
     assert yaml.safe_load((run / 'args.yaml').read_text())['mix'] == 'none'
 

@@ -10,10 +10,15 @@ from typing import Callable, List, Optional, Tuple
 
 from .checkpoint import save_train_state, save_weights
 
-__all__ = ['CheckpointHistory', 'RecoveryWriter', 'RECOVERY_FILE']
+__all__ = ['CheckpointHistory', 'RecoveryWriter', 'RECOVERY_FILE', 'history_files']
 
 RECOVERY_FILE = 'recovery-state.safetensors'
 _PATTERN = re.compile(r'checkpoint-(\d+)\.safetensors$')
+
+
+def history_files(output_dir: str) -> List[str]:
+    """The ``checkpoint-<epoch>.safetensors`` files of ``--checkpoint-hist`` in ``output_dir``."""
+    return [p for p in glob.glob(os.path.join(output_dir, 'checkpoint-*.safetensors')) if _PATTERN.search(p)]
 
 
 def _read_metric(path: str) -> Optional[float]:
@@ -33,11 +38,10 @@ class CheckpointHistory:
         self.max_history = max_history
         self.decreasing = decreasing
         self.files: List[Tuple[str, float]] = []
-        for path in glob.glob(os.path.join(output_dir, 'checkpoint-*.safetensors')):
-            if _PATTERN.search(path):
-                metric = _read_metric(path)
-                if metric is not None:
-                    self.files.append((path, metric))
+        for path in history_files(output_dir):
+            metric = _read_metric(path)
+            if metric is not None:
+                self.files.append((path, metric))
         self._sort()
 
     def _sort(self) -> None:  # best first

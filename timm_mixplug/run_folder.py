@@ -14,13 +14,15 @@ import shlex
 import sys
 from typing import List, Optional, Sequence
 
+from .checkpoint_history import RECOVERY_FILE, history_files
 from .errors import UsageError
 
 __all__ = ['RUN_FILES', 'NonFiniteLoss', 'prepare_run_folder', 'interrupted_message', 'resume_command']
 
-# What a run writes into its folder (``--overwrite-experiment`` deletes these and nothing else).
+# What a run writes into its folder (``--overwrite-experiment`` deletes these, the ``--checkpoint-hist``
+# files ``checkpoint-<epoch>.safetensors`` and nothing else).
 RUN_FILES = ('args.yaml', 'summary.csv', 'summary.png', 'train.log', 'last.safetensors', 'best.safetensors',
-             'last-ema.safetensors', 'best-ema.safetensors', 'last-state.safetensors')
+             'last-ema.safetensors', 'best-ema.safetensors', 'last-state.safetensors', RECOVERY_FILE)
 _RESULTS = tuple(f for f in RUN_FILES if f not in ('args.yaml', 'train.log'))
 
 
@@ -53,6 +55,8 @@ def prepare_run_folder(folder: str, args, resuming: bool, clear: bool = True) ->
         for f in RUN_FILES:
             if os.path.isfile(os.path.join(folder, f)):
                 os.remove(os.path.join(folder, f))
+        for path in history_files(folder):  # an old run's kept epochs would count in the new run's history
+            os.remove(path)
 
 
 _DROP_WITH_VALUE = ('--resume', '--experiment', '--output', '--start-epoch')
