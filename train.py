@@ -12,7 +12,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from timm_mixplug.engine import main as engine_main
+    from timm_mixplug.train.engine import main as engine_main
     return engine_main(argv)
 
 

@@ -22,8 +22,8 @@ TASK_FLAGS = {'classification': [], 'dml': ['--dml-peers', '2'], 'glmc': [], 'no
 
 
 def build(task, a, data_dir, compiled):
-    from timm_mixplug import engine
-    from timm_mixplug.cli import parse_args
+    from timm_mixplug.train import engine
+    from timm_mixplug.train.cli import parse_args
     argv = ['--data-dir', data_dir, '--model', a.model, '--img-size', str(a.img_size), '--crop-pct', '1.0',
             '-b', str(a.batch_size), '--workers', '0', '--device', 'cpu', '--no-prefetcher', '--lr', '0.01',
             '--task', task, *TASK_FLAGS[task]]
@@ -59,7 +59,7 @@ def main():
     ap.add_argument('--threads', type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from timm_mixplug.datasets import make_image_folder
+    from timm_mixplug.data.datasets import make_image_folder
     data_dir = tempfile.mkdtemp(prefix='bench_compile_')
     make_image_folder(data_dir, num_classes=10, per_class=a.batch_size // 5, val_per_class=2, size=a.img_size)
     print(f'torch {torch.__version__}, {a.threads} threads, {a.model} @ {a.img_size}px, batch {a.batch_size}, '

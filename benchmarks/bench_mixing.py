@@ -17,7 +17,7 @@ import torch
 from timm.data.mixup import FastCollateMixup, Mixup
 
 from timm_mixplug import create_mixup
-from timm_mixplug.hierarchy import load_hierarchy
+from timm_mixplug.data.hierarchy import load_hierarchy
 
 
 def timed(fn, make_input, reps):

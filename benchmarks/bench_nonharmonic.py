@@ -33,8 +33,8 @@ import timm
 from timm.task import ClassificationTask
 
 import timm_mixplug.models  # noqa: F401  (registers the CIFAR models)
-from timm_mixplug.nonharmonic import NonHarmonicTask, view_probabilities
-from timm_mixplug.recorded_transforms import random_crop_flip
+from timm_mixplug.task.nonharmonic import NonHarmonicTask, view_probabilities
+from timm_mixplug.data.transforms import random_crop_flip
 
 # name -> (M, NonHarmonicTask kwargs, channels-last model)
 VARIANTS = {

@@ -23,8 +23,8 @@ def build(name, args, num_classes, device):
     import timm
     import timm_mixplug.models  # noqa: F401  (CIFAR architectures)
     from timm.task import ClassificationTask
-    from timm_mixplug.dml import DMLTask
-    from timm_mixplug.glmc import GLMCTask
+    from timm_mixplug.task.dml import DMLTask
+    from timm_mixplug.task.glmc import GLMCTask
 
     def model():
         return timm.create_model(args.model, num_classes=num_classes).to(device)

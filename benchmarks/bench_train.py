@@ -9,7 +9,7 @@ smoothing 0.1 (timm's ``LabelSmoothingCrossEntropy``), timm train.py's default t
 (``RandomResizedCrop`` with ``--train-interpolation random``, flip, colour jitter 0.4) at the image size,
 ``create_loader`` with the prefetcher, ``--workers`` loader processes, float32 on the CPU.
 
-* ours: ``train.py`` (``timm_mixplug.engine.main``) for ``--epochs`` epochs; timed is each call of the
+* ours: ``train.py`` (``timm_mixplug.train.engine.main``) for ``--epochs`` epochs; timed is each call of the
   engine's ``train_one_epoch`` (loader start-up, steps, per-step bookkeeping, scheduler updates, progress
   lines), not the validation and checkpoints that follow each epoch. The whole ``main`` call is also timed.
 * timm: ``timm.data.create_loader(use_prefetcher=True)`` over the same dataset, ``timm.create_model``,
@@ -66,7 +66,7 @@ class _Timer:
 
 
 def run_ours(a, data_dir: str, out: str, exp: str, timer: _Timer) -> float:
-    from timm_mixplug import engine
+    from timm_mixplug.train import engine
     argv = ['--dataset', 'npz', '--data-dir', data_dir, '--train-split', 'train', '--val-split', 'validation',
             '--model', a.model, '-b', str(a.batch_size), '--workers', str(a.workers), '--epochs', str(a.epochs),
             '--lr', '0.1', '--momentum', '0.9', '--weight-decay', '5e-4', '--smoothing', '0.1',
@@ -94,7 +94,7 @@ def run_timm(a, data_dir: str, timer: _Timer) -> float:
     from timm.data import create_loader, resolve_data_config
     from timm.loss import LabelSmoothingCrossEntropy
     from timm.optim import create_optimizer_v2
-    from timm_mixplug.datasets import NpzDataset
+    from timm_mixplug.data.datasets import NpzDataset
     t0 = time.perf_counter()
     torch.manual_seed(0)
     dataset = NpzDataset(data_dir, 'train')

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Derive the built-in superclass tables shipped in ``timm_mixplug/hierarchies/``.
+"""Derive the built-in superclass tables shipped in ``timm_mixplug/data/hierarchies/``.
 
 Inputs (default ``../shared/data`` beside the repository, see its README):
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / 'shared' / 'data'
-DEFAULT_OUT = REPO / 'timm_mixplug' / 'hierarchies'
+DEFAULT_OUT = REPO / 'timm_mixplug' / 'data' / 'hierarchies'
 WORDNET_ROOT = 'n00001740'  # entity
 
 

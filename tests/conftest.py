@@ -24,7 +24,7 @@ def load_train_script(module_name: str):
 
 def make_tiny_images(tmp_path_factory, name: str, val_per_class: int, superclass_map: bool = False) -> str:
     """A 4-class, 8-train-images-per-class 16x16 ImageFolder; ``superclass_map`` adds ``super.yaml``."""
-    from timm_mixplug.datasets import make_image_folder
+    from timm_mixplug.data.datasets import make_image_folder
     root = tmp_path_factory.mktemp(name)
     make_image_folder(str(root), num_classes=4, per_class=8, val_per_class=val_per_class, size=16)
     if superclass_map:

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 from timm.data.loader import fast_collate
 from conftest import load_train_script, make_tiny_images, read_rows
-from timm_mixplug.aux_tasks import (
+from timm_mixplug.task.aux import (
     AuxHeadModel, AuxTask, AuxTaskSpec, IndexedDataset, add_aux_args, aux_collate, aux_needs_plain_loader,
     build_aux_task, parse_aux_tasks, wrap_aux_dataset,
 )
-from timm_mixplug.hierarchy import load_hierarchy
-from timm_mixplug.recorded_transforms import (
+from timm_mixplug.data.hierarchy import load_hierarchy
+from timm_mixplug.data.transforms import (
     Cutout, DeviceAugment, RICAPMixer, create_ricap, crop_position_class, cutout, cutout_mask, random_crop_flip,
     ricap,
 )

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from timm_mixplug.checkpoint import (
+from timm_mixplug.utils.checkpoint import (
     CheckpointError, capture_rng, load_stateful, load_train_state, load_weights, resolve_resume_path,
     restore_rng, save_train_state, save_weights, scheduler_state)
 

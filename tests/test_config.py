@@ -2,8 +2,8 @@
 import pytest
 import yaml
 
-from timm_mixplug.cli import args_to_yaml, parse_args
-from timm_mixplug.config import UsageError
+from timm_mixplug.train.cli import args_to_yaml, parse_args
+from timm_mixplug.train.config import UsageError
 
 # A config in timm's train.py format (dests, underscores), as written by timm into args.yaml.
 TIMM_YAML = """
@@ -138,8 +138,8 @@ def test_args_yaml_roundtrip(tmp_path):
 
 
 def test_task_flags_are_registered():
-    from timm_mixplug.cli import create_parser
-    from timm_mixplug.tasks import list_tasks
+    from timm_mixplug.train.cli import create_parser
+    from timm_mixplug.train.specs.base import list_tasks
     parser = create_parser()
     task_action = next(a for a in parser._actions if a.dest == 'task')
     assert 'classification' in task_action.choices

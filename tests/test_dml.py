@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from timm.loss import SoftTargetCrossEntropy
 from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
-from timm_mixplug.dml import (
+from timm_mixplug.task.dml import (
     DMLEnsemble, DMLTask, dml_kl_matrix, dml_losses, parse_dml_peers, peer_state_dicts,
     save_peer_weights)
 
@@ -206,7 +206,7 @@ def test_errors_and_peer_parsing():
 
 
 def test_registry_spec_builds_peers():
-    from timm_mixplug.tasks import DataInfo, get_task_spec
+    from timm_mixplug.train.specs.base import DataInfo, get_task_spec
     spec = get_task_spec('dml')
     p = argparse.ArgumentParser()
     spec.add_args(p)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
-from timm_mixplug.glmc import (
+from timm_mixplug.task.glmc import (
     GLMCDataset, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
     glmc_mix, mixed_nt_xent, negative_cosine, nt_xent, resample_weights, sample_lambda)
 
@@ -218,7 +218,7 @@ def test_resampled_batch_follows_class_weights_and_seed():
 
 
 def test_registry_spec_and_arg_checks():
-    from timm_mixplug.tasks import DataInfo, get_task_spec
+    from timm_mixplug.train.specs.base import DataInfo, get_task_spec
     spec = get_task_spec('glmc')
     assert spec.mixes_itself
     p = argparse.ArgumentParser()

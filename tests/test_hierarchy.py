@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from timm_mixplug.hierarchy import BUILTIN_HIERARCHIES, Hierarchy, load_hierarchy
+from timm_mixplug.data.hierarchy import BUILTIN_HIERARCHIES, Hierarchy, load_hierarchy
 
 
 
@@ -73,7 +73,7 @@ def test_imagenet1k_keyed_by_wordnet_id():
     from importlib import resources
     from timm.data import ImageNetInfo
     info = ImageNetInfo()
-    table = json.loads(resources.files('timm_mixplug').joinpath('hierarchies', 'imagenet1k.json').read_text())
+    table = json.loads(resources.files('timm_mixplug.data').joinpath('hierarchies', 'imagenet1k.json').read_text())
     assert table['class_wnids'] == info.label_names()  # timm's synset order
     ref = load_hierarchy('imagenet1k')
     ref_super = [ref.super_names[s] for s in ref.class_to_super.tolist()]

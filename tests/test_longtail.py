@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from timm_mixplug.longtail import (
+from timm_mixplug.data.longtail import (
     LongTailSubset, ShotAccuracyEvaluator, add_longtail_args, apply_longtail, class_counts, get_targets,
     longtail_counts, make_longtail_indices, shot_accuracy, shot_groups)
 

@@ -7,7 +7,7 @@ from timm.data.mixup import FastCollateMixup, Mixup, mixup_target
 from timm.loss import SoftTargetCrossEntropy
 
 import timm_mixplug as tm
-from timm_mixplug.mixing import pair_target
+from timm_mixplug.data.mixing.base import pair_target
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

@@ -9,11 +9,11 @@ import timm
 
 from timm.data.loader import fast_collate
 from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
-from timm_mixplug.nonharmonic import (
+from timm_mixplug.task.nonharmonic import (
     MultiViewDataset, NonHarmonicTask, add_nh_args, build_nh_task, multiview_collate, sample_views,
     view_probabilities, wrap_nh_dataset,
 )
-from timm_mixplug.recorded_transforms import DeviceAugment
+from timm_mixplug.data.transforms import DeviceAugment
 
 
 # ------------------------------------------------------------------------------------------------ sampler
@@ -219,7 +219,7 @@ def test_approximate_scoring_gives_valid_probabilities(kw):
 
 
 def test_score_dtype_auto(monkeypatch):
-    from timm_mixplug import nonharmonic as nh
+    from timm_mixplug.task import nonharmonic as nh
     cpu = torch.device('cpu')
     assert nh.native_bf16(cpu) in (True, False) and nh.native_bf16(torch.device('meta')) is False
     assert nh.resolve_score_dtype('none', cpu, False) is None  # exact: the step's own numerics

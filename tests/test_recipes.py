@@ -22,8 +22,8 @@ import shutil
 import pytest
 import yaml
 
-from timm_mixplug.cli import parse_args
-from timm_mixplug.config import UsageError, load_yaml_config
+from timm_mixplug.train.cli import parse_args
+from timm_mixplug.train.config import UsageError, load_yaml_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(ROOT, 'hparams')
@@ -90,7 +90,7 @@ def test_recipe_set():
 def test_recipe_loads(path):
     """Parses with train.py's loader; every key is an implemented option; the task accepts the combination."""
     import timm
-    from timm_mixplug.tasks import get_task_spec
+    from timm_mixplug.train.specs.base import get_task_spec
     import timm_mixplug.models  # noqa: F401  (registers the CIFAR models)
 
     cfg = load_yaml_config(os.path.join(ROOT, path))
@@ -191,7 +191,7 @@ def test_reproduce_md_lists_every_recipe():
 @pytest.fixture(scope='module')
 def folders(tmp_path_factory):
     """Tiny ImageFolders by (image size, images per class): two classes only (--num-classes sets the head)."""
-    from timm_mixplug.datasets import make_image_folder
+    from timm_mixplug.data.datasets import make_image_folder
     base = tmp_path_factory.mktemp('recipe_data')
     cache = {}
 
@@ -208,13 +208,13 @@ def folders(tmp_path_factory):
 @pytest.fixture
 def no_plot(monkeypatch):
     """summary.png costs ~0.5 s per run with matplotlib installed; plotting is not what these tests check."""
-    from timm_mixplug import engine
+    from timm_mixplug.train import engine
     monkeypatch.setattr(engine, 'plot_summary', lambda *a, **k: None)
 
 
 def _one_step(path, folders, out, model=None):
     """One step of ``path`` on generated data through train.py's entry; returns (summary row, saved args)."""
-    from timm_mixplug import engine
+    from timm_mixplug.train import engine
     args = _parse(path)
     size = args.img_size or args.input_size[-1]
     # one batch of 2 after the long-tailed subset: 2 + 2 images -> 2 + 1 kept (class 0 is the head)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import load_train_script, make_tiny_images, read_rows
-from timm_mixplug.checkpoint import CheckpointError, load_timm_train_state, load_weights
+from timm_mixplug.utils.checkpoint import CheckpointError, load_timm_train_state, load_weights
 
 train_script = load_train_script('mixplug_train_script_timm_ckpt')
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, load_train_script, tiny_train_args as base_args
-from timm_mixplug.datasets import make_image_folder
+from timm_mixplug.data.datasets import make_image_folder
 
 train_script = load_train_script('mixplug_train_script')
 
@@ -55,7 +55,7 @@ def test_each_mix_end_to_end(data_dir, tmp_path, mix):
 
 
 def test_bcplus_mixes_in_the_collate_on_the_prefetcher_path(data_dir, tmp_path, monkeypatch):
-    from timm_mixplug.bc import BetweenClassPlusMixer
+    from timm_mixplug.data.mixing.bc import BetweenClassPlusMixer
     calls = {'collate': 0, 'device': 0}
     collate, device = BetweenClassPlusMixer.collate_uint8, BetweenClassPlusMixer.__call__
 
@@ -102,7 +102,7 @@ def test_evaluate_and_initial_checkpoint(data_dir, tmp_path, capsys):
     run = tmp_path / 'r'
     best = read_summary(run / 'summary.csv')[0]
     metrics = {}
-    from timm_mixplug import engine
+    from timm_mixplug.train import engine
     orig = engine.evaluate
 
     def spy(args):
@@ -169,7 +169,7 @@ def test_missing_data_dir_and_corrupt_checkpoint(data_dir, tmp_path, capsys):
 
 
 def test_quickstart_config_loads():
-    from timm_mixplug.cli import parse_args
+    from timm_mixplug.train.cli import parse_args
     args = parse_args(['-c', os.path.join(ROOT, 'hparams', 'quickstart.yaml')])
     assert args.dataset == 'mixplug/digits' and args.mix == 'bcplus' and args.smoothing == 0.0
 
@@ -192,7 +192,7 @@ def test_two_process_gloo_torchrun(data_dir, tmp_path):
 
 
 def test_epoch_seeds_differ_per_rank_and_epoch():
-    from timm_mixplug.engine import epoch_seed
+    from timm_mixplug.train.engine import epoch_seed
     seeds = {epoch_seed(42, e, r) for e in range(50) for r in range(8)}
     assert len(seeds) == 400
     assert epoch_seed(42, 3, 1) == epoch_seed(42, 3, 1) != epoch_seed(43, 3, 1)
@@ -202,9 +202,9 @@ def test_registered_task_and_long_tail_through_train_py(data_dir, tmp_path, capl
     """--task dml (2 peers, per-peer metrics) on a long-tailed subset (--imb-factor), timm options ignored once."""
     import logging
     caplog.set_level(logging.INFO)
-    from timm_mixplug.tasks import list_tasks
+    from timm_mixplug.train.specs.base import list_tasks
     if 'dml' not in list_tasks():
-        pytest.skip('timm_mixplug.dml not available')
+        pytest.skip('timm_mixplug.task.dml not available')
     args = base_args(data_dir, tmp_path, 'dml', '--task', 'dml', '--dml-peers', '2', '--imb-factor', '2',
                      '--torchscript')
     assert train_script.main(args) == 0
@@ -218,7 +218,7 @@ def test_registered_task_and_long_tail_through_train_py(data_dir, tmp_path, capl
 def test_pad_crop_replaces_random_resized_crop(data_dir, tmp_path):
     from timm.data import create_dataset, create_loader
     from torchvision import transforms as T
-    from timm_mixplug.datasets import apply_pad_crop
+    from timm_mixplug.data.datasets import apply_pad_crop
     ds = create_dataset('', root=data_dir, split='train')
     loader = create_loader(ds, (3, 16, 16), 8, is_training=True, num_workers=0, device=torch.device('cpu'))
     assert apply_pad_crop(loader.dataset, 4, (16, 16))
@@ -235,7 +235,7 @@ def test_pad_crop_fills_with_the_mean_colour():
     import numpy as np
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_loader
     from PIL import Image
-    from timm_mixplug.datasets import ArrayImageDataset, apply_pad_crop
+    from timm_mixplug.data.datasets import ArrayImageDataset, apply_pad_crop
     ds = ArrayImageDataset(np.full((16, 8, 8, 3), 255, np.uint8), [0, 1] * 8, ['a', 'b'])
     mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     loader = create_loader(ds, (3, 8, 8), 16, is_training=True, hflip=0., color_jitter=0., num_workers=0,

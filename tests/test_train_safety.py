@@ -90,7 +90,7 @@ def test_reused_experiment_refused_then_overwritten(data_dir, tmp_path, capsys):
     assert '--overwrite-experiment' in _error(capsys)
 
     # validate --resume RUN uses the run's settings: the BC+ zero-mean input without repeating --mix
-    from timm_mixplug import engine
+    from timm_mixplug.train import engine
     best = float(read_rows(run / 'summary.csv')[0]['eval_top1'])
     seen = {}
     orig = engine.evaluate
@@ -185,8 +185,8 @@ def test_missing_and_misspelt_splits_are_errors(data_dir, tmp_path, capsys):
 
 
 def test_validation_classes_must_be_training_classes(data_dir, tmp_path, capsys):
-    from timm_mixplug.config import parse_args
-    from timm_mixplug.datasets import create_datasets
+    from timm_mixplug.train.config import parse_args
+    from timm_mixplug.data.datasets import create_datasets
     root = tmp_path / 'd'
     shutil.copytree(data_dir, root)
     shutil.rmtree(root / 'validation' / 'class_1')  # a training class without validation images
@@ -227,8 +227,8 @@ def test_plateau_history_restored_after_reductions(tmp_path, noise):
     """restore_optimizer + restore_plateau reproduce a plateau schedule (with LR noise) that has already
     reduced the LR; without them the resumed LR would restart at --lr."""
     from timm.scheduler import create_scheduler_v2
-    from timm_mixplug.checkpoint import load_train_state, save_train_state, scheduler_state
-    from timm_mixplug.resume import restore_optimizer, restore_plateau
+    from timm_mixplug.utils.checkpoint import load_train_state, save_train_state, scheduler_state
+    from timm_mixplug.train.resume import restore_optimizer, restore_plateau
 
     def make():
         model = torch.nn.Linear(2, 2)

@@ -11,8 +11,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .bc import zero_mean
-from .mixing import create_mixup
+from timm_mixplug.data.mixing.bc import zero_mean
+from timm_mixplug.data.mixing.base import create_mixup
 
 __all__ = ['setup_timm_mixing', 'add_zero_mean_input', 'has_zero_mean_input']
 
@@ -47,7 +47,7 @@ def setup_timm_mixing(name: str, model: nn.Module, num_classes: int, data_config
     ``kwargs`` go to ``create_mixup`` (e.g. ``hierarchy=`` for ``superclass``, ``mixup_alpha=`` for ``mixup``).
     """
     from timm.loss import SoftTargetCrossEntropy
-    from .losses import SoftTargetKLDiv
+    from timm_mixplug.loss.kl import SoftTargetKLDiv
     if name == 'bcplus':
         kwargs.setdefault('mean', tuple(data_config['mean']))
         kwargs.setdefault('std', tuple(data_config['std']))

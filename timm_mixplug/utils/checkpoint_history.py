@@ -8,7 +8,7 @@ import os
 import re
 from typing import Callable, List, Optional, Tuple
 
-from .checkpoint import save_train_state, save_weights
+from timm_mixplug.utils.checkpoint import save_train_state, save_weights
 
 __all__ = ['CheckpointHistory', 'RecoveryWriter', 'RECOVERY_FILE', 'history_files']
 

@@ -29,9 +29,9 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.task import TrainingTask
 from timm.utils.model import unwrap_model
 
-from .dataset_wrappers import ForwardingDatasetWrapper
-from .tasks import resolve_eval_model
-from .recorded_transforms import DeviceAugment, crop_position_class
+from timm_mixplug.data.wrappers import ForwardingDatasetWrapper
+from timm_mixplug.train.specs.base import resolve_eval_model
+from timm_mixplug.data.transforms import DeviceAugment, crop_position_class
 
 __all__ = [
     'AUX_TASKS', 'AuxTaskSpec', 'AuxHeadModel', 'AuxTask', 'IndexedDataset', 'aux_collate', 'parse_aux_tasks',
@@ -551,7 +551,7 @@ def build_aux_task(
     ``input_size`` = the training input size (C, H, W); ``class_names`` resolve a hierarchy keyed by names."""
     weights = parse_aux_tasks(args.aux_tasks, args.aux_weights or None)
     if 'superclass' in weights and hierarchy is None:
-        from .hierarchy import load_hierarchy
+        from timm_mixplug.data.hierarchy import load_hierarchy
         spec = args.aux_hierarchy or getattr(args, 'superclass_map', None) or 'cifar100'
         hierarchy = load_hierarchy(spec, num_classes=num_classes, class_names=class_names)
     augment = None if not set(weights) & set(_AUGMENT_TASKS) else DeviceAugment(
@@ -590,7 +590,7 @@ def wrap_aux_dataset(dataset, args: argparse.Namespace):
 # ----------------------------------------------------------------------------------------------------------
 # objective registry (train.py --task aux)
 # ----------------------------------------------------------------------------------------------------------
-from .tasks import TaskSpec, register_task  # noqa: E402
+from timm_mixplug.train.specs.base import TaskSpec, register_task  # noqa: E402
 
 
 def check_aux_args(args: argparse.Namespace) -> None:

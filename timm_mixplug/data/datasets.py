@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import UsageError
-from .tasks import DataInfo
+from timm_mixplug.errors import UsageError
+from timm_mixplug.train.specs.base import DataInfo
 
 __all__ = ['ArrayImageDataset', 'NpzDataset', 'DigitsDataset', 'create_datasets', 'dataset_info', 'make_image_folder', 'apply_pad_crop',
            'BUILTIN_DATASETS']
@@ -192,7 +192,7 @@ def _split_folder(root: str, split: str, flag: str) -> str:
 
 def _create_one(args, split: str, is_training: bool, class_map=None):
     from timm.data import create_dataset
-    from .timm_options import dataset_kwargs
+    from timm_mixplug.train.options import dataset_kwargs
     flag = '--train-split' if is_training else '--val-split'
     name = args.dataset or ''
     prefix, sep, rest = name.partition('/')
@@ -264,7 +264,7 @@ def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Datase
     ds_train = _create_one(args, args.train_split, True) if train else None
     full_train = ds_train
     if ds_train is not None and (getattr(args, 'imb_factor', None) or 0) > 1:
-        from .longtail import apply_longtail
+        from timm_mixplug.data.longtail import apply_longtail
         names = _class_names(ds_train)
         try:
             ds_train = apply_longtail(ds_train, args, num_classes=args.num_classes or (len(names) if names else None))

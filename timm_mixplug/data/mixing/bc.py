@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .mixing import PairMixCollate, PairMixer, bshape, chunks, register_mixup
+from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, bshape, chunks, register_mixup
 
 _EPS = 1e-8
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from timm.utils import ParseKwargs
 
-from .errors import UsageError
+from timm_mixplug.errors import UsageError
 
 __all__ = ['Rule', 'RANGES', 'NO_INVALID', 'check_ranges', 'flag_name', 'KwargsAction']
 
@@ -159,14 +159,14 @@ def _aa(v, a):
 
 
 def _superclass_map(v, a):
-    from .hierarchy import BUILTIN_HIERARCHIES
+    from timm_mixplug.data.hierarchy import BUILTIN_HIERARCHIES
     if v in BUILTIN_HIERARCHIES or os.path.isfile(v):
         return None
     return f'must be {", ".join(BUILTIN_HIERARCHIES)} or an existing YAML/JSON/CSV file'
 
 
 def _aux_tasks(v, a):
-    from .aux_tasks import AUX_TASKS, parse_aux_tasks
+    from timm_mixplug.task.aux import AUX_TASKS, parse_aux_tasks
     try:
         parse_aux_tasks(v)
     except ValueError:
@@ -175,7 +175,7 @@ def _aux_tasks(v, a):
 
 
 def _aux_weights(v, a):
-    from .aux_tasks import parse_aux_tasks
+    from timm_mixplug.task.aux import parse_aux_tasks
     try:
         parse_aux_tasks(a.aux_tasks or '', v)
     except ValueError:

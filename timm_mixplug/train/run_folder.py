@@ -14,8 +14,8 @@ import shlex
 import sys
 from typing import List, Optional, Sequence
 
-from .checkpoint_history import RECOVERY_FILE, history_files
-from .errors import UsageError
+from timm_mixplug.utils.checkpoint_history import RECOVERY_FILE, history_files
+from timm_mixplug.errors import UsageError
 
 __all__ = ['RUN_FILES', 'NonFiniteLoss', 'prepare_run_folder', 'interrupted_message', 'resume_command']
 

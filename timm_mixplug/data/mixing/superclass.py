@@ -10,8 +10,8 @@ from typing import Sequence, Union
 
 import torch
 
-from .hierarchy import Hierarchy, load_hierarchy
-from .mixing import PairMixCollate, PairMixer, register_mixup
+from timm_mixplug.data.hierarchy import Hierarchy, load_hierarchy
+from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, register_mixup
 
 
 class SuperclassMixer(PairMixer):

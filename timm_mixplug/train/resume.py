@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .errors import UsageError
+from timm_mixplug.errors import UsageError
 
 __all__ = ['saved_args', 'changed_settings', 'restore_optimizer', 'restore_plateau', 'apply_run_settings',
            'WEIGHT_SETTINGS']
@@ -74,7 +74,7 @@ def restore_plateau(lr_scheduler, optimizer, saved_sched: Optional[Dict[str, Any
                     lr_ratio: float) -> bool:
     """Restore a ``plateau`` scheduler's history (ReduceLROnPlateau counters, the reduced and pre-noise LRs,
     scaled by new / old ``--lr``); True if restored."""
-    from .checkpoint import StateDictValue
+    from timm_mixplug.utils.checkpoint import StateDictValue
     inner = (saved_sched or {}).get('lr_scheduler')
     if not isinstance(inner, StateDictValue) or not hasattr(lr_scheduler, 'lr_scheduler'):
         return False
@@ -89,9 +89,9 @@ def restore_plateau(lr_scheduler, optimizer, saved_sched: Optional[Dict[str, Any
 def apply_run_settings(argv, args: argparse.Namespace):
     """For ``validate --resume RUN``: parse ``argv`` again with the run's settings as defaults (a ``-c`` config
     and the command line still win) and refuse values that contradict what the weights need."""
-    from .checkpoint import load_resume_state, resolve_resume_path
-    from .cli import create_parser
-    from .config import _coerce, parse_args
+    from timm_mixplug.utils.checkpoint import load_resume_state, resolve_resume_path
+    from timm_mixplug.train.cli import create_parser
+    from timm_mixplug.train.config import _coerce, parse_args
     state_path = resolve_resume_path(args.resume)
     _, meta = load_resume_state(state_path)
     run = saved_args(state_path, meta)

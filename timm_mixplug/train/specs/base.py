@@ -87,7 +87,7 @@ class TaskSpec:
 
 
 _TASKS: Dict[str, TaskSpec] = {}
-_BUILTIN_MODULES = ('dml', 'glmc', 'nonharmonic', 'aux_tasks')
+_BUILTIN_MODULES = ('task.dml', 'task.glmc', 'task.nonharmonic', 'task.aux')
 
 
 def register_task(name: str, spec=None):
@@ -164,5 +164,5 @@ class LongTailClassificationTask(ClassificationTask):
         self.train_counts = list(train_counts)
 
     def create_evaluator(self, **kwargs):
-        from .longtail import ShotAccuracyEvaluator
+        from timm_mixplug.data.longtail import ShotAccuracyEvaluator
         return ShotAccuracyEvaluator(self.train_counts, device=self.device, **kwargs)

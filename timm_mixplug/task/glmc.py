@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from timm.task import TrainingTask
 from timm.utils import unwrap_model
 
-from .dataset_wrappers import TransformOwningWrapper
+from timm_mixplug.data.wrappers import TransformOwningWrapper
 
 __all__ = [
     'cumulative_weight', 'class_balanced_weights', 'resample_weights', 'sample_lambda', 'cutmix_box',
@@ -164,7 +164,7 @@ class GLMCDataset(TransformOwningWrapper):
 
     def __init__(self, dataset, resample_power: float = 0.0, targets=None, num_views: int = 2,
                  transform: Optional[Callable] = None):
-        from .longtail import get_targets
+        from timm_mixplug.data.longtail import get_targets
         if num_views not in (1, 2):
             raise ValueError(f'num_views must be 1 or 2, got {num_views}')
         self.dataset = dataset
@@ -424,7 +424,7 @@ class GLMCTask(TrainingTask):
                 raise RuntimeError(f'GLMC task state has no {k!r} head.')
 
     def create_evaluator(self, **kwargs):
-        from .longtail import ShotAccuracyEvaluator
+        from timm_mixplug.data.longtail import ShotAccuracyEvaluator
         return ShotAccuracyEvaluator(self.class_counts, device=self.device, **kwargs)
 
     # ---- training ----
@@ -516,7 +516,7 @@ def build_glmc_task(args: argparse.Namespace, model: nn.Module, class_counts: Se
         joint_forward=args.glmc_joint_forward, device=device, verbose=False)
 
 
-from .tasks import TaskSpec, register_task  # noqa: E402
+from timm_mixplug.train.specs.base import TaskSpec, register_task  # noqa: E402
 
 
 @register_task('glmc')
@@ -526,7 +526,7 @@ class GLMCSpec(TaskSpec):
 
     def add_args(self, parser):
         add_glmc_args(parser)
-        from .longtail import add_longtail_args
+        from timm_mixplug.data.longtail import add_longtail_args
         add_longtail_args(parser)
 
     def check_args(self, args):

@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from .errors import UsageError
+from timm_mixplug.errors import UsageError
 
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
            'save_train_state', 'load_train_state', 'resolve_resume_path', 'capture_rng', 'restore_rng',

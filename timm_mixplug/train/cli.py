@@ -9,16 +9,15 @@ so a task module may import ``config`` without a cycle.
 import argparse
 from typing import Optional, Sequence
 
-from . import config
-
+from timm_mixplug.train import config
 __all__ = ['create_parser', 'parse_args', 'args_to_yaml']
 
 
 def create_parser() -> argparse.ArgumentParser:
     """``config.create_parser`` + ``--imb-factor``/``--imb-seed`` + every registered task's flag group."""
-    from .longtail import add_longtail_args
-    from .mixing import list_mixups
-    from .tasks import get_task_spec, list_tasks
+    from timm_mixplug.data.longtail import add_longtail_args
+    from timm_mixplug.data.mixing.base import list_mixups
+    from timm_mixplug.train.specs.base import get_task_spec, list_tasks
     tasks = list(list_tasks())
     mixes = ['none'] + [n for n in list_mixups() if n != 'none']
     p = config.create_parser(tasks=tasks, mix_choices=mixes)

@@ -42,7 +42,7 @@ from timm.task import ClassificationEvaluator, TrainingTask
 from timm.task.classification import resolve_classification_loss
 from timm.utils import unwrap_model
 
-from .tasks import resolve_eval_model
+from timm_mixplug.train.specs.base import resolve_eval_model
 
 __all__ = [
     'dml_kl_matrix', 'dml_losses', 'DMLEnsemble', 'DMLTask', 'DMLEvaluator', 'peer_state_dicts',
@@ -132,7 +132,7 @@ class DMLEvaluator:
         if num_peers is not None:
             self.num_peers = num_peers
         if train_counts is not None:
-            from .longtail import ShotAccuracyEvaluator
+            from timm_mixplug.data.longtail import ShotAccuracyEvaluator
             self.ensemble = ShotAccuracyEvaluator(train_counts, device, max_samples=max_samples)
         else:
             self.ensemble = ClassificationEvaluator(device, max_samples=max_samples)
@@ -318,7 +318,7 @@ def peer_state_dicts(state_dict: Dict[str, torch.Tensor]) -> List[Dict[str, torc
 def save_peer_weights(task_or_state: Union[DMLTask, Dict[str, torch.Tensor]], path_pattern: str,
                       ema: bool = False, **meta) -> List[str]:
     """Write each peer to ``path_pattern.format(k)`` (e.g. ``'best-peer{}.safetensors'``), timm-loadable."""
-    from .checkpoint import save_weights
+    from timm_mixplug.utils.checkpoint import save_weights
     if isinstance(task_or_state, DMLTask):
         sd = unwrap_model(task_or_state.get_eval_model(ema=ema)).state_dict()
     else:
@@ -401,7 +401,7 @@ def build_dml_task(args: argparse.Namespace, peers: Sequence[nn.Module], criteri
 
 
 # ---- objective registry (train.py --task dml) ----
-from .tasks import TaskSpec, register_task  # noqa: E402
+from timm_mixplug.train.specs.base import TaskSpec, register_task  # noqa: E402
 
 
 @register_task('dml')
@@ -410,7 +410,7 @@ class DMLSpec(TaskSpec):
 
     def add_args(self, parser):
         add_dml_args(parser)
-        from .longtail import add_longtail_args
+        from timm_mixplug.data.longtail import add_longtail_args
         add_longtail_args(parser)
 
     def check_args(self, args):

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from timm.task import ClassificationEvaluator
 
-from .dataset_wrappers import ForwardingDatasetWrapper
+from timm_mixplug.data.wrappers import ForwardingDatasetWrapper
 
 __all__ = [
     'longtail_counts', 'get_targets', 'class_counts', 'make_longtail_indices', 'LongTailSubset',

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
-from .errors import UsageError
+from timm_mixplug.errors import UsageError
 
 _logger = logging.getLogger('train')
 
@@ -194,7 +194,7 @@ def create_train_loss(args) -> nn.Module:
     if args.jsd_loss:
         return JsdCrossEntropy(num_splits=num_aug_splits(args), smoothing=args.smoothing)
     if args.mix in ('bc', 'bcplus'):
-        from .losses import SoftTargetKLDiv
+        from timm_mixplug.loss.kl import SoftTargetKLDiv
         return SoftTargetKLDiv()
     if args.mix != 'none':  # the mixer's targets already carry the label smoothing
         return BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()

@@ -32,7 +32,7 @@ from torch.utils.data import default_collate
 from timm.loss import SoftTargetCrossEntropy
 from timm.task import TrainingTask
 
-from .dataset_wrappers import TransformOwningWrapper
+from timm_mixplug.data.wrappers import TransformOwningWrapper
 
 __all__ = [
     'view_probabilities', 'sample_views', 'view_scores', 'MultiViewDataset', 'multiview_collate',
@@ -399,7 +399,7 @@ def build_nh_task(
     """``NonHarmonicTask`` from parsed ``--nh-*`` args (``args.channels_last`` used when present)."""
     view_augment = None
     if getattr(args, 'nh_device_views', False):
-        from .recorded_transforms import DeviceAugment
+        from timm_mixplug.data.transforms import DeviceAugment
         view_augment = DeviceAugment(padding=args.nh_view_padding, flip=not args.nh_view_no_flip,
                                      cutout_length=args.nh_view_cutout)
     score_device = torch.device(device if device is not None else 'cpu')
@@ -435,7 +435,7 @@ def wrap_nh_dataset(dataset, args: argparse.Namespace):
 # ----------------------------------------------------------------------------------------------------------
 # objective registry (train.py --task nonharmonic)
 # ----------------------------------------------------------------------------------------------------------
-from .tasks import TaskSpec, register_task  # noqa: E402
+from timm_mixplug.train.specs.base import TaskSpec, register_task  # noqa: E402
 
 
 def check_nh_args(args: argparse.Namespace) -> None:

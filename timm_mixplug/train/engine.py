@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 import yaml
 
-from . import timm_options
-from .cli import args_to_yaml
-from .errors import UsageError
-from .run_folder import NonFiniteLoss
-from .tasks import DataInfo, TaskSpec, get_task_spec
+from timm_mixplug.train import options as timm_options
+from timm_mixplug.train.cli import args_to_yaml
+from timm_mixplug.errors import UsageError
+from timm_mixplug.train.run_folder import NonFiniteLoss
+from timm_mixplug.train.specs.base import DataInfo, TaskSpec, get_task_spec
 
 _logger = logging.getLogger('train')
 
@@ -62,7 +62,7 @@ def _user_errors(fn, *a, what: str = '', **kw):
 def create_timm_model(args, num_classes: int, **overrides) -> nn.Module:
     """``--model`` with the user's timm options; ``--initial-checkpoint`` weights loaded (no pickle)."""
     import timm
-    from .checkpoint import CheckpointError, load_weights
+    from timm_mixplug.utils.checkpoint import CheckpointError, load_weights
     in_chans = 3
     if args.in_chans is not None:
         in_chans = args.in_chans
@@ -96,7 +96,7 @@ def create_mixer(args, info: DataInfo, data_config: Dict[str, Any], collate: boo
     """The ``--mix`` mixer (device-side, or a FastCollateMixup-style collate with ``collate=True``)."""
     if args.mix == 'none':
         return None
-    from .mixing import create_mixup
+    from timm_mixplug.data.mixing.base import create_mixup
     kw: Dict[str, Any] = {}
     if args.mix in ('mixup', 'cutmix'):
         kw = dict(mixup_alpha=args.mixup if args.mixup > 0 else (1.0 if args.mix == 'mixup' else 0.0),
@@ -104,7 +104,7 @@ def create_mixer(args, info: DataInfo, data_config: Dict[str, Any], collate: boo
                   cutmix_minmax=args.cutmix_minmax, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
                   mode=args.mixup_mode)
     elif args.mix == 'superclass':
-        from .hierarchy import load_hierarchy
+        from timm_mixplug.data.hierarchy import load_hierarchy
         hierarchy = _user_errors(load_hierarchy, args.superclass_map, num_classes=info.num_classes,
                                  class_names=info.class_names, what='--superclass-map')
         kw = dict(hierarchy=hierarchy, mode=args.superclass_mode, alpha_same=args.superclass_alpha_same,
@@ -147,7 +147,7 @@ def _prep_input(input, args, zero_mean_input: bool):
         if args.model_dtype:
             input = input.to(getattr(torch, args.model_dtype))
         if zero_mean_input:
-            from .bc import zero_mean
+            from timm_mixplug.data.mixing.bc import zero_mean
             input = zero_mean(input)
         if args.channels_last and input.ndim == 4:
             input = input.contiguous(memory_format=torch.channels_last)
@@ -395,7 +395,7 @@ def _build(args, device, training: bool) -> _Built:
     from timm.data import create_loader, resolve_data_config
     from timm.data.loader import fast_collate
     from torch.utils.data import default_collate
-    from .datasets import apply_pad_crop, create_datasets
+    from timm_mixplug.data.datasets import apply_pad_crop, create_datasets
 
     b = _Built()
     spec: TaskSpec = get_task_spec(args.task)
@@ -492,8 +492,8 @@ def _eval_state(task, ema: bool = False):
 def _load_resume(b: _Built, args, optimizer, loss_scaler, path: str):
     """Load a training state into the (not yet DDP-wrapped) task; returns its meta."""
     from timm.utils import unwrap_model
-    from .checkpoint import CheckpointError, load_resume_state, resolve_resume_path, restore_rng
-    from .resume import restore_optimizer
+    from timm_mixplug.utils.checkpoint import CheckpointError, load_resume_state, resolve_resume_path, restore_rng
+    from timm_mixplug.train.resume import restore_optimizer
     state_path = resolve_resume_path(path)
     sections, meta = load_resume_state(state_path)
     for key in ('model', 'task', 'num_classes'):
@@ -552,9 +552,9 @@ def train(args) -> Dict[str, Any]:
     from timm.optim import create_optimizer_v2, optimizer_kwargs
     from timm.scheduler import create_scheduler_v2, scheduler_kwargs
     from timm.utils import get_outdir, trim_summary, unwrap_model
-    from .checkpoint import atomic_write_bytes, remove_stale_temp
-    from .resume import changed_settings, restore_plateau, saved_args
-    from .run_folder import prepare_run_folder
+    from timm_mixplug.utils.checkpoint import atomic_write_bytes, remove_stale_temp
+    from timm_mixplug.train.resume import changed_settings, restore_plateau, saved_args
+    from timm_mixplug.train.run_folder import prepare_run_folder
 
     device = _init_distributed(args)
     primary = args.rank == 0
@@ -636,7 +636,7 @@ def train(args) -> Dict[str, Any]:
         args.run_dir, args.epochs_done = output_dir, start_epoch
         resolved = args_to_yaml(args)
         atomic_write_bytes(os.path.join(output_dir, 'args.yaml'), resolved.encode())
-        from .wandb_log import start_wandb
+        from timm_mixplug.train.wandb_log import start_wandb
         b.wandb = start_wandb(args, os.path.basename(output_dir), yaml.safe_load(resolved))
         trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
         log_file = logging.FileHandler(os.path.join(output_dir, 'train.log'))
@@ -660,8 +660,8 @@ def train(args) -> Dict[str, Any]:
 def _train_loop(args, b, device, optimizer, lr_scheduler, loss_scaler, amp_autocast, num_epochs, start_epoch,
                 num_updates, best_metric, best_epoch, decreasing, output_dir):
     from timm.utils import distribute_bn, unwrap_model
-    from .checkpoint import capture_rng, save_train_state, save_weights, scheduler_state
-    from .checkpoint_history import CheckpointHistory, RecoveryWriter
+    from timm_mixplug.utils.checkpoint import capture_rng, save_train_state, save_weights, scheduler_state
+    from timm_mixplug.utils.checkpoint_history import CheckpointHistory, RecoveryWriter
     task = b.task
     primary = args.rank == 0
     mixers = [m for m in (b.collate_mixer, b.mixer, b.task_mixer) if m is not None]
@@ -760,7 +760,7 @@ def _report_ignored(args) -> None:
 
 def run(args) -> Dict[str, Any]:
     """``--evaluate`` or training with parsed ``args``. Raises UsageError for bad input."""
-    from .validation import check_ranges
+    from timm_mixplug.train.ranges import check_ranges
     try:
         check_ranges(args, io=True)
         timm_options.apply_process_options(args)
@@ -773,17 +773,17 @@ def run(args) -> Dict[str, Any]:
 
 
 def main(argv=None) -> int:
-    """Command line entry (train.py, ``python -m timm_mixplug.engine``): 0 on success, 2 on bad input, 1 when
+    """Command line entry (train.py, ``python -m timm_mixplug.train.engine``): 0 on success, 2 on bad input, 1 when
     the loss became NaN / inf, 130 on Ctrl-C; each failure prints one ``train.py: ...`` line."""
     import sys
-    from .cli import parse_args
-    from .run_folder import interrupted_message
+    from timm_mixplug.train.cli import parse_args
+    from timm_mixplug.train.run_folder import interrupted_message
     primary = int(os.environ.get('RANK', '0')) == 0  # under torchrun: one error line, from rank 0
     args = None
     try:
         args = parse_args(argv)
         if args.evaluate and args.resume:  # the weights' own settings
-            from .resume import apply_run_settings
+            from timm_mixplug.train.resume import apply_run_settings
             args = apply_run_settings(sys.argv[1:] if argv is None else argv, args)
         run(args)
     except UsageError as e:

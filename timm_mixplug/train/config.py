@@ -17,9 +17,9 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 import yaml
 
-from .errors import UsageError
-from .timm_flags import IMPLEMENTED, TIMM_FLAGS, ignored as _ignored, non_default_ignored
-from .validation import KwargsAction, check_ranges
+from timm_mixplug.errors import UsageError
+from timm_mixplug.train.flags import IMPLEMENTED, TIMM_FLAGS, ignored as _ignored, non_default_ignored
+from timm_mixplug.train.ranges import KwargsAction, check_ranges
 
 __all__ = ['UsageError', 'create_parser', 'parse_args', 'load_yaml_config', 'args_to_yaml', 'resolve_args',
            'TIMM_IGNORED', 'MIX_CHOICES']
@@ -242,7 +242,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError('use either --resume (continue a run) or --initial-checkpoint (weights only), not both')
     if args.mix == 'superclass' and not args.superclass_map:
         raise UsageError('--mix superclass needs --superclass-map (cifar100, imagenet1k or a YAML/JSON/CSV file)')
-    from .timm_options import check_args as check_timm_options
+    from timm_mixplug.train.options import check_args as check_timm_options
     check_timm_options(args)
     return args
 
