@@ -1,5 +1,5 @@
 """``--torchcompile`` on this machine: training-step time of each task compiled vs eager, built by train.py's
-own ``engine._build`` (so the path measured is the one ``--torchcompile`` takes).
+own ``train.build.build`` (so the path measured is the one ``--torchcompile`` takes).
 
     python benchmarks/bench_compile.py [--tasks classification,dml] [--model resnet20_cifar] [--img-size 32]
                                        [--batch-size 64] [--backend inductor] [--mode default] [--reps 10]
@@ -23,7 +23,8 @@ TASK_FLAGS = {'classification': [], 'dml': ['--dml-peers', '2'], 'glmc': [], 'no
 
 def build(task, a, data_dir, compiled):
     from timm_mixplug.train import engine
-    from timm_mixplug.train.cli import parse_args
+    from timm_mixplug.train.build import build
+    from timm_mixplug.train.config import parse_args
     argv = ['--data-dir', data_dir, '--model', a.model, '--img-size', str(a.img_size), '--crop-pct', '1.0',
             '-b', str(a.batch_size), '--workers', '0', '--device', 'cpu', '--no-prefetcher', '--lr', '0.01',
             '--task', task, *TASK_FLAGS[task]]
@@ -32,7 +33,7 @@ def build(task, a, data_dir, compiled):
     args = parse_args(argv)
     device = engine._init_distributed(args)
     torch.manual_seed(0)
-    b = engine._build(args, device, training=True)
+    b = build(args, device, training=True)
     opt = torch.optim.SGD(b.task.get_trainable_module().parameters(), lr=0.01, momentum=0.9)
     return b, opt
 

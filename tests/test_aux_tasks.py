@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from timm.data.loader import fast_collate
 from conftest import load_train_script, make_tiny_images, read_rows
+from timm_mixplug.errors import UsageError
 from timm_mixplug.task.aux import (
-    AuxHeadModel, AuxTask, AuxTaskSpec, IndexedDataset, add_aux_args, aux_collate, aux_needs_plain_loader,
-    build_aux_task, parse_aux_tasks, wrap_aux_dataset,
+    AuxHeadModel, AuxTask, AuxTaskSpec, IndexedDataset, aux_collate, parse_aux_tasks,
 )
 from timm_mixplug.data.hierarchy import load_hierarchy
 from timm_mixplug.data.transforms import (
@@ -255,12 +255,17 @@ def test_indexed_dataset_collates_and_args():
     assert torch.equal(AuxTask.unpack_target(t)['index'], torch.arange(4))
     _, d = aux_collate([(torch.from_numpy(b[0]), b[1]) for b in batch])
     assert torch.equal(d['label'], 7 - torch.arange(4)) and torch.equal(d['index'], torch.arange(4))
-    p = add_aux_args(argparse.ArgumentParser())
-    args = p.parse_args(['--aux-tasks', 'random_labels,crop_pos', '--aux-weights', 'crop_pos=0.3'])
-    assert aux_needs_plain_loader(args)
-    assert isinstance(wrap_aux_dataset(_Toy(), args), IndexedDataset)
-    task = build_aux_task(args, timm.create_model('test_resnet', num_classes=10), 10, num_samples=4,
-                          input_size=(3, H, W))
+    from timm_mixplug.train.config import parse_args
+    from timm_mixplug.train.specs import DataInfo, get_task_spec
+    spec = get_task_spec('aux')
+    argv = ['--task', 'aux', '--aux-tasks', 'random_labels,crop_pos', '--aux-weights', 'crop_pos=0.3',
+            '--img-size', str(H)]
+    with pytest.raises(UsageError, match='add --no-aug'):  # crop_pos crops on the device
+        parse_args(argv)
+    args = parse_args(argv + ['--no-aug'])
+    assert isinstance(spec.wrap_dataset(_Toy(), args, None, True), IndexedDataset)
+    task = spec.create_task(args, timm.create_model('test_resnet', num_classes=10), None, None,
+                            DataInfo(num_classes=10, class_counts=[1, 1, 1, 1] + [0] * 6), torch.device('cpu'))
     assert {s.name: s.weight for s in task.specs} == {'random_labels': 1.0, 'crop_pos': 0.3}
     out = task(x.float() / 255, t)
     assert torch.isfinite(out['loss'])

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from timm_mixplug.train.cli import args_to_yaml, parse_args
+from timm_mixplug.train.config import args_to_yaml, parse_args
 from timm_mixplug.train.config import UsageError
 
 # A config in timm's train.py format (dests, underscores), as written by timm into args.yaml.
@@ -74,7 +74,10 @@ def test_timm_yaml_loads_with_c(tmp_path):
 
 
 def test_cli_overrides_config(tmp_path):
-    args = parse_args(['-c', write(tmp_path, TIMM_YAML), '--mix', 'bcplus', '-b', '32', '--lr', '0.2'])
+    cfg = write(tmp_path, TIMM_YAML)
+    with pytest.raises(UsageError, match='--(mixup|cutmix) is read only with --mix cutmix or --mix mixup'):
+        parse_args(['-c', cfg, '--mix', 'bcplus'])  # the config's mixup alpha would be dropped silently
+    args = parse_args(['-c', cfg, '--mix', 'bcplus', '--mixup', '0', '--cutmix', '0', '-b', '32', '--lr', '0.2'])
     assert args.mix == 'bcplus' and args.batch_size == 32 and args.lr == 0.2
 
 
@@ -127,7 +130,8 @@ def test_resolved_defaults():
 
 
 def test_args_yaml_roundtrip(tmp_path):
-    args = parse_args(['-c', write(tmp_path, TIMM_YAML), '--mix', 'bc', '--resume', 'somewhere'])
+    args = parse_args(['-c', write(tmp_path, TIMM_YAML), '--mix', 'bc', '--mixup', '0', '--cutmix', '0',
+                       '--resume', 'somewhere'])
     text = args_to_yaml(args)
     saved = yaml.safe_load(text)
     assert 'resume' not in saved and 'local_rank' not in saved and 'config' not in saved
@@ -138,7 +142,7 @@ def test_args_yaml_roundtrip(tmp_path):
 
 
 def test_task_flags_are_registered():
-    from timm_mixplug.train.cli import create_parser
+    from timm_mixplug.train.config import create_parser
     from timm_mixplug.train.specs.base import list_tasks
     parser = create_parser()
     task_action = next(a for a in parser._actions if a.dest == 'task')

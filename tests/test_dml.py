@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from timm.loss import SoftTargetCrossEntropy
 from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
+from timm_mixplug.train.specs.dml import parse_dml_peers
 from timm_mixplug.task.dml import (
-    DMLEnsemble, DMLTask, dml_kl_matrix, dml_losses, parse_dml_peers, peer_state_dicts,
+    DMLEnsemble, DMLTask, dml_kl_matrix, dml_losses, peer_state_dicts,
     save_peer_weights)
 
 
@@ -211,14 +212,14 @@ def test_registry_spec_builds_peers():
     p = argparse.ArgumentParser()
     spec.add_args(p)
     args = p.parse_args(['--dml-peers', 'resnet20_cifar,resnet32_cifar'])
-    args.model, args.initial_checkpoint = 'resnet20_cifar', ''
+    args.model, args.initial_checkpoint, args.imb_factor = 'resnet20_cifar', '', None
     spec.check_args(args)
     import timm
     made = []
 
-    def create_fn(**kw):
-        made.append(args.model)
-        return timm.create_model(args.model, num_classes=4)
+    def create_fn(model_name=None):
+        made.append(model_name)
+        return timm.create_model(model_name, num_classes=4)
     peers = spec.create_model(args, DataInfo(num_classes=4), create_fn)
     assert made == ['resnet20_cifar', 'resnet32_cifar'] and args.model == 'resnet20_cifar'
     task = spec.create_task(args, peers, nn.CrossEntropyLoss(), None, DataInfo(num_classes=4), torch.device('cpu'))

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT, TRAIN_PY, load_train_script, make_tiny_images, run_torchrun
-from timm_mixplug.train.cli import create_parser
+from timm_mixplug.train.config import create_parser
 from timm_mixplug.train.config import TIMM_IGNORED
 from timm_mixplug.train.ranges import NO_INVALID, RANGES, flag_name
 

@@ -6,8 +6,9 @@ import torch
 from torch.utils.data import Subset
 
 from timm_mixplug.data.longtail import (
-    LongTailSubset, ShotAccuracyEvaluator, add_longtail_args, apply_longtail, class_counts, get_targets,
-    longtail_counts, make_longtail_indices, shot_accuracy, shot_groups)
+    LongTailSubset, class_counts, get_targets, longtail_counts, make_longtail_indices, shot_groups)
+from timm_mixplug.task.evaluators import ShotAccuracyEvaluator, shot_accuracy
+from timm_mixplug.train.data import apply_longtail
 
 
 @pytest.mark.parametrize('n_max,C,rho,total', [
@@ -113,10 +114,3 @@ def test_subset_wrapper_keeps_targets_and_forwards_transform():
     assert apply_longtail(ds, args) is ds
     assert get_targets(Subset(base, [1, 7, 13])).tolist() == [0, 1, 2]
 
-
-def test_add_longtail_args_is_idempotent():
-    p = argparse.ArgumentParser()
-    add_longtail_args(p)
-    add_longtail_args(p)  # several task modules may call it
-    a = p.parse_args(['--imb-factor', '100'])
-    assert a.imb_factor == 100.0 and a.imb_seed == 0

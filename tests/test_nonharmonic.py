@@ -10,8 +10,7 @@ import timm
 from timm.data.loader import fast_collate
 from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
 from timm_mixplug.task.nonharmonic import (
-    MultiViewDataset, NonHarmonicTask, add_nh_args, build_nh_task, multiview_collate, sample_views,
-    view_probabilities, wrap_nh_dataset,
+    MultiViewDataset, NonHarmonicTask, multiview_collate, sample_views, view_probabilities,
 )
 from timm_mixplug.data.transforms import DeviceAugment
 
@@ -218,32 +217,43 @@ def test_approximate_scoring_gives_valid_probabilities(kw):
         assert torch.allclose(loss, exact, rtol=tol, atol=tol)
 
 
+def _nh_spec_task(args):
+    from timm_mixplug.train.specs import DataInfo, get_task_spec
+    return get_task_spec('nonharmonic').create_task(args, SignModel(), None, None, DataInfo(num_classes=2),
+                                                   torch.device('cpu'))
+
+
 def test_score_dtype_auto(monkeypatch):
     from timm_mixplug.task import nonharmonic as nh
+    from timm_mixplug.train.config import parse_args
+    from timm_mixplug.train.specs import nonharmonic as spec
     cpu = torch.device('cpu')
     assert nh.native_bf16(cpu) in (True, False) and nh.native_bf16(torch.device('meta')) is False
-    assert nh.resolve_score_dtype('none', cpu, False) is None  # exact: the step's own numerics
-    assert nh.resolve_score_dtype('bfloat16', cpu, True) is torch.bfloat16
-    args = add_nh_args(argparse.ArgumentParser()).parse_args([])
+    assert spec.resolve_score_dtype('none', cpu, False) is None  # exact: the step's own numerics
+    assert spec.resolve_score_dtype('bfloat16', cpu, True) is torch.bfloat16
+    args = parse_args(['--task', 'nonharmonic', '--device', 'cpu'])
     assert args.nh_score_dtype == 'auto'
-    monkeypatch.setattr(nh, 'native_bf16', lambda device: True)
-    assert nh.resolve_score_dtype('auto', cpu, False) is torch.bfloat16
-    assert nh.resolve_score_dtype('auto', cpu, True) is None  # --amp: scoring inherits its autocast
-    assert build_nh_task(args, SignModel()).score_dtype is torch.bfloat16
+    monkeypatch.setattr(spec, 'native_bf16', lambda device: True)
+    assert spec.resolve_score_dtype('auto', cpu, False) is torch.bfloat16
+    assert spec.resolve_score_dtype('auto', cpu, True) is None  # --amp: scoring inherits its autocast
+    assert _nh_spec_task(args).score_dtype is torch.bfloat16
     args.amp = True
-    assert build_nh_task(args, SignModel()).score_dtype is None
-    monkeypatch.setattr(nh, 'native_bf16', lambda device: False)
-    assert nh.resolve_score_dtype('auto', cpu, False) is None
+    assert _nh_spec_task(args).score_dtype is None
+    monkeypatch.setattr(spec, 'native_bf16', lambda device: False)
+    assert spec.resolve_score_dtype('auto', cpu, False) is None
 
 
 def test_args_roundtrip():
-    p = add_nh_args(argparse.ArgumentParser())
-    args = p.parse_args(['--nh-views', '4', '--nh-temperature', '0.5', '--nh-device-views', '--nh-view-cutout', '8'])
-    task = build_nh_task(args, SignModel())
+    from timm_mixplug.train.config import parse_args
+    from timm_mixplug.train.specs import get_task_spec
+    spec = get_task_spec('nonharmonic')
+    args = parse_args(['--task', 'nonharmonic', '--nh-views', '4', '--nh-temperature', '0.5', '--nh-device-views',
+                       '--nh-view-cutout', '8', '--no-aug', '--device', 'cpu'])
+    task = _nh_spec_task(args)
     assert task.num_views == 4 and task.temperature == 0.5 and task.view_augment.cutout_length == 8
-    assert wrap_nh_dataset(_Toy(), args).__class__ is _Toy  # device views: the loader is untouched
-    args = p.parse_args(['--nh-views', '2'])
-    assert isinstance(wrap_nh_dataset(_Toy(), args), MultiViewDataset)
+    assert spec.wrap_dataset(_Toy(), args, None, True).__class__ is _Toy  # device views: the loader is untouched
+    args = parse_args(['--task', 'nonharmonic', '--nh-views', '2', '--device', 'cpu'])
+    assert isinstance(spec.wrap_dataset(_Toy(), args, None, True), MultiViewDataset)
 
 
 # ------------------------------------------------------------------------------------- train.py end to end

@@ -22,7 +22,7 @@ import shutil
 import pytest
 import yaml
 
-from timm_mixplug.train.cli import parse_args
+from timm_mixplug.train.config import parse_args
 from timm_mixplug.train.config import UsageError, load_yaml_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,8 @@ import yaml
 
 from conftest import make_tiny_images, read_rows
 from timm_mixplug.train import engine
-from timm_mixplug.train.cli import create_parser, parse_args
+from timm_mixplug.train.build import build as build_model_and_data, create_timm_model
+from timm_mixplug.train.config import create_parser, parse_args
 from timm_mixplug.train.config import UsageError
 from timm_mixplug.train.flags import TIMM_FLAGS, ignored, implemented
 
@@ -44,7 +45,7 @@ def small(images, out, exp, *extra):
 def build(argv, training=True):
     args = parse_args(argv)
     device = engine._init_distributed(args)
-    return args, engine._build(args, device, training=training)
+    return args, build_model_and_data(args, device, training=training)
 
 
 # ---- the table ----
@@ -162,7 +163,7 @@ def test_bce_in_training_with_mixed_targets(images, tmp_path):
 
 
 @pytest.mark.parametrize('extra, match', [
-    (['--bce-loss', '--mix', 'bc'], 'KL-divergence'),
+    (['--bce-loss', '--mix', 'bc'], 'own loss \\(SoftTargetKLDiv'),
     (['--bce-sum'], 'add --bce-loss'),
     (['--jsd-loss'], 'add --aug-splits'),
     (['--aug-splits', '1'], '0 .off. or an integer >= 2'),
@@ -366,10 +367,10 @@ def test_model_dtype_bfloat16(images, tmp_path):
 def test_head_init_scale_and_bias(images, tmp_path):
     args = parse_args(small(images, tmp_path, 'h'))
     torch.manual_seed(0)
-    ref = engine.create_timm_model(args, 4)
+    ref = create_timm_model(args, 4)
     args = parse_args(small(images, tmp_path, 'h', '--head-init-scale', '0.5', '--head-init-bias', '0.25'))
     torch.manual_seed(0)
-    m = engine.create_timm_model(args, 4)
+    m = create_timm_model(args, 4)
     assert torch.allclose(m.get_classifier().weight, 0.5 * ref.get_classifier().weight)
     assert torch.all(m.get_classifier().bias == 0.25)
     body = [k for k in ref.state_dict() if not k.startswith('fc.')]
@@ -393,7 +394,8 @@ def test_layer_decay_min_scale_reaches_the_optimizer():
 
 def test_create_dataset_receives_timm_dataset_keys(tmp_path, monkeypatch):
     import timm.data
-    from timm_mixplug.data.datasets import ArrayImageDataset, create_datasets
+    from timm_mixplug.data.datasets import ArrayImageDataset
+    from timm_mixplug.train.data import create_datasets
     import numpy as np
     seen = []
 

@@ -169,7 +169,7 @@ def test_missing_data_dir_and_corrupt_checkpoint(data_dir, tmp_path, capsys):
 
 
 def test_quickstart_config_loads():
-    from timm_mixplug.train.cli import parse_args
+    from timm_mixplug.train.config import parse_args
     args = parse_args(['-c', os.path.join(ROOT, 'hparams', 'quickstart.yaml')])
     assert args.dataset == 'mixplug/digits' and args.mix == 'bcplus' and args.smoothing == 0.0
 
@@ -192,7 +192,7 @@ def test_two_process_gloo_torchrun(data_dir, tmp_path):
 
 
 def test_epoch_seeds_differ_per_rank_and_epoch():
-    from timm_mixplug.train.engine import epoch_seed
+    from timm_mixplug.utils.random import epoch_seed
     seeds = {epoch_seed(42, e, r) for e in range(50) for r in range(8)}
     assert len(seeds) == 400
     assert epoch_seed(42, 3, 1) == epoch_seed(42, 3, 1) != epoch_seed(43, 3, 1)

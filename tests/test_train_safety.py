@@ -186,7 +186,7 @@ def test_missing_and_misspelt_splits_are_errors(data_dir, tmp_path, capsys):
 
 def test_validation_classes_must_be_training_classes(data_dir, tmp_path, capsys):
     from timm_mixplug.train.config import parse_args
-    from timm_mixplug.data.datasets import create_datasets
+    from timm_mixplug.train.data import create_datasets
     root = tmp_path / 'd'
     shutil.copytree(data_dir, root)
     shutil.rmtree(root / 'validation' / 'class_1')  # a training class without validation images

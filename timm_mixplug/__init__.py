@@ -1,22 +1,36 @@
-"""timm_mixplug: BC/BC+, superclass mixup + DML, auxiliary heads, importance-sampled augmentation and GLMC for timm."""
-from timm_mixplug.loss.kl import SoftTargetKLDiv
-from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, create_mixup, list_mixups, register_mixup
-from timm_mixplug.data.mixing.bc import BetweenClassMixer, BetweenClassPlusMixer, sample_other_class_partner, zero_mean
-from timm_mixplug.data.mixing.superclass import SuperclassMixer
-from timm_mixplug.data.hierarchy import BUILTIN_HIERARCHIES, Hierarchy, load_hierarchy
-from . import models  # registers the CIFAR architectures with timm
-from timm_mixplug.train.specs.base import DataInfo, TaskSpec, create_task, get_task_spec, list_tasks, register_task
-from timm_mixplug.utils.checkpoint import CheckpointError, load_train_state, load_weights, save_train_state, save_weights
-from timm_mixplug.task.aux import AuxHeadModel, AuxTask
-from timm_mixplug.task.dml import DMLTask
-from timm_mixplug.task.glmc import GLMCModel, GLMCTask
-from timm_mixplug.task.nonharmonic import NonHarmonicTask
-from timm_mixplug.data.longtail import LongTailSubset, ShotAccuracyEvaluator
-from timm_mixplug.data.transforms import Cutout, RICAPMixer
-from .timm_compat import add_zero_mean_input, setup_timm_mixing
-from timm_mixplug.data.datasets import ArrayImageDataset, DigitsDataset, NpzDataset, make_image_folder
+"""timm_mixplug: BC/BC+, superclass mixup + DML, auxiliary heads, importance-sampled augmentation and GLMC for timm.
 
+Library pieces (built from keyword arguments, usable in any training loop): ``data`` (datasets, long-tailed
+subsets, hierarchies, recorded transforms), ``data.mixing`` (the mixers), ``loss``, ``task`` (the training
+objectives as ``timm.task.TrainingTask``), ``utils`` (checkpoints, summaries), ``models`` (CIFAR
+architectures registered with timm). The training application behind ``train.py`` is ``train``.
+"""
+from . import models  # noqa: F401  (registers the CIFAR architectures with timm)
+from .data.datasets import ArrayImageDataset, DigitsDataset, NpzDataset, make_image_folder
+from .data.hierarchy import BUILTIN_HIERARCHIES, Hierarchy, load_hierarchy
+from .data.longtail import LongTailSubset
+from .data.mixing import (
+    BetweenClassMixer, BetweenClassPlusMixer, MixerSpec, PairMixCollate, PairMixer, SuperclassMixer, create_mixup,
+    get_mixer_spec, list_mixups, register_mixup, sample_other_class_partner, zero_mean)
+from .data.transforms import Cutout, RICAPMixer
+from .loss import SoftTargetKLDiv
+from .task.aux import AuxHeadModel, AuxTask
+from .task.dml import DMLTask
+from .task.evaluators import ShotAccuracyEvaluator
+from .task.glmc import GLMCModel, GLMCTask
+from .task.nonharmonic import NonHarmonicTask
+from .timm_compat import add_zero_mean_input, setup_timm_mixing
+from .utils.checkpoint import CheckpointError, load_train_state, load_weights, save_train_state, save_weights
 from ._moved import install as _install_moved
 
 _install_moved()
+
+__all__ = [
+    'ArrayImageDataset', 'DigitsDataset', 'NpzDataset', 'make_image_folder', 'BUILTIN_HIERARCHIES', 'Hierarchy',
+    'load_hierarchy', 'LongTailSubset', 'BetweenClassMixer', 'BetweenClassPlusMixer', 'MixerSpec', 'PairMixCollate',
+    'PairMixer', 'SuperclassMixer', 'create_mixup', 'get_mixer_spec', 'list_mixups', 'register_mixup',
+    'sample_other_class_partner', 'zero_mean', 'Cutout', 'RICAPMixer', 'SoftTargetKLDiv', 'AuxHeadModel', 'AuxTask',
+    'DMLTask', 'ShotAccuracyEvaluator', 'GLMCModel', 'GLMCTask', 'NonHarmonicTask', 'add_zero_mean_input',
+    'setup_timm_mixing', 'CheckpointError', 'load_train_state', 'load_weights', 'save_train_state', 'save_weights',
+]
 __version__ = '0.1.0'

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from timm_mixplug.data.mixing.bc import zero_mean
-from timm_mixplug.data.mixing.base import create_mixup
+from timm_mixplug.data.mixing.base import create_mixup, get_mixer_spec
 
 __all__ = ['setup_timm_mixing', 'add_zero_mean_input', 'has_zero_mean_input']
 
@@ -46,12 +46,12 @@ def setup_timm_mixing(name: str, model: nn.Module, num_classes: int, data_config
     mixers with timm's ``SoftTargetCrossEntropy``. For ``bcplus`` the model gets ``add_zero_mean_input``.
     ``kwargs`` go to ``create_mixup`` (e.g. ``hierarchy=`` for ``superclass``, ``mixup_alpha=`` for ``mixup``).
     """
-    from timm.loss import SoftTargetCrossEntropy
-    from timm_mixplug.loss.kl import SoftTargetKLDiv
-    if name == 'bcplus':
+    spec = get_mixer_spec(name)
+    if spec.collate_needs_norm and prefetcher:
         kwargs.setdefault('mean', tuple(data_config['mean']))
         kwargs.setdefault('std', tuple(data_config['std']))
+    if spec.zero_mean_input:
         add_zero_mean_input(model)
     mixer = create_mixup(name, num_classes, label_smoothing=label_smoothing, collate=prefetcher, **kwargs)
-    loss = SoftTargetKLDiv() if name in ('bc', 'bcplus') else SoftTargetCrossEntropy()
+    loss = spec.loss()
     return (mixer, None, loss) if prefetcher else (None, mixer, loss)

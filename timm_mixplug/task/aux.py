@@ -15,7 +15,6 @@ coarser than ``seg_grid`` and a bilinear upsample to the input size. ``export()`
 (same keys as ``timm.create_model``, no auxiliary weights). ``AuxTask`` is the ``timm.task.TrainingTask``:
 loss = CE(main) + sum_k weight_k * loss_k, per-task losses / accuracies returned as extra scalars.
 """
-import argparse
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -30,12 +29,12 @@ from timm.task import TrainingTask
 from timm.utils.model import unwrap_model
 
 from timm_mixplug.data.wrappers import ForwardingDatasetWrapper
-from timm_mixplug.train.specs.base import resolve_eval_model
+from timm_mixplug.task.classification import resolve_eval_model
 from timm_mixplug.data.transforms import DeviceAugment, crop_position_class
 
 __all__ = [
     'AUX_TASKS', 'AuxTaskSpec', 'AuxHeadModel', 'AuxTask', 'IndexedDataset', 'aux_collate', 'parse_aux_tasks',
-    'add_aux_args', 'build_aux_task', 'wrap_aux_dataset', 'aux_needs_plain_loader', 'spatial_features',
+    'spatial_features', 'AUGMENT_TASKS',
 ]
 
 # name -> (kind, fixed number of outputs or None)
@@ -46,7 +45,7 @@ AUX_TASKS: Dict[str, Tuple[str, Optional[int]]] = {
     'cutout': ('seg', 1),
     'ricap': ('seg', 4),
 }
-_AUGMENT_TASKS = ('crop_pos', 'cutout', 'ricap')
+AUGMENT_TASKS = ('crop_pos', 'cutout', 'ricap')
 
 
 @dataclass
@@ -500,153 +499,3 @@ class AuxTask(TrainingTask):
             loss = F.cross_entropy(pred.float(), t)
             acc = _accuracy(pred.detach(), t)
         return loss, acc
-
-
-# ----------------------------------------------------------------------------------------------------------
-# train.py helpers
-# ----------------------------------------------------------------------------------------------------------
-def add_aux_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--aux-*`` flags for auxiliary tasks (seed 002)."""
-    g = parser.add_argument_group('Auxiliary tasks')
-    g.add_argument('--aux-tasks', default='', help=f'comma list of {",".join(AUX_TASKS)} (empty = off)')
-    g.add_argument('--aux-weights', default='', help="loss weights: '0.5,1' (in task order) or 'crop_pos=0.5'")
-    g.add_argument('--aux-hierarchy', default=None,
-                   help='hierarchy for the superclass task (load_hierarchy; default --superclass-map or cifar100)')
-    g.add_argument('--aux-random-classes', type=int, default=0, help='random-label classes (0 = num_classes)')
-    g.add_argument('--aux-random-seed', type=int, default=0, help='seed of the fixed random-label table')
-    g.add_argument('--aux-crop-padding', type=int, default=4,
-                   help='device pad-and-crop (0 = off: the loader crops; then no crop_pos task)')
-    g.add_argument('--aux-no-flip', action='store_true', help='no device horizontal flip')
-    g.add_argument('--aux-crop-preflip', action='store_true',
-                   help="crop_pos target from the pre-flip offset (seed 002's setting; flip-aware by default)")
-    g.add_argument('--aux-cutout-length', type=int, default=16, help='Cutout side for the cutout task')
-    g.add_argument('--aux-ricap-beta', type=float, default=0.3, help='RICAP Beta(b, b) for the ricap task')
-    g.add_argument('--aux-ricap-border-margin', type=int, default=0,
-                   help='keep the RICAP boundary this many pixels off the border (0 = RICAP; >= 1 makes the '
-                        '4-way segmentation learnable, seed 002 sec. 4.2)')
-    g.add_argument('--aux-seg-grid', type=int, default=8, help='minimum segmentation-head resolution')
-    return parser
-
-
-def aux_needs_plain_loader(args: argparse.Namespace) -> bool:
-    """True when an augmentation-prediction task makes the aux task crop / flip on the device, so the training
-    loader must not (``--no-aug``: ToTensor + Normalize only). Label tasks keep the loader's augmentation."""
-    names = parse_aux_tasks(getattr(args, 'aux_tasks', '') or '')
-    return bool(set(names) & set(_AUGMENT_TASKS)) and (args.aux_crop_padding > 0 or not args.aux_no_flip)
-
-
-def build_aux_task(
-        args: argparse.Namespace,
-        model: nn.Module,
-        num_classes: int,
-        num_samples: Optional[int] = None,
-        input_size=None,
-        mixer: Optional[Callable] = None,
-        hierarchy: Any = None,
-        device: Optional[torch.device] = None,
-        criterion: Optional[Callable] = None,
-        class_names: Optional[Sequence[str]] = None,
-) -> AuxTask:
-    """``AuxTask`` from parsed ``--aux-*`` args. ``num_samples`` = len(training set) (random_labels);
-    ``input_size`` = the training input size (C, H, W); ``class_names`` resolve a hierarchy keyed by names."""
-    weights = parse_aux_tasks(args.aux_tasks, args.aux_weights or None)
-    if 'superclass' in weights and hierarchy is None:
-        from timm_mixplug.data.hierarchy import load_hierarchy
-        spec = args.aux_hierarchy or getattr(args, 'superclass_map', None) or 'cifar100'
-        hierarchy = load_hierarchy(spec, num_classes=num_classes, class_names=class_names)
-    augment = None if not set(weights) & set(_AUGMENT_TASKS) else DeviceAugment(
-        padding=args.aux_crop_padding,
-        flip=not args.aux_no_flip,
-        cutout_length=args.aux_cutout_length if 'cutout' in weights else 0,
-        ricap_beta=args.aux_ricap_beta if 'ricap' in weights else 0.0,
-        ricap_border_margin=args.aux_ricap_border_margin,
-        num_classes=num_classes,
-        label_smoothing=getattr(args, 'smoothing', 0.0) or 0.0,
-    )
-    return AuxTask(
-        model, weights, num_classes,
-        hierarchy=hierarchy,
-        num_samples=num_samples,
-        random_classes=args.aux_random_classes or None,
-        random_seed=args.aux_random_seed,
-        augment=augment,
-        mixer=mixer,
-        criterion=criterion,
-        label_smoothing=getattr(args, 'smoothing', 0.0) or 0.0,
-        input_size=input_size,
-        seg_grid=args.aux_seg_grid,
-        crop_flip_aware=not args.aux_crop_preflip,
-        device=device,
-    )
-
-
-def wrap_aux_dataset(dataset, args: argparse.Namespace):
-    """``IndexedDataset`` when the random_labels task needs sample indices, else the dataset itself."""
-    if 'random_labels' in parse_aux_tasks(getattr(args, 'aux_tasks', '') or ''):
-        return IndexedDataset(dataset)
-    return dataset
-
-
-# ----------------------------------------------------------------------------------------------------------
-# objective registry (train.py --task aux)
-# ----------------------------------------------------------------------------------------------------------
-from timm_mixplug.train.specs.base import TaskSpec, register_task  # noqa: E402
-
-
-def check_aux_args(args: argparse.Namespace) -> None:
-    """One clear ValueError for a bad ``--aux-*`` combination."""
-    names = parse_aux_tasks(args.aux_tasks or '')
-    parse_aux_tasks(args.aux_tasks or '', args.aux_weights or None)
-    if not names:
-        raise ValueError(f'--task aux needs --aux-tasks (any of {", ".join(AUX_TASKS)}).')
-    if 'crop_pos' in names and args.aux_crop_padding <= 0:
-        raise ValueError('the crop_pos task needs --aux-crop-padding > 0 (the crop is made on the device).')
-    if aux_needs_plain_loader(args) and not getattr(args, 'no_aug', False):
-        raise ValueError('--aux-tasks crop_pos/cutout/ricap crop and flip on the device to record their targets; '
-                         'add --no-aug so the loader does not.')
-    if 'cutout' in names and 'ricap' in names:
-        raise ValueError('cutout and ricap are separate pipelines in seed 002; choose one of them.')
-    if 'ricap' in names and names.keys() & {'random_labels', 'crop_pos'}:
-        raise ValueError('random_labels / crop_pos targets are undefined on RICAP-combined images.')
-    mix = getattr(args, 'mix', None)
-    if mix not in (None, '', 'none') and (set(names) - {'superclass'}):
-        raise ValueError(f'--mix {mix} with --task aux supports only the superclass task (the other targets need '
-                         f'unmixed images).')
-
-
-def _input_size(args):
-    if getattr(args, 'input_size', None):
-        return tuple(args.input_size)
-    if getattr(args, 'img_size', None):
-        return (getattr(args, 'in_chans', None) or 3, args.img_size, args.img_size)
-    return None
-
-
-@register_task('aux')
-class AuxSpec(TaskSpec):
-    help = ('auxiliary tasks (seed 002): superclass / random labels, crop position, cutout and RICAP '
-            'segmentation heads on any timm backbone')
-    mixes_itself = True  # the task augments (and, for the superclass task, mixes) on the device itself
-
-    def __init__(self):
-        self._num_samples = None
-
-    def add_args(self, parser):
-        add_aux_args(parser)
-
-    def check_args(self, args):
-        check_aux_args(args)
-
-    def wrap_dataset(self, dataset, args, info, is_training):
-        if not is_training:
-            return dataset
-        self._num_samples = len(dataset)
-        return wrap_aux_dataset(dataset, args)
-
-    def create_task(self, args, model, criterion, mixer, info, device):
-        # the training set of *this* build (create_task runs before wrap_dataset sees it; _num_samples may be
-        # left from an earlier build in the same process)
-        num_samples = int(sum(info.class_counts)) if info is not None and info.class_counts else self._num_samples
-        return build_aux_task(args, model, info.num_classes, num_samples=num_samples, input_size=_input_size(args),
-                              mixer=mixer, device=device, criterion=criterion if mixer is not None else None,
-                              class_names=getattr(info, 'class_names', None))

@@ -28,7 +28,6 @@ loss / top-1 / top-5 as ``loss`` / ``top1`` / ``top5`` and each peer's as ``peer
 ``peer{k}_top5``; ``peer_eval_models()`` gives the peers for separate evaluation, ``peer_state_dicts`` /
 ``save_peer_weights`` split a checkpoint into one timm-loadable file per peer.
 """
-import argparse
 import math
 from contextlib import ExitStack
 from functools import lru_cache
@@ -42,12 +41,11 @@ from timm.task import ClassificationEvaluator, TrainingTask
 from timm.task.classification import resolve_classification_loss
 from timm.utils import unwrap_model
 
-from timm_mixplug.train.specs.base import resolve_eval_model
+from timm_mixplug.task.classification import resolve_eval_model
 
 __all__ = [
     'dml_kl_matrix', 'dml_losses', 'DMLEnsemble', 'DMLTask', 'DMLEvaluator', 'peer_state_dicts',
-    'save_peer_weights', 'parse_dml_peers', 'add_dml_args', 'check_dml_args', 'create_dml_peers',
-    'build_dml_task',
+    'save_peer_weights',
 ]
 
 KL_REDUCTIONS = ('mean', 'sum')
@@ -132,7 +130,7 @@ class DMLEvaluator:
         if num_peers is not None:
             self.num_peers = num_peers
         if train_counts is not None:
-            from timm_mixplug.data.longtail import ShotAccuracyEvaluator
+            from timm_mixplug.task.evaluators import ShotAccuracyEvaluator
             self.ensemble = ShotAccuracyEvaluator(train_counts, device, max_samples=max_samples)
         else:
             self.ensemble = ClassificationEvaluator(device, max_samples=max_samples)
@@ -329,96 +327,3 @@ def save_peer_weights(task_or_state: Union[DMLTask, Dict[str, torch.Tensor]], pa
         save_weights(path, psd, peer=k, **meta)
         paths.append(path)
     return paths
-
-
-# ---- train.py glue ----
-
-def parse_dml_peers(spec: Optional[str], default_model: str) -> List[str]:
-    """``--dml-peers``: '' -> 2 x --model; 'N' -> N x --model; 'a,b,...' -> those timm model names."""
-    spec = (spec or '').strip()
-    if not spec:
-        return [default_model] * 2
-    if spec.isdigit():
-        n = int(spec)
-        if n < 2:
-            raise ValueError(f'--dml-peers needs at least 2 peers, got {n}.')
-        return [default_model] * n
-    names = [s.strip() for s in spec.split(',') if s.strip()]
-    if len(names) < 2:
-        raise ValueError(f'--dml-peers needs at least 2 comma-separated model names, got {spec!r}.')
-    return names
-
-
-def add_dml_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group('Deep Mutual Learning (--task dml)')
-    g.add_argument('--dml-peers', default='', type=str, metavar='MODELS',
-                   help='peer models: comma-separated timm names (e.g. resnet32_cifar,resnet32_cifar), or a '
-                        'number N of --model copies (default: 2 x --model)')
-    g.add_argument('--dml-kl-weight', type=float, default=1.0, help='weight of the KL mimicry term')
-    g.add_argument('--dml-temperature', type=float, default=1.0, help='softmax temperature of the KL term')
-    g.add_argument('--dml-kl-reduction', default='mean', choices=KL_REDUCTIONS,
-                   help='mean (paper) or sum (reference code) over the other peers')
-
-
-def check_dml_args(args: argparse.Namespace) -> None:
-    import timm
-    names = parse_dml_peers(args.dml_peers, args.model)
-    unknown = [n for n in names if not timm.is_model(n)]
-    if unknown:
-        raise ValueError(f'unknown --dml-peers model(s) {", ".join(unknown)} (see timm.list_models()).')
-    if args.dml_temperature <= 0:
-        raise ValueError(f'--dml-temperature must be > 0, got {args.dml_temperature}.')
-    if args.dml_kl_weight < 0:
-        raise ValueError(f'--dml-kl-weight must be >= 0, got {args.dml_kl_weight}.')
-    if len(set(names)) > 1 and getattr(args, 'initial_checkpoint', ''):
-        raise ValueError('--initial-checkpoint loads one --model; it cannot initialise peers of different '
-                         'architectures.')
-
-
-def create_dml_peers(args: argparse.Namespace, create_fn: Callable[..., nn.Module]) -> nn.ModuleList:
-    """The peers, each built by train.py's ``create_fn`` (the user's timm options) with ``args.model``
-    temporarily set to the peer's name; peers are initialised one after another from the seeded RNG."""
-    names = parse_dml_peers(getattr(args, 'dml_peers', ''), args.model)
-    saved = args.model
-    peers = []
-    try:
-        for name in names:
-            args.model = name
-            peers.append(create_fn())
-    finally:
-        args.model = saved
-    return nn.ModuleList(peers)
-
-
-def build_dml_task(args: argparse.Namespace, peers: Sequence[nn.Module], criterion=None,
-                   train_counts: Optional[Sequence[int]] = None, device=None) -> DMLTask:
-    return DMLTask(
-        list(peers), criterion=criterion,
-        kl_weight=getattr(args, 'dml_kl_weight', 1.0),
-        temperature=getattr(args, 'dml_temperature', 1.0),
-        kl_reduction=getattr(args, 'dml_kl_reduction', 'mean'),
-        train_counts=train_counts, device=device, verbose=False)
-
-
-# ---- objective registry (train.py --task dml) ----
-from timm_mixplug.train.specs.base import TaskSpec, register_task  # noqa: E402
-
-
-@register_task('dml')
-class DMLSpec(TaskSpec):
-    help = 'Deep Mutual Learning: K peers, each trained with its task loss + KL to the other peers (seed 001)'
-
-    def add_args(self, parser):
-        add_dml_args(parser)
-        from timm_mixplug.data.longtail import add_longtail_args
-        add_longtail_args(parser)
-
-    def check_args(self, args):
-        check_dml_args(args)
-
-    def create_model(self, args, info, create_fn):
-        return create_dml_peers(args, create_fn)
-
-    def create_task(self, args, model, criterion, mixer, info, device):
-        counts = info.class_counts if (getattr(args, 'imb_factor', None) or 0) > 1 else None
-        return build_dml_task(args, model, criterion=criterion, train_counts=counts, device=device)

@@ -41,7 +41,6 @@ distribution: i.i.d. with replacement, weights n_c^-r); with ``joint_forward=Fal
 CutMix and clean batches go through the network in separate calls (separate batch-norm statistics, like
 separate forward passes) inside one module call, so DDP sees one forward per step.
 """
-import argparse
 import bisect
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -56,10 +55,9 @@ from timm.utils import unwrap_model
 from timm_mixplug.data.wrappers import TransformOwningWrapper
 
 __all__ = [
-    'cumulative_weight', 'class_balanced_weights', 'resample_weights', 'sample_lambda', 'cutmix_box',
-    'glmc_mix', 'soft_cross_entropy', 'negative_cosine', 'nt_xent', 'mixed_nt_xent', 'GLMCDataset',
-    'glmc_collate', 'GLMCModel', 'GLMCTask', 'add_glmc_args', 'check_glmc_args', 'build_glmc_task',
-    'wrap_glmc_dataset',
+    'cumulative_weight', 'class_balanced_weights', 'resample_weights', 'sample_lambda', 'cutmix_box', 'glmc_mix',
+    'soft_cross_entropy', 'negative_cosine', 'nt_xent', 'mixed_nt_xent', 'GLMCDataset', 'glmc_collate', 'GLMCModel',
+    'GLMCTask',
 ]
 
 
@@ -424,7 +422,7 @@ class GLMCTask(TrainingTask):
                 raise RuntimeError(f'GLMC task state has no {k!r} head.')
 
     def create_evaluator(self, **kwargs):
-        from timm_mixplug.data.longtail import ShotAccuracyEvaluator
+        from timm_mixplug.task.evaluators import ShotAccuracyEvaluator
         return ShotAccuracyEvaluator(self.class_counts, device=self.device, **kwargs)
 
     # ---- training ----
@@ -464,79 +462,3 @@ class GLMCTask(TrainingTask):
             out['loss'] = loss + self.clr_weight * l_clr
             out['clr_loss'] = l_clr.detach()
         return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# train.py glue
-# ----------------------------------------------------------------------------------------------------------
-def add_glmc_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group('GLMC (--task glmc) and seed 004 contrastive loss (--glmc-clr)')
-    g.add_argument('--glmc-contrast-weight', type=float, default=4.0,
-                   help='weight of the global-local mixture consistency loss (4 CIFAR-100-LT IF100, 6 IF50)')
-    g.add_argument('--glmc-beta', type=float, default=1.0, help='lam ~ Beta(a, a) for mixup and CutMix')
-    g.add_argument('--glmc-reweight-power', type=float, default=1.2,
-                   help='class-balanced targets weighted by n_c^-q (q)')
-    g.add_argument('--glmc-resample-power', type=float, default=0.0,
-                   help='re-sampled batch drawn with probability n_c^-r (0.0 CIFAR-100-LT IF100, 0.2 IF50)')
-    g.add_argument('--glmc-proj-dim', type=int, default=128, help='projection / predictor width')
-    g.add_argument('--glmc-joint-forward', action='store_true', default=False,
-                   help='one network call over mixup + CutMix (+ clean) batches (shared BN statistics)')
-    g.add_argument('--glmc-clr', action='store_true', default=False,
-                   help="add seed 004's NT-Xent between features before and after mixup / CutMix")
-    g.add_argument('--glmc-clr-weight', type=float, default=1.0, help='weight of the NT-Xent loss')
-    g.add_argument('--glmc-clr-tau', type=float, default=0.5, help='NT-Xent temperature tau')
-
-
-def check_glmc_args(args: argparse.Namespace) -> None:
-    if getattr(args, 'mix', 'none') not in (None, 'none'):
-        raise ValueError(f'GLMC mixes itself (global mixup + local CutMix); drop --mix {args.mix} '
-                         f'(and --mixup / --cutmix).')
-    if args.glmc_clr_tau <= 0:
-        raise ValueError(f'--glmc-clr-tau must be > 0, got {args.glmc_clr_tau}.')
-    if args.glmc_proj_dim < 1:
-        raise ValueError(f'--glmc-proj-dim must be >= 1, got {args.glmc_proj_dim}.')
-    if args.glmc_beta < 0 or args.glmc_contrast_weight < 0 or args.glmc_clr_weight < 0:
-        raise ValueError('--glmc-beta, --glmc-contrast-weight and --glmc-clr-weight must be >= 0.')
-
-
-def wrap_glmc_dataset(dataset, args: argparse.Namespace) -> GLMCDataset:
-    return GLMCDataset(dataset, resample_power=getattr(args, 'glmc_resample_power', 0.0))
-
-
-def build_glmc_task(args: argparse.Namespace, model: nn.Module, class_counts: Sequence[int],
-                    device=None) -> GLMCTask:
-    if class_counts is None:
-        raise ValueError('GLMC needs the per-class training counts (a dataset with readable labels).')
-    return GLMCTask(
-        model, class_counts,
-        contrast_weight=args.glmc_contrast_weight, beta_alpha=args.glmc_beta,
-        reweight_power=args.glmc_reweight_power,
-        clr_weight=args.glmc_clr_weight if args.glmc_clr else 0.0, clr_tau=args.glmc_clr_tau,
-        proj_dim=args.glmc_proj_dim, num_epochs=getattr(args, 'epochs', 200),
-        joint_forward=args.glmc_joint_forward, device=device, verbose=False)
-
-
-from timm_mixplug.train.specs.base import TaskSpec, register_task  # noqa: E402
-
-
-@register_task('glmc')
-class GLMCSpec(TaskSpec):
-    help = 'GLMC (Du et al. 2023) for long-tailed data; --glmc-clr adds seed 004\'s mix-ratio NT-Xent'
-    mixes_itself = True  # GLMC mixes its own two batches; --mix must be none
-
-    def add_args(self, parser):
-        add_glmc_args(parser)
-        from timm_mixplug.data.longtail import add_longtail_args
-        add_longtail_args(parser)
-
-    def check_args(self, args):
-        check_glmc_args(args)
-
-    def wrap_dataset(self, dataset, args, info, is_training):
-        return wrap_glmc_dataset(dataset, args) if is_training else dataset
-
-    def create_collate(self, args, info, collate):
-        return glmc_collate
-
-    def create_task(self, args, model, criterion, mixer, info, device):
-        return build_glmc_task(args, model, info.class_counts, device=device)

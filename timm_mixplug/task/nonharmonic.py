@@ -18,7 +18,6 @@ Pieces:
   ``nh_chosen_loss`` / ``nh_mean_loss`` / ``nh_max_loss`` (mean over images of the chosen, average and max
   view loss) show the sampler at work.
 """
-import argparse
 import logging
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -35,8 +34,8 @@ from timm.task import TrainingTask
 from timm_mixplug.data.wrappers import TransformOwningWrapper
 
 __all__ = [
-    'view_probabilities', 'sample_views', 'view_scores', 'MultiViewDataset', 'multiview_collate',
-    'NonHarmonicTask', 'add_nh_args', 'build_nh_task', 'wrap_nh_dataset', 'nh_collate_fn', 'resolve_score_dtype',
+    'view_probabilities', 'sample_views', 'view_scores', 'MultiViewDataset', 'multiview_collate', 'NonHarmonicTask',
+    'native_bf16',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -130,7 +129,6 @@ def multiview_collate(batch: Sequence[Tuple[Sequence[Any], Any]]) -> Tuple[torch
     return views, target
 
 
-nh_collate_fn = multiview_collate
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -337,12 +335,6 @@ class NonHarmonicTask(TrainingTask):
         return {'loss': loss, 'output': output, **stats}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# train.py helpers
-# ----------------------------------------------------------------------------------------------------------
-_DTYPES = {'none': None, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-
-
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively: CUDA with bf16 (no emulation), a CPU with AVX512-BF16 or AMX."""
     if device.type == 'cuda':
@@ -351,125 +343,3 @@ def native_bf16(device: torch.device) -> bool:
         return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported',
                                                                     '_is_amx_tile_supported'))
     return False
-
-
-def resolve_score_dtype(name: str, device: torch.device, amp: bool) -> Optional[torch.dtype]:
-    """``--nh-score-dtype``: 'auto' scores in bf16 when the step runs in fp32 (no ``--amp``) on a device with
-    native bf16, else inherits the step's numerics (None); other names map to their dtype."""
-    if name != 'auto':
-        return _DTYPES[name]
-    return torch.bfloat16 if not amp and native_bf16(device) else None
-
-
-def add_nh_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--nh-*`` flags (importance-sampled augmentation, seed 003)."""
-    g = parser.add_argument_group('Importance-sampled augmentation (non-harmonic learning)')
-    g.add_argument('--nh-views', type=int, default=4, metavar='M',
-                   help='augmented views per image scored each step; one is sampled (seed 003)')
-    g.add_argument('--nh-temperature', type=float, default=1.0,
-                   help='p ~ loss^(1/T); 1 = proportional to loss, 0 = max-loss view (MaxUp)')
-    g.add_argument('--nh-uniform', type=float, default=0.0, help='uniform mixing floor u: p = (1-u) p + u/M')
-    g.add_argument('--nh-importance', default='loss', choices=IMPORTANCE,
-                   help='importance of a view: its CE loss or its error 1 - p(true class)')
-    g.add_argument('--nh-score-mode', default='eval', choices=SCORE_MODES,
-                   help='score views in eval mode (BN running stats) or train mode (batch stats, restored)')
-    g.add_argument('--nh-score-dtype', default='auto', choices=['auto', *sorted(_DTYPES)],
-                   help='autocast dtype for scoring. none: inherit the training autocast (exact); auto: bfloat16 '
-                        'when training runs in fp32 on a device with native bf16 (same view choice in 99.8%% of '
-                        'draws, docs/nonharmonic_aux.md), else none')
-    g.add_argument('--nh-score-scale', type=float, default=1.0,
-                   help='resize views by this factor for scoring only (<1: cheaper, approximate; CNNs)')
-    g.add_argument('--nh-score-batch', type=int, default=0, help='score in chunks of this many views (0 = all)')
-    g.add_argument('--nh-device-views', action='store_true',
-                   help='make the M views on the device (pad-crop, flip, cutout) from one loaded image '
-                        'instead of MultiViewDataset; the loader must then skip crop/flip')
-    g.add_argument('--nh-view-padding', type=int, default=4, help='--nh-device-views: zero padding of the crop')
-    g.add_argument('--nh-view-no-flip', action='store_true', help='--nh-device-views: no horizontal flip')
-    g.add_argument('--nh-view-cutout', type=int, default=0, help='--nh-device-views: Cutout length (0 = none)')
-    return parser
-
-
-def build_nh_task(
-        args: argparse.Namespace,
-        model: nn.Module,
-        mixer: Optional[Callable] = None,
-        criterion: Optional[Callable] = None,
-        device: Optional[torch.device] = None,
-) -> NonHarmonicTask:
-    """``NonHarmonicTask`` from parsed ``--nh-*`` args (``args.channels_last`` used when present)."""
-    view_augment = None
-    if getattr(args, 'nh_device_views', False):
-        from timm_mixplug.data.transforms import DeviceAugment
-        view_augment = DeviceAugment(padding=args.nh_view_padding, flip=not args.nh_view_no_flip,
-                                     cutout_length=args.nh_view_cutout)
-    score_device = torch.device(device if device is not None else 'cpu')
-    score_dtype = resolve_score_dtype(args.nh_score_dtype, score_device, bool(getattr(args, 'amp', False)))
-    if args.nh_score_dtype == 'auto' and getattr(args, 'rank', 0) == 0:
-        _logger.info(f'--nh-score-dtype auto: scoring views in '
-                     f'{"bfloat16" if score_dtype else "the training step numerics (no native bf16 or --amp on)"}')
-    return NonHarmonicTask(
-        model,
-        num_views=args.nh_views,
-        mixer=mixer,
-        criterion=criterion,
-        temperature=args.nh_temperature,
-        uniform_mix=args.nh_uniform,
-        importance=args.nh_importance,
-        score_mode=args.nh_score_mode,
-        score_dtype=score_dtype,
-        score_scale=args.nh_score_scale,
-        score_batch_size=args.nh_score_batch or None,
-        channels_last=bool(getattr(args, 'channels_last', False)),
-        view_augment=view_augment,
-        device=device,
-    )
-
-
-def wrap_nh_dataset(dataset, args: argparse.Namespace):
-    """The training dataset for ``--nh-views M``: ``MultiViewDataset`` (unless ``--nh-device-views``)."""
-    if not getattr(args, 'nh_views', 0) or getattr(args, 'nh_device_views', False):
-        return dataset
-    return MultiViewDataset(dataset, args.nh_views)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# objective registry (train.py --task nonharmonic)
-# ----------------------------------------------------------------------------------------------------------
-from timm_mixplug.train.specs.base import TaskSpec, register_task  # noqa: E402
-
-
-def check_nh_args(args: argparse.Namespace) -> None:
-    """One clear ValueError for a bad ``--nh-*`` combination."""
-    if args.nh_views < 1:
-        raise ValueError(f'--nh-views must be >= 1 for --task nonharmonic, got {args.nh_views}.')
-    if args.nh_temperature < 0 or not 0 <= args.nh_uniform <= 1:
-        raise ValueError('--nh-temperature must be >= 0 and --nh-uniform in [0, 1].')
-    if not 0 < args.nh_score_scale <= 1:
-        raise ValueError(f'--nh-score-scale must lie in (0, 1], got {args.nh_score_scale}.')
-    if args.nh_device_views and not getattr(args, 'no_aug', False):
-        raise ValueError('--nh-device-views crops and flips on the device; add --no-aug so the loader does not.')
-
-
-@register_task('nonharmonic')
-class NonHarmonicSpec(TaskSpec):
-    help = 'importance-sampled augmentation (seed 003): score M views per image, train on one sampled by loss'
-    mixes_itself = True  # the mixer is applied to the sampled views
-
-    def add_args(self, parser):
-        add_nh_args(parser)
-
-    def check_args(self, args):
-        check_nh_args(args)
-
-    def wrap_dataset(self, dataset, args, info, is_training):
-        return wrap_nh_dataset(dataset, args) if is_training else dataset
-
-    def create_collate(self, args, info, collate):
-        if args.nh_device_views:
-            return collate
-        from timm.data.loader import fast_collate
-        # prefetcher: timm's fast_collate flattens the view tuples view-major (M*B, ...), which the task reads
-        return collate if collate is fast_collate else multiview_collate
-
-    def create_task(self, args, model, criterion, mixer, info, device):
-        return build_nh_task(args, model, mixer=mixer, criterion=criterion, device=device)

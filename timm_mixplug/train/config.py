@@ -5,8 +5,9 @@ flags on the command line override them, as in timm. Every upstream option is ac
 those we do not implement are reported once when their value differs from timm's default; keys that are
 neither ours nor timm's (typos) are errors.
 
-Layering: this module imports nothing of the package but ``errors`` and ``timm_flags``; the task and
-long-tail flag groups are added by ``cli.create_parser``, which sits above the task modules.
+The parser is timm's flags (``flags``), ours, and every registered method spec's group (``specs``); after
+parsing, every value goes through the range table (``ranges``), the selected methods' ``check_args``, and the
+check that every method option set away from its default is read by a selected method.
 """
 import argparse
 import difflib
@@ -17,12 +18,13 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 import yaml
 
+from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train.flags import IMPLEMENTED, TIMM_FLAGS, ignored as _ignored, non_default_ignored
 from timm_mixplug.train.ranges import KwargsAction, check_ranges
 
 __all__ = ['UsageError', 'create_parser', 'parse_args', 'load_yaml_config', 'args_to_yaml', 'resolve_args',
-           'TIMM_IGNORED', 'MIX_CHOICES']
+           'TIMM_IGNORED']
 
 # timm train.py options that are accepted but not implemented (warned about when not at timm's default).
 TIMM_IGNORED = _ignored()
@@ -33,7 +35,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-MIX_CHOICES = ('none', 'mixup', 'cutmix', 'bc', 'bcplus', 'superclass')
 # Not written to args.yaml: per-invocation switches, and the test hook.
 _NOT_SAVED = ('config', 'data', 'local_rank', 'evaluate', 'max_epochs_this_run', 'resume', 'overwrite_experiment')
 
@@ -73,10 +74,12 @@ def _add_timm_flags(p: argparse.ArgumentParser) -> None:
             groups[f.group].add_argument(f.dest, help=help, **kw)
 
 
-def create_parser(tasks: Sequence[str] = ('classification',),
-                  mix_choices: Sequence[str] = MIX_CHOICES) -> argparse.ArgumentParser:
-    """timm train.py's options (``timm_flags``) plus ours. Task- and method-specific groups are added by the
-    caller (``cli.create_parser`` assembles the full parser of train.py)."""
+def create_parser() -> argparse.ArgumentParser:
+    """train.py's parser: timm train.py's options (``flags``), ours, the long-tail options and every registered
+    method spec's group (``specs.add_method_args``, which records the options each method owns)."""
+    from timm_mixplug.data.mixing import list_mixups
+    from timm_mixplug.train.data import add_longtail_args
+    from timm_mixplug.train.specs import add_method_args, list_tasks
     p = _Parser(prog='train.py', allow_abbrev=False, formatter_class=_HelpFormatter,
                 description='timm-style training with BC/BC+, superclass mixup, DML, GLMC, ... '
                             '(timm_mixplug). Every option of timm\'s train.py is accepted (with -c too); '
@@ -99,26 +102,15 @@ def create_parser(tasks: Sequence[str] = ('classification',),
     g.add_argument('--pad-crop', type=int, default=0, metavar='N',
                    help='CIFAR-style crop: zero-pad N pixels and take a random crop of the input size, in place '
                         "of timm's RandomResizedCrop (--scale/--ratio then unused); 0 = off")
-    g.add_argument('--mix', default=None, choices=list(mix_choices),
+    g.add_argument('--mix', default=None, choices=['none'] + [n for n in list_mixups() if n != 'none'],
                    help='batch mixing method (default: mixup if --mixup/--cutmix > 0, else none)')
-    g.add_argument('--superclass-map', default=None, type=str, metavar='NAME|FILE',
-                   help='superclass hierarchy: cifar100, imagenet1k or a YAML/JSON/CSV file '
-                        '(default: cifar100 for torch/cifar100)')
-    g.add_argument('--superclass-mode', default='beta', choices=['beta', 'choice'],
-                   help='superclass mixing ratio: Beta draws (beta) or fixed choices (choice)')
-    g.add_argument('--superclass-alpha-same', type=float, default=8.0,
-                   help='Beta alpha for pairs of the same superclass')
-    g.add_argument('--superclass-alpha-diff', type=float, default=0.2,
-                   help='Beta alpha for pairs of different superclasses')
-    g.add_argument('--superclass-choice-same', type=float, default=0.5,
-                   help='mixing ratio for same-superclass pairs (--superclass-mode choice)')
-    g.add_argument('--superclass-choice-diff', type=float, nargs=2, default=[0.1, 0.9],
-                   help='the two mixing ratios for different-superclass pairs (--superclass-mode choice)')
-    g.add_argument('--task', default='classification', choices=list(tasks), help='training objective')
+    g.add_argument('--task', default='classification', choices=list(list_tasks()), help='training objective')
     g.add_argument('--evaluate', action='store_true', default=False,
                    help='only evaluate the --resume / --initial-checkpoint weights on --val-split')
     g.add_argument('--max-epochs-this-run', type=int, default=None, metavar='N',
                    help='stop (resumably) after N epochs in this invocation (preemption / testing)')
+    add_longtail_args(p)
+    add_method_args(p)
     return p
 
 
@@ -180,15 +172,16 @@ def _split_argv(argv: Sequence[str]):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None):
-    """Parse ``-c`` YAML + command line into a resolved Namespace. ``args.ignored``: the not-implemented timm
-    options whose value differs from timm's default. ``parser`` defaults to the bare ``create_parser()``
-    (train.py passes the full one, ``cli.create_parser()``)."""
+    """Parse ``-c`` YAML + command line into a resolved Namespace (raises ``UsageError``). ``args.ignored``:
+    the not-implemented timm options whose value differs from timm's default. ``parser`` (default
+    ``create_parser()``) may carry defaults of its own, e.g. a run's settings for ``validate``."""
     argv = _split_argv(sys.argv[1:] if argv is None else argv)
     pre = _Parser(add_help=False, allow_abbrev=False)
     pre.add_argument('-c', '--config', default='')
     cfg_args, _ = pre.parse_known_args(argv)
     parser = parser or create_parser()
     actions = {a.dest: a for a in parser._actions if a.dest not in ('help',)}
+    pristine = {d: a.default for d, a in actions.items()}  # before the config's values become defaults
     if cfg_args.config:
         cfg = load_yaml_config(cfg_args.config)
         defaults = {}
@@ -205,12 +198,13 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
         parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
     args.ignored = non_default_ignored(vars(args))
-    return resolve_args(args)
+    return resolve_args(args, pristine)
 
 
-def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Check every value's range (``validation.RANGES``), fill defaults that depend on other options and check
-    combinations (raises UsageError)."""
+def resolve_args(args: argparse.Namespace, defaults: Dict[str, Any]) -> argparse.Namespace:
+    """Check every value's range (``ranges.RANGES``), fill defaults that depend on other options, check
+    combinations and that every method option away from its value in ``defaults`` is read (UsageError)."""
+    from timm_mixplug.train.specs import check_flags_consumed, get_mix_spec, get_task_spec
     check_ranges(args)
     if args.data and args.data_dir and args.data != args.data_dir:
         raise UsageError(f'two dataset folders: DIR {args.data} and --data-dir {args.data_dir}; give only --data-dir')
@@ -222,7 +216,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.mix is None:
         args.mix = 'mixup' if (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax) else 'none'
     if args.smoothing is None:
-        args.smoothing = 0.0 if args.mix in ('bc', 'bcplus', 'superclass') else 0.1
+        args.smoothing = 0.1 if args.mix == 'none' else get_mixer_spec(args.mix).label_smoothing
+    if args.imb_seed != defaults.get('imb_seed') and not args.imb_factor:
+        raise UsageError('--imb-seed seeds the long-tailed subset of --imb-factor; add --imb-factor or drop it')
     if args.superclass_map is None and args.mix == 'superclass' and args.dataset.lower() == 'torch/cifar100':
         args.superclass_map = 'cifar100'
     if args.mix != 'none' and args.batch_size % 2:
@@ -240,10 +236,15 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
                          + (' when resuming (--resume continues the run)' if args.resume else ''))
     if args.resume and args.initial_checkpoint and not args.evaluate:
         raise UsageError('use either --resume (continue a run) or --initial-checkpoint (weights only), not both')
-    if args.mix == 'superclass' and not args.superclass_map:
-        raise UsageError('--mix superclass needs --superclass-map (cifar100, imagenet1k or a YAML/JSON/CSV file)')
     from timm_mixplug.train.options import check_args as check_timm_options
     check_timm_options(args)
+    for spec in (get_task_spec(args.task), get_mix_spec(args.mix)):
+        if spec is not None:
+            try:
+                spec.check_args(args)
+            except ValueError as e:
+                raise UsageError(f'{spec.selector}: {e}') from None
+    check_flags_consumed(args, defaults)
     return args
 
 

@@ -18,6 +18,9 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
+from timm.loss import SoftTargetCrossEntropy
+
+from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
 
 _logger = logging.getLogger('train')
@@ -51,8 +54,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.split_bn and not (args.aug_splits or args.resplit):
         raise UsageError('--split-bn keeps BatchNorm statistics per augmentation split: add --aug-splits N '
                          '(or --resplit)')
-    if args.bce_loss and args.mix in ('bc', 'bcplus'):
-        raise UsageError(f'--mix {args.mix} trains with its own KL-divergence loss; drop --bce-loss')
+    if args.bce_loss and args.mix != 'none' and get_mixer_spec(args.mix).loss is not SoftTargetCrossEntropy:
+        raise UsageError(f'--mix {args.mix} trains with its own loss ({get_mixer_spec(args.mix).loss.__name__}); '
+                         f'drop --bce-loss')
     if not args.bce_loss:
         for flag in ('bce_sum', 'bce_target_thresh', 'bce_pos_weight'):
             if getattr(args, flag) not in (None, False):
@@ -186,18 +190,16 @@ def compile_task(task, args) -> None:
 
 def create_train_loss(args) -> nn.Module:
     """The training loss, by timm train.py's rules plus the BC methods' KL divergence:
-    --jsd-loss: JsdCrossEntropy; --mix bc/bcplus: SoftTargetKLDiv; other mixing: BinaryCrossEntropy
-    (--bce-loss) or SoftTargetCrossEntropy; no mixing: BinaryCrossEntropy(smoothing) (--bce-loss),
-    LabelSmoothingCrossEntropy (--smoothing > 0) or CrossEntropyLoss."""
-    from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    --jsd-loss: JsdCrossEntropy; mixing: the mixer's registered loss (``MixerSpec.loss``: SoftTargetKLDiv
+    for BC / BC+), replaced by BinaryCrossEntropy with --bce-loss where that is timm's SoftTargetCrossEntropy;
+    no mixing: BinaryCrossEntropy(smoothing) (--bce-loss), LabelSmoothingCrossEntropy (--smoothing > 0) or
+    CrossEntropyLoss."""
+    from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy
     bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
     if args.jsd_loss:
         return JsdCrossEntropy(num_splits=num_aug_splits(args), smoothing=args.smoothing)
-    if args.mix in ('bc', 'bcplus'):
-        from timm_mixplug.loss.kl import SoftTargetKLDiv
-        return SoftTargetKLDiv()
     if args.mix != 'none':  # the mixer's targets already carry the label smoothing
-        return BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
+        return BinaryCrossEntropy(**bce) if args.bce_loss else get_mixer_spec(args.mix).loss()
     if args.bce_loss:
         return BinaryCrossEntropy(smoothing=args.smoothing, **bce)
     if args.smoothing > 0:

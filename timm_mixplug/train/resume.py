@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
 
 __all__ = ['saved_args', 'changed_settings', 'restore_optimizer', 'restore_plateau', 'apply_run_settings',
@@ -90,7 +91,7 @@ def apply_run_settings(argv, args: argparse.Namespace):
     """For ``validate --resume RUN``: parse ``argv`` again with the run's settings as defaults (a ``-c`` config
     and the command line still win) and refuse values that contradict what the weights need."""
     from timm_mixplug.utils.checkpoint import load_resume_state, resolve_resume_path
-    from timm_mixplug.train.cli import create_parser
+    from timm_mixplug.train.config import create_parser
     from timm_mixplug.train.config import _coerce, parse_args
     state_path = resolve_resume_path(args.resume)
     _, meta = load_resume_state(state_path)
@@ -107,7 +108,7 @@ def apply_run_settings(argv, args: argparse.Namespace):
         mine, theirs = getattr(new, k), run[k]
         mine = list(mine) if isinstance(mine, tuple) else mine
         if k == 'mix':  # only BC+'s zero-mean input changes what the weights see
-            mine, theirs = mine == 'bcplus', theirs == 'bcplus'
+            mine, theirs = (mix != 'none' and get_mixer_spec(mix).zero_mean_input for mix in (mine, theirs))
             if mine != theirs:
                 raise UsageError(f'--mix {new.mix}: the weights in {state_path} were trained with --mix {run["mix"]}'
                                  f', which {"" if theirs else "does not "}zero-means the input; drop --mix')

@@ -5,27 +5,61 @@ Every mixer is a drop-in for timm's ``Mixup``: ``mixer(x, target) -> (x_mixed, s
 prefetcher path. A pair mixer draws, for every element i, a partner j(i) and a ratio lam_i, and returns
 image mix(x_i, x_j(i), lam_i) with target lam_i * t_i + (1 - lam_i) * t_j(i) (timm's label smoothing).
 """
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 from timm.data.mixup import FastCollateMixup, Mixup
+from timm.loss import SoftTargetCrossEntropy
 
-_MIXERS: Dict[str, Callable] = {}
+_MIXERS: Dict[str, 'MixerSpec'] = {}
 
 # Elements per chunk when mixing: keeps the gathered partner block in cache instead of a full-size copy.
 _CHUNK_BYTES = 1 << 20
 
 
-def register_mixup(name: str, factory: Optional[Callable] = None):
+@dataclass(frozen=True)
+class MixerSpec:
+    """A registered mixer and what a training loop needs to know about it, declared once at registration.
+
+    Args:
+        name: the registered name (``--mix NAME`` in train.py).
+        factory: ``factory(num_classes, label_smoothing, collate, **kwargs) -> mixer``.
+        loss: builds the loss for the mixer's soft targets (timm's ``SoftTargetCrossEntropy``; BC's KL for BC).
+        label_smoothing: the method's published default, used when ``create_mixup(label_smoothing=None)``.
+        zero_mean_input: the method zero-means every normalised input image, at train and test time (BC+).
+        collate: ``collate=True`` is supported and equals the device mixer up to rounding.
+        collate_needs_norm: the collate takes the data config's ``mean`` / ``std`` (it mixes in pixel space).
+    """
+    name: str
+    factory: Callable
+    loss: Callable[[], nn.Module] = SoftTargetCrossEntropy
+    label_smoothing: float = 0.0
+    zero_mean_input: bool = False
+    collate: bool = True
+    collate_needs_norm: bool = False
+
+
+def register_mixup(name: str, factory: Optional[Callable] = None, **spec):
     """Register ``factory(num_classes, label_smoothing, collate, **kwargs) -> mixer`` under ``name``.
 
-    Usable as a decorator (``@register_mixup('mine')``) or a call; third-party code may add names.
+    Usable as a decorator (``@register_mixup('mine', loss=MyLoss)``) or a call; third-party code may add names.
+    ``spec``: the :class:`MixerSpec` fields (loss, default label smoothing, zero-mean input, collate support).
     """
     def _add(fn):
-        _MIXERS[name] = fn
+        _MIXERS[name] = MixerSpec(name=name, factory=fn, **spec)
         return fn
     return _add(factory) if factory is not None else _add
+
+
+def get_mixer_spec(name: str) -> MixerSpec:
+    """The :class:`MixerSpec` registered under ``name``."""
+    if name not in _MIXERS:
+        raise ValueError(f'Unknown mixing method {name!r}; known methods: {", ".join(list_mixups())}. '
+                         f'Third-party methods are added with timm_mixplug.register_mixup(name, factory).')
+    return _MIXERS[name]
 
 
 def list_mixups() -> Sequence[str]:
@@ -41,30 +75,31 @@ def create_mixup(
 ):
     """Create a registered mixer (``bc``, ``bcplus``, ``superclass``, timm's ``mixup`` / ``cutmix``, ...).
 
-    ``label_smoothing=None`` uses the method's published default: 0.1 for timm's mixup/cutmix (timm's
-    ``Mixup`` default), 0.0 for BC, BC+ and superclass mixup (their papers use none).
+    ``label_smoothing=None`` uses the method's published default (``MixerSpec.label_smoothing``): 0.1 for
+    timm's mixup/cutmix (timm's ``Mixup`` default), 0.0 for BC, BC+ and superclass mixup (their papers use none).
     ``collate=True`` returns a collate callable for timm's ``create_loader(collate_fn=...)`` prefetcher path.
     """
-    if name not in _MIXERS:
-        raise ValueError(f'Unknown mixing method {name!r}; known methods: {", ".join(list_mixups())}. '
-                         f'Third-party methods are added with timm_mixplug.register_mixup(name, factory).')
+    spec = get_mixer_spec(name)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f'num_classes must be an integer >= 2 for mixing, got {num_classes!r}.')
-    return _MIXERS[name](num_classes=num_classes, label_smoothing=label_smoothing, collate=collate, **kwargs)
+    if collate and not spec.collate:
+        raise ValueError(f'{name} mixes on the device only; use collate=False.')
+    smoothing = spec.label_smoothing if label_smoothing is None else label_smoothing
+    return spec.factory(num_classes=num_classes, label_smoothing=smoothing, collate=collate, **kwargs)
 
 
 def _timm_mixup(default_mixup: float, default_cutmix: float):
-    def factory(num_classes, label_smoothing=None, collate=False, mixup_alpha=default_mixup,
+    """timm's ``Mixup`` / ``FastCollateMixup`` (Zhang et al., ICLR 2018; Yun et al., ICCV 2019)."""
+    def factory(num_classes, label_smoothing=0.1, collate=False, mixup_alpha=default_mixup,
                 cutmix_alpha=default_cutmix, **kwargs):
         cls = FastCollateMixup if collate else Mixup
-        smoothing = 0.1 if label_smoothing is None else label_smoothing
-        return cls(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=smoothing,
+        return cls(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=label_smoothing,
                    num_classes=num_classes, **kwargs)
     return factory
 
 
-register_mixup('mixup', _timm_mixup(1.0, 0.0))
-register_mixup('cutmix', _timm_mixup(0.0, 1.0))
+register_mixup('mixup', _timm_mixup(1.0, 0.0), label_smoothing=0.1)
+register_mixup('cutmix', _timm_mixup(0.0, 1.0), label_smoothing=0.1)
 
 
 def check_labels(target: torch.Tensor, num_classes: int, batch_size: int) -> None:

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from timm_mixplug.loss.kl import SoftTargetKLDiv
 from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, bshape, chunks, register_mixup
 
 _EPS = 1e-8
@@ -128,16 +129,16 @@ def zero_mean(x: torch.Tensor) -> torch.Tensor:
     return x.sub_(x.reshape(len(x), -1).mean(dim=1).view(-1, *([1] * (x.ndim - 1))))
 
 
-@register_mixup('bc')
-def create_bc(num_classes, label_smoothing=None, collate=False):
-    mixer = BetweenClassMixer(num_classes, label_smoothing or 0.0)
+@register_mixup('bc', loss=SoftTargetKLDiv)
+def create_bc(num_classes, label_smoothing=0.0, collate=False):
+    mixer = BetweenClassMixer(num_classes, label_smoothing)
     return PairMixCollate(mixer) if collate else mixer
 
 
-@register_mixup('bcplus')
-def create_bcplus(num_classes, label_smoothing=None, collate=False, mean=IMAGENET_DEFAULT_MEAN,
+@register_mixup('bcplus', loss=SoftTargetKLDiv, zero_mean_input=True, collate_needs_norm=True)
+def create_bcplus(num_classes, label_smoothing=0.0, collate=False, mean=IMAGENET_DEFAULT_MEAN,
                   std=IMAGENET_DEFAULT_STD, out_dtype=torch.float16):
     """``mean``/``std`` (timm's data config values, in [0, 1]) and ``out_dtype`` (the float dtype of the
     pixel-space images it emits) are used only by the collate."""
-    mixer = BetweenClassPlusMixer(num_classes, label_smoothing or 0.0, mean=mean, std=std, out_dtype=out_dtype)
+    mixer = BetweenClassPlusMixer(num_classes, label_smoothing, mean=mean, std=std, out_dtype=out_dtype)
     return PairMixCollate(mixer) if collate else mixer

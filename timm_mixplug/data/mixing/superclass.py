@@ -73,6 +73,6 @@ class SuperclassMixer(PairMixer):
 
 
 @register_mixup('superclass')
-def create_superclass(num_classes, label_smoothing=None, collate=False, hierarchy=None, **kwargs):
-    mixer = SuperclassMixer(num_classes, hierarchy, label_smoothing or 0.0, **kwargs)
+def create_superclass(num_classes, label_smoothing=0.0, collate=False, hierarchy=None, **kwargs):
+    mixer = SuperclassMixer(num_classes, hierarchy, label_smoothing, **kwargs)
     return PairMixCollate(mixer) if collate else mixer

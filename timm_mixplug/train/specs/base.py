@@ -1,58 +1,54 @@
-"""Objective registry: how ``train.py`` builds the training objective selected by ``--task``.
+"""Method specs: how ``train.py`` turns its flags into the library pieces of a ``--task`` or a ``--mix``.
 
-Contract for contributors (DML, GLMC, importance sampling, auxiliary heads, ...)
-------------------------------------------------------------------------------
-Register a ``TaskSpec`` subclass (or instance) with ``@register_task('name')``. ``train.py`` calls, in order:
+A spec is the only place that reads a method's flags. It declares them by adding them in ``add_args`` (the
+parser records which spec added which option) and, for options defined elsewhere (timm's ``--mixup``, ...),
+in ``reads``. After parsing, :func:`check_flags_consumed` refuses every option whose value differs from its
+default while no selected spec reads it (``--nh-views 3`` without ``--task nonharmonic``, ``--mixup 0.2``
+with ``--mix bc``): a new method gets that check by declaring its flags, nothing else.
 
-1. ``add_args(parser)`` at start-up for *every* registered spec: add one argument group with your flags
-   (dests must be unique; they are then valid CLI flags and YAML ``-c`` keys, and land in ``args.yaml``).
+Task contract (``@register_task('name')`` on a ``TaskSpec`` subclass); ``train.py`` calls, in order:
+
+1. ``add_args(parser)`` at start-up for *every* registered spec: add one argument group with your flags.
 2. ``check_args(args)`` for the selected spec only, before anything is written: raise ``ValueError`` with
-   one clear sentence for a bad combination (train.py turns it into ``error: ...`` and exit code 2).
-3. ``wrap_dataset(dataset, args, info, is_training)``: return the dataset the loader should use (multi-view
-   datasets, transforms that record targets, re-balanced sampling...). It is called *before* timm's
-   ``create_loader`` sets ``dataset.transform``, so a wrapper must forward a ``transform`` attribute.
-4. ``create_model(args, info, create_fn)``: return whatever ``create_task`` takes as ``model``
-   (``create_fn(**overrides)`` builds ``--model`` with the user's timm options; DML calls it N times,
-   auxiliary heads wrap its result).
-5. ``create_collate(args, info, collate)``: return the training collate (``collate`` is what train.py
-   would use: timm's ``fast_collate`` / ``default_collate`` or a mixing collate).
-6. ``create_task(args, model, criterion, mixer, info, device)``: return a ``timm.task.TrainingTask``
-   (see docs/CONTRACTS.md): ``forward(input, target) -> dict`` with ``'loss'``, ``'output'`` and optional
-   extra scalar tensors (averaged and logged per epoch under their key);
-   ``get_trainable_module()`` feeds the optimizer, DDP, EMA and the resumable state;
-   ``get_eval_model()`` returns plain (B, C) logits and is what ``best.safetensors`` holds;
-   optional ``set_epoch(epoch, num_epochs)`` is called at the start of every epoch (epoch from 0);
-   ``get_task_state()`` / ``load_task_state()`` (tensors and JSON-able values) go into the resumable state.
+   one clear sentence for a bad combination (train.py turns it into ``error: ...`` and exit code 2);
+   ``unused_flags(args)`` names those of its flags that this configuration does not read.
+3. ``wrap_dataset(dataset, args, info, is_training)``: return the dataset the loader should use. It is
+   called *before* timm's ``create_loader`` sets ``dataset.transform``, so a wrapper must forward a
+   ``transform`` attribute.
+4. ``create_model(args, info, create_fn)``: what ``create_task`` takes as ``model`` (``create_fn(**overrides)``
+   builds ``--model`` with the user's timm options; DML calls it per peer).
+5. ``create_collate(args, info, collate)``: the training collate (``collate`` is what train.py would use).
+6. ``create_task(args, model, criterion, mixer, info, device)``: a ``timm.task.TrainingTask`` built from
+   keyword arguments (docs/CONTRACTS.md): ``forward(input, target) -> dict`` with ``'loss'``, ``'output'`` and
+   optional extra scalar tensors (logged per epoch); ``get_trainable_module()`` feeds the optimizer, DDP,
+   EMA and the state; ``get_eval_model()`` returns plain (B, C) logits; optional ``set_epoch(epoch,
+   num_epochs)``; ``get_task_state()`` / ``load_task_state()`` go into the resumable state.
 
 Mixing: if ``mixes_itself`` is False, train.py applies ``--mix`` before calling the task (in the collate or
 on the device) and ``mixer`` is None; if True, train.py never mixes and passes the device-side mixer (or
-None for ``--mix none``) to ``create_task`` (importance sampling mixes after choosing views, GLMC mixes
-itself). ``criterion`` is the loss for the selected ``--mix`` (soft targets when mixing).
+None) to ``create_task``. ``criterion`` is the loss of the selected ``--mix`` (``MixerSpec.loss``).
 
-Validation: the engine calls ``task.create_evaluator(max_samples=...)`` (timm's API: ``update(output,
-target)``, ``compute(distributed) -> dict``) and, per batch, ``task.eval_forward(input, ema=False)`` if the
-task defines it, else ``task.get_eval_model(ema)(input)``. A task reporting more than loss / top-1 / top-5
-(each DML peer and the ensemble; many/medium/few-shot accuracy) returns its own evaluator and, if needed, an
-``eval_forward`` whose output that evaluator understands. All returned metrics go to summary.csv.
-
-``info`` is a :class:`DataInfo` (number of classes, class names, per-class training counts).
+Mixer flags (``@register_mix('name')`` on a ``MixSpec``): ``add_args`` / ``reads`` as above and
+``mixer_kwargs(args, info)``, the keyword arguments of ``create_mixup(name, ...)``. A mixer registered with
+``register_mixup`` alone gets a ``MixSpec`` without flags.
 """
 import argparse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from timm.task import ClassificationTask
-from timm.utils import unwrap_model
 
-__all__ = ['DataInfo', 'TaskSpec', 'register_task', 'list_tasks', 'get_task_spec', 'create_task',
-           'ClassificationSpec', 'load_builtin_tasks']
+from timm_mixplug.errors import UsageError
+
+__all__ = ['DataInfo', 'MethodSpec', 'TaskSpec', 'MixSpec', 'register_task', 'register_mix', 'list_tasks',
+           'get_task_spec', 'get_mix_spec', 'add_method_args', 'check_flags_consumed']
 
 
 @dataclass
 class DataInfo:
-    """What a task may need to know about the training data."""
+    """What a method spec may need to know about the training data."""
     num_classes: int
     class_names: Optional[List[str]] = None
     class_counts: Optional[List[int]] = None  # training images per class (long-tailed tasks)
@@ -60,18 +56,36 @@ class DataInfo:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
-class TaskSpec:
-    """Default hooks: one timm model, no dataset/collate change, timm's ``ClassificationTask``."""
+class MethodSpec:
+    """Flags of one selectable method (``--task NAME`` or ``--mix NAME``) and which of them a run reads."""
+    kind: str = ''
     name: str = ''
     help: str = ''
-    mixes_itself: bool = False  # True: train.py passes the mixer to create_task and does not mix
-    use_prefetcher: Optional[bool] = None  # False: force the plain loader path (targets stay on the host)
+    reads: Tuple[str, ...] = ()  # options added elsewhere (timm's flags) that this method reads
+
+    def __init__(self):
+        self.owned: Tuple[str, ...] = ()  # the options its add_args added (recorded by add_method_args)
+
+    @property
+    def selector(self) -> str:
+        return f'--{self.kind} {self.name}'
 
     def add_args(self, parser: argparse.ArgumentParser) -> None:
         pass
 
     def check_args(self, args: argparse.Namespace) -> None:
         pass
+
+    def unused_flags(self, args: argparse.Namespace) -> Dict[str, str]:
+        """Own options (dest -> what they need) that this configuration of the method does not read."""
+        return {}
+
+
+class TaskSpec(MethodSpec):
+    """Default hooks: one timm model, no dataset/collate change, timm's ``ClassificationTask``."""
+    kind = 'task'
+    mixes_itself: bool = False  # True: train.py passes the mixer to create_task and does not mix
+    use_prefetcher: Optional[bool] = None  # False: force the plain loader path (targets stay on the host)
 
     def wrap_dataset(self, dataset, args: argparse.Namespace, info: DataInfo, is_training: bool):
         return dataset
@@ -86,83 +100,109 @@ class TaskSpec:
         return ClassificationTask(model, criterion=criterion, device=device, verbose=False)
 
 
+class MixSpec(MethodSpec):
+    """A ``--mix`` method's flags; ``mixer_kwargs`` turns them into ``create_mixup`` keyword arguments."""
+    kind = 'mix'
+    reads = ('mixup_off_epoch',)
+
+    def mixer_kwargs(self, args: argparse.Namespace, info: DataInfo) -> Dict[str, Any]:
+        return {}
+
+
 _TASKS: Dict[str, TaskSpec] = {}
-_BUILTIN_MODULES = ('task.dml', 'task.glmc', 'task.nonharmonic', 'task.aux')
+_MIXES: Dict[str, MixSpec] = {}
+_BUILTIN_MODULES = ('classification', 'dml', 'glmc', 'nonharmonic', 'aux', 'mix')
 
 
-def register_task(name: str, spec=None):
-    """Register a ``TaskSpec`` subclass or instance under ``name`` (decorator or call)."""
+def _register(table: Dict[str, MethodSpec], base: type, name: str, spec):
     def _add(obj):
         inst = obj() if isinstance(obj, type) else obj
-        if not isinstance(inst, TaskSpec):
-            raise TypeError(f'register_task({name!r}) expects a TaskSpec subclass or instance, got {obj!r}.')
+        if not isinstance(inst, base):
+            raise TypeError(f'register({name!r}) expects a {base.__name__} subclass or instance, got {obj!r}.')
         inst.name = name
-        _TASKS[name] = inst
+        table[name] = inst
         return obj
     return _add(spec) if spec is not None else _add
 
 
-def load_builtin_tasks() -> None:
-    """Import the package's task modules so they register themselves."""
+def register_task(name: str, spec=None):
+    """Register a ``TaskSpec`` subclass or instance under ``name`` (decorator or call)."""
+    return _register(_TASKS, TaskSpec, name, spec)
+
+
+def register_mix(name: str, spec=None):
+    """Register the ``MixSpec`` (flags) of the mixer registered as ``name`` with ``register_mixup``."""
+    return _register(_MIXES, MixSpec, name, spec)
+
+
+def load_builtin_specs() -> None:
+    """Import the package's spec modules so they register themselves."""
     import importlib
     for mod in _BUILTIN_MODULES:
-        importlib.import_module(f'timm_mixplug.{mod}')
+        importlib.import_module(f'timm_mixplug.train.specs.{mod}')
 
 
 def list_tasks() -> Sequence[str]:
-    load_builtin_tasks()
+    load_builtin_specs()
     return sorted(_TASKS)
 
 
 def get_task_spec(name: str) -> TaskSpec:
-    if name not in _TASKS:
-        load_builtin_tasks()
+    load_builtin_specs()
     if name not in _TASKS:
         raise ValueError(f'Unknown --task {name!r}; known tasks: {", ".join(list_tasks())}.')
     return _TASKS[name]
 
 
-def create_task(name: str, args, model, criterion=None, mixer=None, info: Optional[DataInfo] = None,
-                device=None):
-    """Build the registered objective ``name`` for an already created model (library use)."""
-    spec = get_task_spec(name)
-    info = info or DataInfo(num_classes=getattr(args, 'num_classes', None) or 0)
-    return spec.create_task(args, model, criterion, mixer, info, device or torch.device('cpu'))
+def get_mix_spec(name: str) -> Optional[MixSpec]:
+    """The flags of ``--mix name`` (a flag-less ``MixSpec`` for a mixer registered without one; None for none)."""
+    if name in (None, '', 'none'):
+        return None
+    load_builtin_specs()
+    if name not in _MIXES:
+        register_mix(name, MixSpec)
+    return _MIXES[name]
 
 
-def resolve_eval_model(task, module: Optional[nn.Module], ema: bool,
-                       to_eval: Callable[[nn.Module], nn.Module]) -> Optional[nn.Module]:
-    """``get_eval_model`` for a task whose trainable module is not itself the eval model: timm's lookup (a
-    cached -- e.g. compiled -- ``eval_model`` / ``eval_model_ema`` is returned as it is, else ``module`` or the
-    trainable module), with ``to_eval`` mapping the unwrapped module to the eval model. None without a module."""
-    if module is None:
-        attr = 'eval_model_ema' if ema else 'eval_model'
-        if hasattr(task, attr):
-            return getattr(task, attr)
-        module = task.get_trainable_module(ema=ema)
-        if module is None:
-            return None
-    return to_eval(unwrap_model(module))
+def _all_specs() -> List[MethodSpec]:
+    from timm_mixplug.data.mixing import list_mixups
+    load_builtin_specs()
+    for name in list_mixups():
+        get_mix_spec(name)
+    return list(_TASKS.values()) + list(_MIXES.values())
 
 
-@register_task('classification')
-class ClassificationSpec(TaskSpec):
-    help = "timm's ClassificationTask with the --mix method's loss (default)"
-
-    def create_task(self, args, model, criterion, mixer, info, device):
-        if (getattr(args, 'imb_factor', None) or 0) > 1 and info.class_counts:
-            return LongTailClassificationTask(model, info.class_counts, criterion=criterion, device=device,
-                                              verbose=False)
-        return super().create_task(args, model, criterion, mixer, info, device)
+def add_method_args(parser: argparse.ArgumentParser) -> None:
+    """Every registered spec's ``add_args``, recording which options each one added (``spec.owned``)."""
+    for spec in _all_specs():
+        before = {a.dest for a in parser._actions}
+        spec.add_args(parser)
+        spec.owned = tuple(a.dest for a in parser._actions if a.dest not in before)
 
 
-class LongTailClassificationTask(ClassificationTask):
-    """timm's ``ClassificationTask`` whose evaluator adds many / medium / few-shot top-1 (long-tailed training)."""
+def _flag(dest: str) -> str:
+    return '--' + dest.replace('_', '-')
 
-    def __init__(self, model, train_counts, **kwargs):
-        super().__init__(model, **kwargs)
-        self.train_counts = list(train_counts)
 
-    def create_evaluator(self, **kwargs):
-        from timm_mixplug.data.longtail import ShotAccuracyEvaluator
-        return ShotAccuracyEvaluator(self.train_counts, device=self.device, **kwargs)
+def check_flags_consumed(args: argparse.Namespace, defaults: Dict[str, Any]) -> None:
+    """Refuse (``UsageError``) the first option of a method that is set away from its default in ``defaults``
+    while no selected method (``args.task``, ``args.mix``) reads it."""
+    selected = [s for s in (get_task_spec(args.task), get_mix_spec(args.mix)) if s is not None]
+    unused: Dict[str, str] = {}
+    consumed = set()
+    for s in selected:
+        why = s.unused_flags(args)
+        unused.update(why)
+        consumed |= (set(s.owned) | set(s.reads)) - set(why)
+    owners: Dict[str, List[MethodSpec]] = {}
+    for s in _all_specs():
+        for dest in set(s.owned) | set(s.reads):
+            owners.setdefault(dest, []).append(s)
+    for dest, specs in owners.items():
+        if dest in consumed or not hasattr(args, dest) or getattr(args, dest) == defaults.get(dest):
+            continue
+        flag = _flag(dest)
+        if dest in unused:
+            raise UsageError(f'{flag} is not read {unused[dest]}; drop {flag}')
+        needs = ' or '.join(sorted(s.selector for s in specs))
+        raise UsageError(f'{flag} is read only with {needs}; add that or drop {flag}')

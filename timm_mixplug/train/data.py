@@ -1,0 +1,192 @@
+"""The datasets of a train.py run from its flags: timm's ``create_dataset`` (ImageFolder, torch/*, hfds/*, ...),
+``--dataset npz``, ``--dataset mixplug/<name>``, and the long-tailed subset of ``--imb-factor``.
+
+Splits never fall back: a named split that does not exist is an error naming the ones that do.
+"""
+import argparse
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from timm_mixplug.data.datasets import EVAL_SPLITS, TRAIN_SPLITS, DigitsDataset, NpzDataset, class_names
+from timm_mixplug.data.longtail import LongTailSubset, get_targets, make_longtail_indices
+from timm_mixplug.errors import UsageError
+from timm_mixplug.train.specs.base import DataInfo
+
+__all__ = ['create_datasets', 'dataset_info', 'add_longtail_args', 'apply_longtail', 'is_longtail', 'BUILTIN_DATASETS']
+
+
+def is_longtail(args: argparse.Namespace) -> bool:
+    """``--imb-factor RHO`` with RHO > 1 (1 is the balanced set)."""
+    return (args.imb_factor or 0) > 1
+
+
+def add_longtail_args(parser: argparse.ArgumentParser) -> None:
+    """``--imb-factor RHO`` (long-tailed training subset, 1 / None = off) and ``--imb-seed`` (subset seed).
+"""
+    g = parser.add_argument_group('Long-tailed data (CIFAR-LT profile)')
+    g.add_argument('--imb-factor', type=float, default=None, metavar='RHO',
+                   help='keep n_c = int(n_max * RHO^(-c/(C-1))) training images of class c (e.g. 100, 50); '
+                        'evaluation then also reports many/medium/few-shot top-1')
+    g.add_argument('--imb-seed', type=int, default=0, metavar='S',
+                   help='seed of the long-tailed subset (fixed by default so every --seed trains on the same data)')
+
+
+def apply_longtail(dataset, args: argparse.Namespace, num_classes: Optional[int] = None):
+    """The long-tailed subset of a training dataset for ``args.imb_factor`` (unchanged if unset or <= 1)."""
+    if not is_longtail(args) or isinstance(dataset, LongTailSubset):
+        return dataset
+    targets = get_targets(dataset)
+    idx = make_longtail_indices(targets, args.imb_factor, seed=args.imb_seed, num_classes=num_classes or args.num_classes)
+    return LongTailSubset(dataset, idx, targets=targets, imb_factor=args.imb_factor)
+
+
+def _create_digits(name: str, split: str, flag: str) -> Dataset:
+    size = 32
+    if '@' in name:
+        try:
+            size = int(name.split('@', 1)[1])
+        except ValueError:
+            raise UsageError(f'bad image size in --dataset {name!r} (use mixplug/digits@16)') from None
+    return DigitsDataset(split=split, img_size=size, flag=flag)
+
+
+BUILTIN_DATASETS: Dict[str, Callable[[str, str, str], Dataset]] = {'digits': _create_digits}
+
+
+BUILTIN_DATASETS: Dict[str, Callable[[str, str, str], Dataset]] = {'digits': _create_digits}
+
+
+def _labels(ds) -> Optional[List[int]]:
+    """The labels of a map-style dataset without loading images, or None where they cannot be read so."""
+    try:
+        return get_targets(ds).tolist()
+    except ValueError:
+        return None
+
+
+def dataset_info(ds, num_classes: Optional[int] = None, name: str = '') -> DataInfo:
+    """Classes and per-class counts of a training dataset (``num_classes`` overrides the inferred count)."""
+    targets = _labels(ds)
+    names = class_names(ds)
+    inferred = len(names) if names else (max(targets) + 1 if targets else None)
+    n = num_classes or inferred
+    if not n:
+        raise UsageError('cannot infer the number of classes of this dataset; pass --num-classes')
+    counts = None
+    if targets is not None:
+        if targets and (min(targets) < 0 or max(targets) >= n):
+            raise UsageError(f'dataset labels span {min(targets)}..{max(targets)} but --num-classes is {n}')
+        counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=n).tolist()
+    if names is not None and len(names) != n:
+        names = None
+    return DataInfo(num_classes=int(n), class_names=names, class_counts=counts, dataset_name=name)
+
+
+_TORCH_SPLITS = TRAIN_SPLITS + EVAL_SPLITS
+
+
+def _split_folder(root: str, split: str, flag: str) -> str:
+    """``root/<split>`` (or a timm synonym of it: train/training, val/valid/validation/eval/evaluation); never
+    ``root`` itself, which holds both splits."""
+    if os.path.isfile(root):
+        raise UsageError(f'--data-dir {root} is a file; both splits would read it: put them in folders '
+                         f'<data-dir>/train, <data-dir>/validation')
+    name = split.split('[')[0]
+    group = TRAIN_SPLITS if name in TRAIN_SPLITS else (EVAL_SPLITS[:-1] if name in EVAL_SPLITS else ())
+    for cand in (name,) + tuple(g for g in group if g != name):
+        if os.path.isdir(os.path.join(root, cand)):
+            return os.path.join(root, cand)
+    have = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    raise UsageError(f'{flag} {split!r}: no folder {os.path.join(root, name)}; the folders in --data-dir are: '
+                     f'{", ".join(have) or "none"} (set {flag} to one of them)')
+
+
+def _create_one(args, split: str, is_training: bool, class_map=None):
+    from timm.data import create_dataset
+    from timm_mixplug.train.options import dataset_kwargs
+    flag = '--train-split' if is_training else '--val-split'
+    name = args.dataset or ''
+    prefix, sep, rest = name.partition('/')
+    if sep and prefix.lower() == 'mixplug':
+        key = rest.split('@')[0].lower()
+        if key not in BUILTIN_DATASETS:
+            raise UsageError(f'unknown --dataset {name!r}; built-in: '
+                             + ', '.join('mixplug/' + k for k in BUILTIN_DATASETS))
+        return BUILTIN_DATASETS[key](rest, split, flag)
+    root = args.data_dir
+    if name.lower() == 'npz':
+        if not root or not os.path.isdir(root):
+            raise UsageError(f'--dataset npz needs --data-dir, the folder with the <split>.npz files (got {root!r})')
+        return NpzDataset(root, split, flag=flag)
+    torch_name = rest.lower() if sep and prefix.lower() == 'torch' else ''
+    folder = not sep or prefix.lower() in ('folder', 'imagefolder', 'tar', 'imagetar') or torch_name in (
+        'folder', 'image_folder')
+    if not root:
+        raise UsageError(f'--data-dir is required for dataset {name or "ImageFolder"!r} (with --dataset-download: '
+                         f'where to download it), or use the offline --dataset mixplug/digits')
+    if not os.path.exists(root) and (folder or not args.dataset_download):
+        raise UsageError(f'data dir not found: {root}')
+    if folder:
+        root = _split_folder(root, split, flag)
+    elif torch_name and torch_name not in ('inaturalist', 'inat', 'places365', 'imagenet') \
+            and split.split('[')[0] not in _TORCH_SPLITS:
+        raise UsageError(f'{flag} {split!r}: --dataset {name} has the splits train and test (synonyms: '
+                         f'{", ".join(_TORCH_SPLITS)})')
+    try:
+        return create_dataset(
+            name, root=root, split=split, search_split=False, is_training=is_training,
+            class_map=class_map or args.class_map, download=args.dataset_download, batch_size=args.batch_size,
+            seed=args.seed, input_img_mode=args.input_img_mode or 'RGB', **dataset_kwargs(args, is_training))
+    except UsageError:
+        raise
+    except Exception as e:  # torchvision 'Dataset not found', empty folders, bad names...
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f'cannot load dataset {name or "ImageFolder"!r} split {split!r} from {root}: {msg}'
+                         ) from None
+
+
+def _check_eval_classes(args, ds_train, ds_eval, num_classes: int):
+    """The evaluation split must use the training split's classes with the same indices: a class only in the
+    evaluation split, or a label outside the training classes, is an error; a folder split that lacks some
+    training classes is re-read with the training split's class indices. Returns the evaluation dataset."""
+    tr, ev = class_names(ds_train), class_names(ds_eval)
+    split = f'--val-split {args.val_split!r}'
+    named = getattr(ds_train, 'classes_given', True) and getattr(ds_eval, 'classes_given', True)
+    if named and tr is not None and ev is not None and ev != tr[:len(ev)]:
+        only = [c for c in ev if c not in tr]
+        if only:
+            raise UsageError(f'{split} has classes that --train-split {args.train_split!r} lacks: '
+                             f'{", ".join(only[:5])}{" ..." if len(only) > 5 else ""}')
+        if getattr(getattr(ds_eval, 'reader', None), 'class_to_idx', None) is None:
+            raise UsageError(f'{split} lists its classes in another order than --train-split '
+                             f'{args.train_split!r}; give both the same class list')
+        ds_eval = _create_one(args, args.val_split, False, class_map={c: i for i, c in enumerate(tr)})
+    targets = _labels(ds_eval)
+    if targets:
+        lo, hi = min(targets), max(targets)
+        if lo < 0 or hi >= num_classes:
+            raise UsageError(f'{split} has labels {lo}..{hi}, outside the {num_classes} training classes')
+    return ds_eval
+
+
+def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Dataset, DataInfo]:
+    """(train dataset or None, eval dataset, DataInfo of the training set or, when ``train=False``, eval set).
+    A named split that does not exist is an error (never a fallback to the whole folder)."""
+    ds_train = _create_one(args, args.train_split, True) if train else None
+    full_train = ds_train
+    if ds_train is not None and is_longtail(args):
+        names = class_names(ds_train)
+        try:
+            ds_train = apply_longtail(ds_train, args, num_classes=args.num_classes or (len(names) if names else None))
+        except (ValueError, TypeError) as e:
+            raise UsageError(f'--imb-factor {args.imb_factor}: {e}') from None
+    ds_eval = _create_one(args, args.val_split, False)
+    info = dataset_info(ds_train if train else ds_eval, args.num_classes, args.dataset)
+    if train and len(ds_train) == 0:
+        raise UsageError(f'the training split {args.train_split!r} is empty')
+    if train:
+        ds_eval = _check_eval_classes(args, full_train, ds_eval, info.num_classes)
+    return ds_train, ds_eval, info

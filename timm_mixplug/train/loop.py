@@ -1,0 +1,169 @@
+"""One training epoch and one evaluation pass over a ``timm.task.TrainingTask``, as timm's train.py runs them."""
+import logging
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from datetime import timedelta
+from typing import Dict
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from timm_mixplug.train.run_folder import NonFiniteLoss
+
+_logger = logging.getLogger('train')
+
+__all__ = ['train_one_epoch', 'validate']
+
+
+def _to_device(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _batch_size(input, target) -> int:
+    for t in (target, input):
+        if isinstance(t, torch.Tensor):
+            return int(t.shape[0])
+        if isinstance(t, (list, tuple)) and t and isinstance(t[0], torch.Tensor):
+            return int(t[0].shape[0])
+        if isinstance(t, dict) and t:
+            return _batch_size(None, next(iter(t.values())))
+    return 0
+
+
+def _prep_input(input, args, zero_mean_input: bool):
+    if isinstance(input, torch.Tensor) and input.is_floating_point():
+        if args.model_dtype:
+            input = input.to(getattr(torch, args.model_dtype))
+        if zero_mean_input:
+            from timm_mixplug.data.mixing.bc import zero_mean
+            input = zero_mean(input)
+        if args.channels_last and input.ndim == 4:
+            input = input.contiguous(memory_format=torch.channels_last)
+    return input
+
+
+def _fmt_eta(seconds: float) -> str:
+    return str(timedelta(seconds=int(max(0.0, seconds))))
+
+
+def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=None, lr_scheduler=None,
+                    loss_scaler=None, amp_autocast=nullcontext, num_updates: int = 0, num_epochs: int = 1,
+                    prefetched: bool = True, zero_mean_input: bool = False, on_update=None):
+    """One epoch; returns (metrics, num_updates). metrics: loss (+ task extras) averaged over all samples of
+    all ranks, samples_per_sec (all ranks), lr. ``on_update(epoch, num_updates, batch_idx)`` after each update."""
+    from timm.utils import dispatch_clip_grad
+    task.train()
+    accum = args.grad_accum_steps
+    n_batches = len(loader)
+    last_idx = n_batches - 1
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    extra_sums: Dict[str, torch.Tensor] = OrderedDict()
+    n_local = 0
+    primary = args.rank == 0
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    clip_params = None
+    bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
+    for batch_idx, (input, target) in enumerate(loader):
+        if not prefetched:
+            input, target = _to_device(input, device), _to_device(target, device)
+        input = _prep_input(input, args, zero_mean_input)
+        if mixer is not None:
+            input, target = mixer(input, target)
+        need_update = (batch_idx + 1) % accum == 0 or batch_idx == last_idx
+        sync_ctx = task.no_sync() if (args.distributed and not need_update) else nullcontext()
+        with sync_ctx:
+            with amp_autocast():
+                out = task(input, target)
+            loss = out['loss']
+            scaled = loss / accum if accum > 1 else loss
+            if args.clip_grad is not None and clip_params is None:
+                clip_params = list(task.get_clip_parameters(exclude_head='agc' in args.clip_mode))
+            if loss_scaler is not None:
+                loss_scaler(scaled, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                            parameters=clip_params, need_update=need_update)
+            else:
+                scaled.backward()
+                if need_update:
+                    if args.clip_grad is not None:
+                        dispatch_clip_grad(clip_params, value=args.clip_grad, mode=args.clip_mode)
+                    optimizer.step()
+        if need_update:
+            optimizer.zero_grad(set_to_none=True)
+            num_updates += 1
+            task.update_ema(step=num_updates)
+            if lr_scheduler is not None:
+                lr_scheduler.step_update(num_updates=num_updates)
+            if on_update is not None:
+                on_update(epoch, num_updates, batch_idx)
+        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), batch_idx, bad_step)
+        bs = int(out['output'].shape[0]) if isinstance(out.get('output'), torch.Tensor) else _batch_size(input, target)
+        n_local += bs
+        loss_sum += loss.detach().to(torch.float64) * bs
+        for k, v in out.items():
+            if k not in ('loss', 'output') and isinstance(v, torch.Tensor) and v.numel() == 1:
+                if k not in extra_sums:
+                    extra_sums[k] = torch.zeros((), dtype=torch.float64, device=device)
+                extra_sums[k] += v.detach().to(torch.float64).reshape(()) * bs
+        if primary and (batch_idx % args.log_interval == 0 or batch_idx == last_idx):
+            if not args.distributed and bad_step.item() >= 0:  # stop early (ranks stop together at the end)
+                raise NonFiniteLoss(epoch, int(bad_step.item()))
+            elapsed = time.perf_counter() - start
+            step_time = elapsed / (batch_idx + 1)
+            lr = _mean_lr(optimizer)
+            rate = n_local * args.world_size / max(elapsed, 1e-9)
+            eta_epoch = step_time * (last_idx - batch_idx)
+            eta_run = eta_epoch + step_time * n_batches * (num_epochs - epoch - 1)
+            _logger.info(
+                f'Train: {epoch} [{batch_idx:>4d}/{n_batches} ({100. * (batch_idx + 1) / n_batches:>3.0f}%)]  '
+                f'Loss: {loss.item():#.4g} ({(loss_sum / max(n_local, 1)).item():#.4g})  LR: {lr:.3e}  '
+                f'{rate:>7.1f} samples/s  ETA: {_fmt_eta(eta_epoch)} (run {_fmt_eta(eta_run)})')
+    elapsed = time.perf_counter() - start
+    totals = torch.stack([loss_sum, torch.tensor(float(n_local), dtype=torch.float64, device=device),
+                          (bad_step >= 0).to(torch.float64), *extra_sums.values()])
+    if args.distributed:
+        torch.distributed.all_reduce(totals)
+    if totals[2].item() > 0 or not np.isfinite(totals[0].item()):
+        step = int(bad_step.item())
+        raise NonFiniteLoss(epoch, step if step >= 0 else None)
+    n_total = max(totals[1].item(), 1.0)
+    metrics = OrderedDict(loss=totals[0].item() / n_total)
+    for i, k in enumerate(extra_sums):
+        metrics[k] = totals[3 + i].item() / n_total
+    metrics['samples_per_sec'] = totals[1].item() / max(elapsed, 1e-9)
+    metrics['lr'] = _mean_lr(optimizer)
+    return metrics, num_updates
+
+
+def _mean_lr(optimizer) -> float:
+    lrs = [g['lr'] for g in optimizer.param_groups]
+    return sum(lrs) / len(lrs)
+
+
+@torch.no_grad()
+def validate(task, loader, args, device, *, ema: bool = False, amp_autocast=nullcontext, prefetched: bool = True,
+             zero_mean_input: bool = False) -> Dict[str, float]:
+    """Evaluate ``task``'s eval model (or EMA) with the task's evaluator; metrics over all ranks."""
+    from timm.task import evaluation_sample_limit
+    task.eval()
+    model = task.get_eval_model(ema=ema)
+    if isinstance(model, nn.Module):
+        model.eval()
+    evaluator = task.create_evaluator(max_samples=evaluation_sample_limit(loader))
+    eval_forward = getattr(task, 'eval_forward', None)
+    for input, target in loader:
+        if not prefetched:
+            input, target = _to_device(input, device), _to_device(target, device)
+        input = _prep_input(input, args, zero_mean_input)
+        with amp_autocast():
+            output = eval_forward(input, ema=ema) if eval_forward is not None else model(input)
+        evaluator.update(output, target)
+    return OrderedDict(evaluator.compute(distributed=args.distributed))
