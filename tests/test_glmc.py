@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
 from timm_mixplug.task.glmc import (
     GLMCDataset, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
-    glmc_mix, mixed_nt_xent, negative_cosine, nt_xent, resample_weights, sample_lambda)
+    glmc_mix, resample_weights, sample_lambda)
+from timm_mixplug.loss import mixed_nt_xent, negative_cosine, nt_xent
 
 
 def nt_xent_loop(z, zt, tau):

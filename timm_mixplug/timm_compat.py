@@ -17,10 +17,10 @@ from timm_mixplug.data.mixing.base import create_mixup, get_mixer_spec
 __all__ = ['setup_timm_mixing', 'add_zero_mean_input', 'has_zero_mean_input']
 
 
-def _zero_mean_pre_hook(module: nn.Module, args: Tuple[Any, ...]):
-    x = args[0]
+def _zero_mean_pre_hook(module: nn.Module, inputs: Tuple[Any, ...]):
+    x = inputs[0]
     if isinstance(x, torch.Tensor) and x.is_floating_point():
-        return (zero_mean(x.clone()),) + tuple(args[1:])  # clone: never change the caller's batch
+        return (zero_mean(x.clone()),) + tuple(inputs[1:])  # clone: never change the caller's batch
     return None
 
 

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from timm.loss import SoftTargetCrossEntropy
-from timm.task import TrainingTask
 from timm.utils.model import unwrap_model
 
+from timm_mixplug.task.base import SingleModuleTask
 from timm_mixplug.data.wrappers import ForwardingDatasetWrapper
 from timm_mixplug.task.classification import resolve_eval_model
 from timm_mixplug.data.transforms import DeviceAugment, crop_position_class
@@ -277,7 +277,7 @@ def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == target).float().mean()
 
 
-class AuxTask(TrainingTask):
+class AuxTask(SingleModuleTask):
     """Classification plus auxiliary tasks (seed 002) as a timm ``TrainingTask``.
 
     ``forward(input, target)``: ``input`` (B, C, H, W) normalized images (without crop/flip when ``augment``
@@ -381,11 +381,6 @@ class AuxTask(TrainingTask):
                              'summed per superclass); augmentation / random-label targets need unmixed images.')
 
     # -- timm task plumbing -----------------------------------------------------------------------------------
-    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs) -> 'AuxTask':
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        self.trainable_module = DDP(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
-        return self
-
     def compile(self, backend: str = 'inductor', mode: Optional[str] = None, **compile_kwargs) -> nn.Module:
         backbone = unwrap_model(self.trainable_module).backbone
         self.trainable_module = torch.compile(self.trainable_module, backend=backend, mode=mode, **compile_kwargs)

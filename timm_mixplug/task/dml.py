@@ -41,54 +41,13 @@ from timm.task import ClassificationEvaluator, TrainingTask
 from timm.task.classification import resolve_classification_loss
 from timm.utils import unwrap_model
 
+from timm_mixplug.loss.mutual import KL_REDUCTIONS, dml_losses
 from timm_mixplug.task.classification import resolve_eval_model
 
 __all__ = [
-    'dml_kl_matrix', 'dml_losses', 'DMLEnsemble', 'DMLTask', 'DMLEvaluator', 'peer_state_dicts',
+    'DMLEnsemble', 'DMLTask', 'DMLEvaluator', 'peer_state_dicts',
     'save_peer_weights',
 ]
-
-KL_REDUCTIONS = ('mean', 'sum')
-
-
-def dml_kl_matrix(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL[j, i] = KL(p_j.detach() || p_i) averaged over the batch, for stacked logits (K, B, C) -> (K, K).
-
-    Row j is the (constant) target peer, column i the peer that receives the gradient. Vectorized:
-    KL[j, i] = sum p_j log p_j - sum p_j log p_i, the cross term one einsum over (K, B, C).
-    """
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
-    logp_t = logp.detach()
-    p_t = logp_t.exp()
-    B = logits.shape[1]
-    neg_ent = torch.xlogy(p_t, p_t).sum(dim=(1, 2)) / B              # (K,)  sum_c p_j log p_j
-    cross = torch.einsum('jbc,ibc->ji', p_t, logp) / B                # (K, K) sum_c p_j log p_i
-    return neg_ent[:, None] - cross
-
-
-def dml_losses(logits: torch.Tensor, kl_weight: float = 1.0, temperature: float = 1.0,
-               kl_reduction: str = 'mean') -> torch.Tensor:
-    """Mimicry term of every peer: (K,) with entry i = w * T^2 * reduce_{j != i} KL(p_j || p_i).
-
-    sum_{j != i} KL(p_j || p_i) = sum_{j != i} sum p_j log p_j - sum (sum_{j != i} p_j) log p_i, so entry i
-    depends on peer i's logits only (the other peers' probabilities are detached constants).
-    """
-    K = logits.shape[0]
-    if K < 2:
-        raise ValueError(f'DML needs at least 2 peers, got {K}.')
-    if kl_reduction not in KL_REDUCTIONS:
-        raise ValueError(f'kl_reduction must be one of {KL_REDUCTIONS}, got {kl_reduction!r}.')
-    B = logits.shape[1]
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
-    logp_t = logp.detach()
-    p_t = logp_t.exp()
-    neg_ent = torch.xlogy(p_t, p_t).sum(dim=(1, 2)) / B               # (K,) sum_c p_j log p_j
-    others_p = p_t.sum(dim=0, keepdim=True) - p_t                     # (K, B, C) sum_{j != i} p_j
-    per_peer = (neg_ent.sum() - neg_ent) - (others_p * logp).sum(dim=(1, 2)) / B
-    if kl_reduction == 'mean':
-        per_peer = per_peer / (K - 1)
-    return per_peer * (kl_weight * temperature ** 2)
-
 
 class DMLEnsemble(nn.ModuleList):
     """The peers as one eval model: log of the mean of the peers' softmax, (B, C).

@@ -49,14 +49,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timm.task import TrainingTask
+from timm.loss import SoftTargetCrossEntropy
 from timm.utils import unwrap_model
 
+from timm_mixplug.task.base import SingleModuleTask
 from timm_mixplug.data.wrappers import TransformOwningWrapper
+from timm_mixplug.loss.contrastive import mixed_nt_xent, negative_cosine
+
+_soft_ce = SoftTargetCrossEntropy()  # -mean_b sum_c t_c log softmax(z)_c, targets as given
 
 __all__ = [
     'cumulative_weight', 'class_balanced_weights', 'resample_weights', 'sample_lambda', 'cutmix_box', 'glmc_mix',
-    'soft_cross_entropy', 'negative_cosine', 'nt_xent', 'mixed_nt_xent', 'GLMCDataset', 'glmc_collate', 'GLMCModel',
+    'GLMCDataset', 'glmc_collate', 'GLMCModel',
     'GLMCTask',
 ]
 
@@ -113,41 +117,6 @@ def glmc_mix(x_a1: torch.Tensor, x_a2: torch.Tensor, x_b1: torch.Tensor, x_b2: t
     x_cut = x_a2.clone()
     x_cut[..., y1:y2, x1:x2] = x_b2[..., y1:y2, x1:x2]
     return x_mix, x_cut, (y1, y2, x1, x2)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# losses
-# ----------------------------------------------------------------------------------------------------------
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """-mean_b sum_c t_c log softmax(logits)_c (targets used as given, not renormalised), in float32."""
-    return -(target.float() * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
-
-
-def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """SimSiam criterion S(p, z) = -mean_b cos(p_b, stop_grad(z_b))."""
-    return -F.cosine_similarity(p.float(), z.detach().float(), dim=-1).mean()
-
-
-def nt_xent(z: torch.Tensor, z_tilde: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
-    """SimCLR's NT-Xent (seed 004 eq. (1)) between paired batches z, z~ (N, d).
-
-    u = normalize(cat(z, z~)) (2N, d); for every anchor i of the 2N, the positive is its pair (i +- N), the
-    denominator sums exp(cos / tau) over the 2N - 1 other vectors; the loss is the mean over the 2N anchors.
-    """
-    N = z.shape[0]
-    u = F.normalize(torch.cat([z, z_tilde]).float(), dim=-1)
-    sim = u @ u.t() / tau
-    sim = sim.masked_fill(torch.eye(2 * N, dtype=torch.bool, device=sim.device), float('-inf'))
-    pos = torch.arange(2 * N, device=sim.device).roll(N)
-    return F.cross_entropy(sim, pos)
-
-
-def mixed_nt_xent(z1: torch.Tensor, z2: torch.Tensor, z_mix: torch.Tensor, z_cut: torch.Tensor, lam: float,
-                  tau: float = 0.5) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seed 004 eqs. (2)-(3): (L_CLR, L_mixup, L_cutmix) with the mixing ratio lam of both mixes."""
-    l_mix = lam * nt_xent(z1, z_mix, tau) + (1 - lam) * nt_xent(z2, z_mix, tau)
-    l_cut = lam * nt_xent(z1, z_cut, tau) + (1 - lam) * nt_xent(z2, z_cut, tau)
-    return 0.5 * (l_mix + l_cut), l_mix, l_cut
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -304,7 +273,7 @@ def _split_batch(input, target) -> Tuple[List[torch.Tensor], torch.Tensor, torch
     return views, y_a, y_b
 
 
-class GLMCTask(TrainingTask):
+class GLMCTask(SingleModuleTask):
     """GLMC (+ seed 004's ``clr_weight * L_CLR``); equations in the module docstring.
 
     Args:
@@ -372,11 +341,6 @@ class GLMCTask(TrainingTask):
         return cumulative_weight(self.epoch, self.num_epochs)
 
     # ---- distributed / eval / state ----
-    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs) -> 'GLMCTask':
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        self.trainable_module = DDP(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
-        return self
-
     def compile(self, backend: str = 'inductor', mode: Optional[str] = None, **compile_kwargs) -> nn.Module:
         """Compile the training forward (GLMCModel) and the eval forward (backbone) in place; keys unchanged."""
         m = unwrap_model(self.trainable_module)
@@ -444,8 +408,8 @@ class GLMCTask(TrainingTask):
         logits, logits_cb, z, p = self.trainable_module(groups, train=True, joint=self.joint_forward)
 
         a = self.cumulative_weight
-        l_ib = soft_cross_entropy(logits[:B], y_mix) + soft_cross_entropy(logits[B:2 * B], y_mix)
-        l_cb = soft_cross_entropy(logits_cb[:B], y_w) + soft_cross_entropy(logits_cb[B:2 * B], y_w)
+        l_ib = _soft_ce(logits[:B].float(), y_mix) + _soft_ce(logits[B:2 * B].float(), y_mix)
+        l_cb = _soft_ce(logits_cb[:B].float(), y_w) + _soft_ce(logits_cb[B:2 * B].float(), y_w)
         z_m, z_c, p_m, p_c = z[:B], z[B:2 * B], p[:B], p[B:2 * B]
         l_cons = negative_cosine(p_m, z_c) + negative_cosine(p_c, z_m)
         loss = a * l_ib + (1.0 - a) * l_cb + self.contrast_weight * l_cons

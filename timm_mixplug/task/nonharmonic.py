@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from timm.loss import SoftTargetCrossEntropy
-from timm.task import TrainingTask
+from timm.utils import unwrap_model
 
+from timm_mixplug.task.base import SingleModuleTask
 from timm_mixplug.data.wrappers import TransformOwningWrapper
 
 __all__ = [
@@ -134,11 +135,6 @@ def multiview_collate(batch: Sequence[Tuple[Sequence[Any], Any]]) -> Tuple[torch
 # ----------------------------------------------------------------------------------------------------------
 # task
 # ----------------------------------------------------------------------------------------------------------
-def _unwrap_ddp(module: nn.Module) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
 @contextmanager
 def _score_context(module: nn.Module, mode: str):
     """'eval': running BN statistics, no dropout. 'train': batch statistics (dropout/drop-path active) with the
@@ -168,7 +164,7 @@ def _score_context(module: nn.Module, mode: str):
                     dst.copy_(src)
 
 
-class NonHarmonicTask(TrainingTask):
+class NonHarmonicTask(SingleModuleTask):
     """Importance-sampled augmentation (seed 003) as a timm ``TrainingTask``.
 
     ``forward(input, target)`` accepts
@@ -245,11 +241,6 @@ class NonHarmonicTask(TrainingTask):
         self.generator = generator
 
     # -- timm task plumbing (same as ClassificationTask) ------------------------------------------------------
-    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs) -> 'NonHarmonicTask':
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        self.trainable_module = DDP(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
-        return self
-
     def compile(self, backend: str = 'inductor', mode: Optional[str] = None, **compile_kwargs) -> nn.Module:
         self.trainable_module = torch.compile(self.trainable_module, backend=backend, mode=mode, **compile_kwargs)
         self.eval_model = self.trainable_module
@@ -282,7 +273,7 @@ class NonHarmonicTask(TrainingTask):
         raise ValueError(f'Unsupported input shape {tuple(input.shape)}')
 
     def _score_module(self) -> nn.Module:
-        return _unwrap_ddp(self.trainable_module)
+        return unwrap_model(self.trainable_module)
 
     @torch.no_grad()
     def score(self, flat: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
