@@ -154,3 +154,36 @@ def test_toy_method_gets_flags_and_the_consumption_check(toy_methods, tmp_path):
                         '--output', str(tmp_path), '--experiment', 'toy', '--mix', 'toyflip', '--toyflip-lam',
                         '0.25', '--task', 'toyscale']) == 0
     assert os.path.isfile(tmp_path / 'toy' / 'best.safetensors')
+
+
+# ---- the declared timm minimum has every timm name we import ----
+
+def _v(s: str):
+    return tuple(int(p) for p in s.split('.')[:3] if p.isdigit())
+
+
+def test_declared_timm_minimum_has_every_imported_name():
+    """tests/fixtures/timm_names.json (``scripts/check_timm_minimum.py``) records the first checked timm
+    release with each imported name; pyproject's minimum must be at least the newest of them."""
+    import json
+    import re
+    import sys
+    import timm
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    from check_timm_minimum import imported_timm_names
+    table = json.load(open(os.path.join(ROOT, 'tests', 'fixtures', 'timm_names.json')))['first_release']
+    assert sorted(table) == imported_timm_names(), 'timm imports changed: rerun scripts/check_timm_minimum.py'
+    declared = re.search(r'"timm>=([\d.]+)"', open(os.path.join(ROOT, 'pyproject.toml')).read()).group(1)
+    newest = max(table.values(), key=_v)
+    assert _v(declared) >= _v(newest), f'pyproject says timm>={declared}, but the imports need {newest}'
+    assert _v(timm.__version__) >= _v(declared)
+
+
+def test_readme_own_loop_block_runs_as_written():
+    import re
+    readme = open(os.path.join(ROOT, 'README.md')).read()
+    section = readme.split('## Use the pieces in your own loop', 1)[1].split('\n## ', 1)[0]
+    block = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+    scope = {}
+    exec(compile(block, 'README.md', 'exec'), scope)
+    assert torch.isfinite(scope['loss'])

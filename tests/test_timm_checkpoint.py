@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import load_train_script, make_tiny_images, read_rows
-from timm_mixplug.utils.checkpoint import CheckpointError, load_timm_train_state, load_weights
+from timm_mixplug.train.timm_checkpoint import load_any_weights, load_timm_train_state
+from timm_mixplug.utils.checkpoint import CheckpointError, load_weights
 
 train_script = load_train_script('mixplug_train_script_timm_ckpt')
 
@@ -65,7 +66,9 @@ def test_sections_of_a_timm_checkpoint(tmp_path):
     for i, st in ref['state'].items():
         assert torch.equal(saved['state'][i]['momentum_buffer'], st['momentum_buffer'])
     # --initial-checkpoint takes the EMA weights first, as timm's load_checkpoint(use_ema=True)
-    sd = load_weights(str(tmp_path / 'model_best.pth.tar'))
+    sd = load_any_weights(str(tmp_path / 'model_best.pth.tar'))
+    with pytest.raises(CheckpointError, match='timm train.py checkpoint'):  # the library loader needs no pickle globals
+        load_weights(str(tmp_path / 'model_best.pth.tar'))
     assert all(torch.equal(sd[k], v) for k, v in ema_sd.items())
 
 

@@ -80,16 +80,6 @@ class Hierarchy:
         tab = self.table(a.device)
         return tab[a] == tab[b.to(a.device)]
 
-    def superclass_targets(self, target: torch.Tensor) -> torch.Tensor:
-        """Map targets to superclass targets: int (...) -> int (...), soft (..., C) -> summed (..., S)."""
-        if not target.dtype.is_floating_point:
-            return self.superclass_of(target)
-        if target.shape[-1] != self.num_classes:
-            raise ValueError(f'soft targets have {target.shape[-1]} classes, the hierarchy {self.num_classes}.')
-        idx = self.table(target.device).expand(target.shape)
-        out = target.new_zeros(target.shape[:-1] + (self.num_superclasses,))
-        return out.scatter_add_(-1, idx, target)
-
     def members(self, superclass: int) -> List[int]:
         """Class indices of one superclass (a convenience for inspection, not for batch paths)."""
         return torch.nonzero(self.class_to_super == superclass).flatten().tolist()

@@ -1,6 +1,6 @@
 """Long-tailed training sets (exponential profile) and their shot groups.
 
-Long-tailed subsets (CIFAR-10-LT / CIFAR-100-LT of Cao et al. 2019, used by GLMC and seed 004) keep, for class
+Long-tailed subsets (CIFAR-10-LT / CIFAR-100-LT of Cao et al. 2019, used by GLMC and its contrastive extension) keep, for class
 c = 0 .. C-1 (class 0 is the head),
 
     n_c = int(n_max * (1 / rho) ** (c / (C - 1)))                                   (exponential profile)

@@ -2,7 +2,7 @@
 
 They run on the batch's device, vectorized (no per-sample Python loop), and return what they drew so that
 auxiliary targets are exact (Yamada, Iwamura & Kise, "画像分類精度を向上させる追加タスクの検討", IEICE tech.
-report; seed 002, sec. 3.2):
+report, Yamada, Iwamura and Kise, sec. 3.2):
 
 * ``random_crop_flip``: zero-pad ``padding`` then a random HxW crop at offset (dx, dy) in [0, 2p]^2, then a
   horizontal flip with probability 1/2. ``crop_position_class`` turns the offset into the seed's 9-way
@@ -13,7 +13,7 @@ report; seed 002, sec. 3.2):
   (w, h), (W-w, h), (w, H-h), (W-w, H-h) tiled top-left, top-right, bottom-left, bottom-right; patch k comes
   from an independent batch permutation with one random crop offset for the whole batch; the label is
   sum_k area_k / (W H) * onehot(y_perm_k). Returns the per-pixel region map (0 TL, 1 TR, 2 BL, 3 BR).
-  ``border_margin`` m > 0 keeps the boundary off the border (w = m + round((W - 2m) Beta)), which seed 002
+  ``border_margin`` m > 0 keeps the boundary off the border (w = m + round((W - 2m) Beta)), which the auxiliary-task paper
   needs for its 4-way segmentation to be learnable.
 
 Randomness comes from torch's global generators (CPU for per-batch scalars, the batch's device for per-sample
@@ -92,12 +92,12 @@ def crop_position_class(
         grid: int = 3,
         flip: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Seed 002's crop-position target: which cell of a ``grid`` x ``grid`` partition of the (2p+1)^2 offset
+    """The auxiliary-task paper's crop-position target: which cell of a ``grid`` x ``grid`` partition of the (2p+1)^2 offset
     range holds the crop; class = grid * row + col (3 * (dy // 3) + dx // 3 for p = 4).
 
     With ``flip`` given, the horizontal offset is the one *visible in the output* (2p - dx for flipped
     samples): a flip after the crop mirrors where the zero padding shows, so the pre-flip offset is only
-    half-identifiable from the image (seed 002 notes its crop task fits only without flip). Pass
+    half-identifiable from the image (the paper notes its crop task fits only without flip). Pass
     ``flip=None`` for the seed's pre-flip convention.
     """
     n = 2 * padding + 1
@@ -263,7 +263,7 @@ def create_ricap(num_classes: int, label_smoothing: Optional[float] = None, coll
 # combined device-side pipeline
 # ----------------------------------------------------------------------------------------------------------
 class DeviceAugment:
-    """Seed 002's augmentation pipeline on the batch, recording everything: crop (zero pad) + flip, then
+    """The auxiliary-task paper's augmentation pipeline on the batch, recording everything: crop (zero pad) + flip, then
     Cutout, or RICAP on the cropped/flipped images. Inputs are normalized images without crop/flip.
 
     ``__call__(x, label) -> (x_aug, record)``; record holds ``label`` and, as configured, ``crop_dx``,
@@ -274,7 +274,7 @@ class DeviceAugment:
     def __init__(self, padding: int = 4, flip: bool = True, cutout_length: int = 0, ricap_beta: float = 0.0,
                  ricap_border_margin: int = 0, num_classes: Optional[int] = None, label_smoothing: float = 0.0):
         if cutout_length and ricap_beta:
-            raise ValueError('Cutout and RICAP are separate pipelines in seed 002; choose one.')
+            raise ValueError('Cutout and RICAP are separate pipelines in the auxiliary-task paper; choose one.')
         if ricap_beta and not num_classes:
             raise ValueError('RICAP needs num_classes for its area-weighted labels.')
         self.padding = padding

@@ -1,5 +1,5 @@
 """Auxiliary tasks trained alongside classification on any timm backbone (Yamada, Iwamura & Kise, "画像分類精度を
-向上させる追加タスクの検討", IEICE tech. report; seed 002).
+向上させる追加タスクの検討", IEICE tech. report, Yamada, Iwamura and Kise).
 
 Label tasks (sec. 3.1): ``superclass`` (the class hierarchy, e.g. CIFAR-100's 20 superclasses) and
 ``random_labels`` (one fixed random label per training image, seeded; the table is saved in the checkpoint's
@@ -278,7 +278,7 @@ def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class AuxTask(SingleModuleTask):
-    """Classification plus auxiliary tasks (seed 002) as a timm ``TrainingTask``.
+    """Classification plus auxiliary tasks (Yamada, Iwamura and Kise, IEICE tech. report) as a timm ``TrainingTask``.
 
     ``forward(input, target)``: ``input`` (B, C, H, W) normalized images (without crop/flip when ``augment``
     does them); ``target`` int labels (B,), packed ``[label, index]`` (B, 2) from ``IndexedDataset``, or a dict
@@ -299,7 +299,7 @@ class AuxTask(SingleModuleTask):
         criterion: main loss for soft (mixed) targets, e.g. the ``--mix`` method's loss (default soft-target CE).
         label_smoothing: for the main CE with hard labels.
         input_size, seg_grid: see ``AuxHeadModel``. crop_grid / crop_flip_aware: crop-position target options
-            (``crop_position_class``; flip-aware by default, seed 002 used the pre-flip offset).
+            (``crop_position_class``; flip-aware by default, the paper used the pre-flip offset).
     """
 
     def __init__(

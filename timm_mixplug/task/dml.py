@@ -1,4 +1,4 @@
-"""Deep Mutual Learning (Zhang et al., CVPR 2018) as a ``timm.task.TrainingTask``; seed 001 trains it on
+"""Deep Mutual Learning (Zhang et al., CVPR 2018) as a ``timm.task.TrainingTask``; the superclass-mixup paper trains it on
 superclass-mixed batches (``--task dml --mix superclass``).
 
 K >= 2 peer networks (same or different timm architectures) see the same, possibly mixed, batch. Peer i

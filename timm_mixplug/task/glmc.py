@@ -1,5 +1,5 @@
 """GLMC (Du et al., "Global and Local Mixture Consistency Cumulative Learning for Long-tailed Visual
-Recognitions", CVPR 2023) and seed 004's mix-ratio contrastive loss (``clr_weight > 0``), as a timm task.
+Recognitions", CVPR 2023) and the mix-ratio contrastive GLMC paper's mix-ratio contrastive loss (``clr_weight > 0``), as a timm task.
 
 Data (``GLMCDataset`` + ``glmc_collate``): every training item is the loader's (shuffled) image i paired
 with an image j drawn with replacement with probability proportional to n_{y_j}^-r (the re-sampled batch;
@@ -19,7 +19,7 @@ Per step (``GLMCTask.forward``), with one lam ~ Beta(alpha, alpha) (alpha = 1):
 
     L = a [CE(fc(x_mix), y_mix) + CE(fc(x_cut), y_mix)] + (1 - a) [CE(fc_cb(x_mix), y_w) + CE(fc_cb(x_cut), y_w)]
         + contrast_weight * [S(p_mix, z_cut) + S(p_cut, z_mix)]
-        + clr_weight * L_CLR                                                          (seed 004, optional)
+        + clr_weight * L_CLR                                                          (mix-ratio contrastive paper, optional)
 
 with CE(l, t) = -mean_b sum_c t_c log softmax(l)_c (y_w not renormalised), S(p, z) = -cos(p, stop_grad(z))
 (batch mean, SimSiam form), z = projector(f) = Linear(f, 128), p = predictor(z) = Linear(128, 128), f the
@@ -27,7 +27,7 @@ backbone's pooled pre-logits features (``forward_head(forward_features(x), pre_l
 fc is the instance-balanced head; fc_cb, the class-balanced head, is the timm model's own classifier, so
 the eval model is the plain timm model (``best.safetensors`` loads with ``timm.create_model``).
 
-Seed 004 (its eqs. (1)-(3)), with z1 = z(x_a1), z2 = z(x_b1) (features of the images before mixing; view 1,
+The mix-ratio contrastive paper (its eqs. (1)-(3)), with z1 = z(x_a1), z2 = z(x_b1) (features of the images before mixing; view 1,
 which the mixup used) and z_m = z(x_mix), z_c = z(x_cut):
 
     L(z, z~)  = NT-Xent (SimCLR) over the 2N vectors {z_i} U {z~_i}: positive pairs (z_i, z~_i), the other
@@ -274,7 +274,7 @@ def _split_batch(input, target) -> Tuple[List[torch.Tensor], torch.Tensor, torch
 
 
 class GLMCTask(SingleModuleTask):
-    """GLMC (+ seed 004's ``clr_weight * L_CLR``); equations in the module docstring.
+    """GLMC (+ the mix-ratio contrastive GLMC paper's ``clr_weight * L_CLR``); equations in the module docstring.
 
     Args:
         model: a timm model (wrapped in ``GLMCModel``) or a ``GLMCModel``.
@@ -283,7 +283,7 @@ class GLMCTask(SingleModuleTask):
             6 for IF50 in the reference recipes).
         beta_alpha: lam ~ Beta(alpha, alpha) (1).
         reweight_power: q of the class-balanced target weights n_c^-q (1.2).
-        clr_weight / clr_tau: weight and temperature of seed 004's NT-Xent loss (0 = off).
+        clr_weight / clr_tau: weight and temperature of the mix-ratio contrastive GLMC paper's NT-Xent loss (0 = off).
         proj_dim: projection / predictor width (128).
         num_epochs: epochs of the run, for the schedule (``set_epoch(epoch, num_epochs)`` overrides it).
         joint_forward: one backbone call over all groups (faster; shared batch-norm statistics).

@@ -1,4 +1,4 @@
-"""Non-harmonic learning: importance-sampled augmentation (Okadome & Ide, Kwansei Gakuin; seed 003).
+"""Non-harmonic learning: importance-sampled augmentation (Okadome & Ide, Kwansei Gakuin).
 
 Each image of the mini-batch is augmented into M views; the current model scores every view (its loss on
 the true class); one view per image is sampled with probability given by that importance and only the
@@ -165,7 +165,7 @@ def _score_context(module: nn.Module, mode: str):
 
 
 class NonHarmonicTask(SingleModuleTask):
-    """Importance-sampled augmentation (seed 003) as a timm ``TrainingTask``.
+    """Importance-sampled augmentation (Okadome's non-harmonic learning) as a timm ``TrainingTask``.
 
     ``forward(input, target)`` accepts
       * ``input`` (B, M, C, H, W) and ``target`` (B,) (``multiview_collate``),

@@ -37,7 +37,8 @@ def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, 
     """``--model`` (or ``model_name``, e.g. a DML peer) with the user's timm options; ``--initial-checkpoint``
     weights loaded (no pickle)."""
     import timm
-    from timm_mixplug.utils.checkpoint import CheckpointError, load_weights
+    from timm_mixplug.train.timm_checkpoint import load_any_weights
+    from timm_mixplug.utils.checkpoint import CheckpointError
     in_chans = 3
     if args.in_chans is not None:
         in_chans = args.in_chans
@@ -56,7 +57,7 @@ def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, 
     what = f'cannot create --model {name}' + (' with --model-kwargs' if args.model_kwargs else '')
     model = user_errors(timm.create_model, name, what=what, **kw)
     if args.initial_checkpoint:
-        sd = load_weights(args.initial_checkpoint)
+        sd = load_any_weights(args.initial_checkpoint)
         try:
             model.load_state_dict(sd, strict=True)
         except RuntimeError as e:

@@ -76,7 +76,8 @@ def _eval_state(task, ema: bool = False):
 def _load_resume(b: Built, args, optimizer, loss_scaler, path: str):
     """Load a training state into the (not yet DDP-wrapped) task; returns its meta."""
     from timm.utils import unwrap_model
-    from timm_mixplug.utils.checkpoint import CheckpointError, load_resume_state, resolve_resume_path, restore_rng
+    from timm_mixplug.train.timm_checkpoint import load_resume_state
+    from timm_mixplug.utils.checkpoint import CheckpointError, resolve_resume_path, restore_rng
     from timm_mixplug.train.resume import restore_optimizer
     state_path = resolve_resume_path(path)
     sections, meta = load_resume_state(state_path)

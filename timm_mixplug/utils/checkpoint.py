@@ -12,11 +12,9 @@ Files written by train.py into the run folder (``<name>`` is ``last`` or ``best`
   metadata (``__metadata__['state']``).
 
 Every file is written to a temporary file in the same folder, fsync'ed and moved into place with
-``os.replace``. Our files load with ``safetensors`` and ``json`` only. timm's ``.pth.tar`` checkpoints (for
-``--resume`` and ``--initial-checkpoint``) and ``.pth`` weights go through ``torch.load(weights_only=True)``
-with ``argparse.Namespace`` as the only added global, which refuses every other pickled object unexecuted.
+``os.replace``. Our files load with ``safetensors`` and ``json`` only; ``.pth`` weights with
+``torch.load(weights_only=True)``.
 """
-import argparse
 import json
 import os
 import random
@@ -32,7 +30,7 @@ from timm_mixplug.errors import UsageError
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
            'save_train_state', 'load_train_state', 'resolve_resume_path', 'capture_rng', 'restore_rng',
            'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'remove_stale_temp', 'STATE_FORMAT',
-           'torch_load_safe', 'is_timm_checkpoint', 'load_timm_train_state', 'load_resume_state']
+           'state_dict_from_checkpoint', 'tensor_dict']
 
 STATE_FORMAT = 'timm_mixplug.train_state'
 STATE_VERSION = 1
@@ -151,7 +149,8 @@ def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str
 
 def load_weights(path: str) -> Dict[str, torch.Tensor]:
     """Model weights from a ``.safetensors`` file (ours or timm's), our train state, or a ``.pth``/``.bin``
-    loaded with ``torch.load(weights_only=True)``."""
+    state dict loaded with ``torch.load(weights_only=True)`` (timm train.py's ``.pth.tar``, which pickles its
+    args, loads through ``timm_mixplug.train.timm_checkpoint``)."""
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path}')
     if path.endswith('.safetensors'):
@@ -159,83 +158,33 @@ def load_weights(path: str) -> Dict[str, torch.Tensor]:
         if meta.get('format') == STATE_FORMAT:
             return {k[len('model/'):]: v for k, v in tensors.items() if k.startswith('model/')}
         return tensors
-    ckpt = torch_load_safe(path)
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if 'argparse.Namespace' in str(e):
+            raise CheckpointError(f'{path} is a timm train.py checkpoint (it pickles train.py\'s args): load it with '
+                                  f'train.py --initial-checkpoint or timm.models.load_checkpoint') from None
+        raise CheckpointError(f'cannot load {path} with torch.load(weights_only=True): {msg}') from None
+    return state_dict_from_checkpoint(ckpt, path)
+
+
+def state_dict_from_checkpoint(ckpt: Any, path: str) -> Dict[str, torch.Tensor]:
+    """The model weights of a loaded torch checkpoint: a bare state dict, or its ``state_dict_ema`` /
+    ``model_ema`` / ``state_dict`` / ``model`` entry (timm ``load_checkpoint``'s order), cleaned of wrappers."""
     if isinstance(ckpt, dict):
-        for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):  # timm load_checkpoint's order
+        for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
             if isinstance(ckpt.get(key), dict):
                 ckpt = ckpt[key]
                 break
-    return _tensor_dict(ckpt, path)
+    return tensor_dict(ckpt, path)
 
 
-def _tensor_dict(sd: Any, path: str) -> Dict[str, torch.Tensor]:
+def tensor_dict(sd: Any, path: str) -> Dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f'{path} does not contain a state dict of tensors')
     from timm.models import clean_state_dict
     return clean_state_dict(sd)
-
-
-# ---- timm's own checkpoints (.pth.tar written by timm.utils.CheckpointSaver) ----
-
-def torch_load_safe(path: str) -> Any:
-    """``torch.load(weights_only=True)`` with only ``argparse.Namespace`` (the ``args`` entry of timm's
-    checkpoints) added to torch's allowlist, as timm's own loader does; anything else that a pickle would
-    construct or call is refused (CheckpointError) before it runs."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f'checkpoint not found: {path}')
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if 'weights_only' in str(e) or 'Unsupported global' in str(e):
-            found = re.findall(r'(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)', str(e))
-            msg = (f'it needs the non-allowlisted pickle global {found[0]}' if found else
-                   'it needs non-allowlisted pickle globals') + ', refused without running it'
-        raise CheckpointError(f'cannot load {path} with torch.load(weights_only=True): {msg}') from None
-
-
-def is_timm_checkpoint(path: str) -> bool:
-    """A file that is not safetensors: a torch/timm checkpoint (``.pth.tar``, ``.pth``, ``.pt``, ``.bin``)."""
-    return os.path.isfile(path) and not path.endswith('.safetensors')
-
-
-def load_timm_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(sections, meta) as ``load_train_state`` returns them, from a timm training checkpoint:
-    ``state_dict`` (or ``model``) -> model, ``state_dict_ema`` -> ema (``module.`` keys), ``optimizer``,
-    ``amp_scaler`` -> scaler; meta: the epoch to start at (saved epoch + 1 for version >= 2 files, as timm's
-    ``resume_checkpoint``), model and classes from the saved ``args``, the best metric from the saver's history.
-    No scheduler or RNG state: the schedule is stepped to the start epoch, as timm's train.py does."""
-    ckpt = torch_load_safe(path)
-    if not isinstance(ckpt, dict) or not any(k in ckpt for k in ('state_dict', 'model')):
-        sections: Dict[str, Any] = {'model': _tensor_dict(ckpt, path)}  # bare state dict: weights only
-        return sections, {'epoch': 0, '_format': 'timm'}
-    key = 'state_dict' if 'state_dict' in ckpt else 'model'
-    sections = {'model': _tensor_dict(ckpt[key], path)}
-    if ckpt.get('state_dict_ema') is not None:  # keyed as the tasks' ModelEmaV3 wrapper, as our state is
-        sections['ema'] = {'module.' + k: v for k, v in _tensor_dict(ckpt['state_dict_ema'], path).items()}
-    for src, dst in (('optimizer', 'optimizer'), ('amp_scaler', 'scaler')):
-        if ckpt.get(src) is not None:
-            sections[dst] = ckpt[src]
-    meta: Dict[str, Any] = {'_format': 'timm'}
-    if 'epoch' in ckpt:
-        meta['epoch'] = int(ckpt['epoch']) + (1 if int(ckpt.get('version', 1)) > 1 else 0)
-    else:
-        meta['epoch'] = 0
-    args = ckpt.get('args')
-    model = getattr(args, 'model', None)  # not 'arch': without args timm stores the class name there
-    if isinstance(model, str):
-        meta['model'] = model
-    if isinstance(getattr(args, 'num_classes', None), int):
-        meta['num_classes'] = args.num_classes
-    saver = ckpt.get('saver') if isinstance(ckpt.get('saver'), dict) else {}
-    best = [(saver['best_metric'], saver.get('best_epoch'))] if saver.get('best_metric') is not None else []
-    if isinstance(ckpt.get('metric'), (int, float)) and 'epoch' in ckpt:  # the saved epoch's own metric
-        best.append((ckpt['metric'], int(ckpt['epoch'])))
-    if best:
-        lower = 'loss' in str(getattr(args, 'eval_metric', 'top1'))
-        meta['best_metric'], meta['best_epoch'] = (min if lower else max)(best, key=lambda mb: mb[0])
-    return sections, meta
 
 
 # ---- JSON + tensor encoding of nested state (optimizer, scheduler, scaler, RNG, task state) ----
@@ -377,11 +326,6 @@ def load_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     if doc.get('version', 0) > STATE_VERSION:
         raise CheckpointError(f'{path} was written by a newer timm_mixplug (state version {doc["version"]})')
     return sections, meta
-
-
-def load_resume_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(sections, meta) of a training-state file: ours (``save_train_state``) or timm's ``.pth.tar``."""
-    return (load_timm_train_state if is_timm_checkpoint(path) else load_train_state)(path)
 
 
 def resolve_resume_path(path: str) -> str:

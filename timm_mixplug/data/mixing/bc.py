@@ -1,4 +1,4 @@
-"""Between-class learning, BC and BC+ (Tokozume et al., CVPR 2018; seed 000).
+"""Between-class learning, BC and BC+ (Tokozume et al., CVPR 2018).
 
 Every element i is mixed with a partner j(i) of a *different* class drawn uniformly from the batch, with
 r ~ U(0, 1) per element; the target is r t_i + (1 - r) t_j (eq. (2)'s label rule, r not p).
