@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -276,8 +277,8 @@ def parse_options(argv: Sequence[str]):
         seeds = [int(s) for s in _split_list(opts.seeds, 'seeds')]
     except ValueError:
         raise CompareError(f'--seeds {opts.seeds!r}: expected comma-separated integers') from None
-    if any(s < 0 for s in seeds):
-        raise CompareError(f'--seeds {opts.seeds!r}: seeds must be >= 0')
+    if any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise CompareError(f'--seeds {opts.seeds!r}: expected different seeds >= 0')
     opts.baseline = opts.baseline or names[0]
     if opts.baseline not in names:
         raise CompareError(f'--baseline {opts.baseline!r} is not one of --methods ({", ".join(names)})')
@@ -395,6 +396,8 @@ class Runner:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
                 rc, cpu = _wait(proc)
             wall = time.perf_counter() - t0
+            if rc in (130, -signal.SIGINT):  # Ctrl-C: the run saved its state; start nothing more
+                self.stop.set()
             if rc != 0:
                 if not self.stop.is_set():
                     self._fail(run, f'exit code {rc}', cmd)
@@ -448,15 +451,15 @@ def load_result(run: Run, metric: str) -> Optional[dict]:
 
 
 def run_all(runner: Runner, todo: List[Run], jobs: int) -> None:
-    """``runner`` on every run, ``jobs`` at a time in the order given; on Ctrl-C (which the children get
-    too, from the terminal) starts nothing more and waits for the running ones to save their state."""
+    """``runner`` on every run, ``jobs`` at a time in the order given. On Ctrl-C (which the children get too,
+    from the terminal) it starts nothing more and waits for the running ones to save their state; then
+    ``runner.stop`` is set."""
     ex = ThreadPoolExecutor(jobs)
     try:
         for f in as_completed([ex.submit(runner, r) for r in todo]):
             f.result()
     except KeyboardInterrupt:
         runner.stop.set()
-        raise
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 
@@ -531,9 +534,9 @@ def markdown(summary: dict, failed: Sequence[dict] = ()) -> str:
         if 'ensemble' in e:
             notes.append(f'mean of the DML peers; ensemble {_ms(e["ensemble"])}')
         if e['resumed_seeds']:
-            notes.append(f'seeds {",".join(map(str, e["resumed_seeds"]))} resumed: times of the resumed part')
+            notes.append(f'resumed (seed {",".join(map(str, e["resumed_seeds"]))}): times of the resumed part')
         if e['missing_seeds']:
-            notes.append(f'no result for seeds {",".join(map(str, e["missing_seeds"]))}')
+            notes.append(f'no result for seed {",".join(map(str, e["missing_seeds"]))}')
         lines.append(f'| {m} | {_ms(e)} | {e["n"]} | {delta} | {effect} | {_sec(e["wall_s"])} | '
                      f'{_sec(e["cpu_s"])} | {"; ".join(notes)} |')
     shots = {m: e['shots'] for m, e in ms.items() if 'shots' in e}
@@ -628,9 +631,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f'compare: {len(todo)} run(s) to train, {opts.jobs} at a time, {threads} thread(s) each',
                   flush=True)
             runner = Runner(opts.metric, threads, len(todo))
-            try:
-                run_all(runner, todo, opts.jobs)
-            except KeyboardInterrupt:
+            run_all(runner, todo, opts.jobs)
+            if runner.stop.is_set():
                 print('compare: interrupted; run the same command again to continue (finished runs are reused, '
                       'unfinished ones resumed)', file=sys.stderr)
                 return 130
