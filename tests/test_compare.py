@@ -55,6 +55,15 @@ def test_metric_of_dml_rows_is_the_mean_of_the_peers():
     assert fields['final'] == 82.0 and fields['ensemble'] == 90.0 and 'shots' not in fields
 
 
+def test_no_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)  # import matplotlib raises ImportError
+    summary = dict(metric='eval_top1', baseline='ce', seeds=[0], methods={})
+    assert compare.figure(summary, {}, tmp_path / 'compare.png') is False
+    assert capsys.readouterr().out == ('compare: matplotlib is not installed, so no compare.png '
+                                       '(pip install -e ".[plot]")\n')
+    assert not (tmp_path / 'compare.png').exists()
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--methods', 'ce,nope'], "unknown method 'nope' (known: ce, mixup, cutmix, bc,"),
     (['--methods', 'ce,bc', '--baseline', 'mixup'], "--baseline 'mixup' is not one of --methods"),

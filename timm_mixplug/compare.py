@@ -586,6 +586,7 @@ def figure(summary: dict, results: Dict[str, Dict[int, dict]], path: Path) -> bo
     bars.set_ylabel(f'final {metric}: mean ± std, dots: seeds')
     bars.grid(axis='y', alpha=0.3)
     curves.set_xlabel('epoch')
+    curves.xaxis.get_major_locator().set_params(integer=True)
     curves.set_ylabel(f'{metric}, mean over seeds')
     curves.grid(alpha=0.3)
     curves.legend(fontsize=8)
