@@ -1,0 +1,214 @@
+"""``python -m timm_mixplug compare``: the statistics, bad input, and one end-to-end bake-off (ce vs bc, two
+seeds, 2 epochs on a tiny npz set) with reuse, resume, restart and failure handling."""
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, read_rows
+from timm_mixplug.train import compare
+
+
+def test_t_critical_table_and_expansion():
+    assert compare.t_critical(2) == pytest.approx(4.303, abs=5e-4)
+    assert compare.t_critical(1) == pytest.approx(12.706, abs=5e-4)
+    assert compare.t_critical(30) == pytest.approx(2.042, abs=5e-4)
+    assert compare.t_critical(40) == pytest.approx(2.0211, abs=1e-4)  # Cornish-Fisher beyond the table
+    assert compare.t_critical(10 ** 6) == pytest.approx(1.95996, abs=1e-4)
+    with pytest.raises(ValueError):
+        compare.t_critical(0)
+    try:
+        from scipy.stats import t
+    except ImportError:
+        return
+    for df in list(range(1, 80)) + [100, 500]:
+        assert compare.t_critical(df) == pytest.approx(t.ppf(0.975, df), abs=1e-4), df
+
+
+def test_paired_delta_by_hand():
+    # differences 2, 4, 1: mean 7/3, sample std sqrt(7/3), half-width 4.3027 * sqrt(7/3) / sqrt(3)
+    d = compare.paired_delta({0: 80.0, 1: 84.0, 2: 83.0, 9: 50.0}, {0: 78.0, 1: 80.0, 2: 82.0})
+    assert d['seeds'] == [0, 1, 2] and d['values'] == [2.0, 4.0, 1.0] and d['n'] == 3
+    assert d['mean'] == pytest.approx(7 / 3) and d['std'] == pytest.approx(math.sqrt(7 / 3))
+    half = 4.3027 * math.sqrt(7 / 3) / math.sqrt(3)
+    assert d['ci95'] == pytest.approx([7 / 3 - half, 7 / 3 + half]) and d['ci95'][0] == pytest.approx(-1.4615, abs=1e-3)
+    assert d['effect'] is False
+    # differences 3, 3.5, 2.5: std 0.5, interval 3 +- 4.3027 * 0.5 / sqrt(3) = [1.758, 4.242], excludes 0
+    d = compare.paired_delta({0: 3.0, 1: 3.5, 2: 2.5}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert d['ci95'] == pytest.approx([1.7579, 4.2421], abs=1e-3) and d['effect'] is True
+    one = compare.paired_delta({0: 5.0}, {0: 4.0})
+    assert one['mean'] == 1.0 and one['std'] is None and one['ci95'] is None and one['effect'] is None
+
+
+def test_metric_of_dml_rows_is_the_mean_of_the_peers():
+    row = {'eval_top1': 90.0, 'eval_peer0_top1': 80.0, 'eval_peer1_top1': 84.0, 'eval_loss': 0.5,
+           'ema_eval_top1': 70.0, 'ema_eval_peer0_top1': 60.0, 'ema_eval_peer1_top1': 62.0}
+    assert compare.metric_value(row, 'eval_top1') == 82.0
+    assert compare.metric_value(row, 'ema_eval_top1') == 61.0
+    assert compare.metric_value(row, 'eval_loss') == 0.5 and compare.metric_value(row, 'eval_top5') is None
+    fields = compare.metric_fields([row], 'eval_top1')
+    assert fields['final'] == 82.0 and fields['ensemble'] == 90.0 and 'shots' not in fields
+
+
+def test_no_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)  # import matplotlib raises ImportError
+    summary = dict(metric='eval_top1', baseline='ce', seeds=[0], methods={})
+    assert compare.figure(summary, {}, tmp_path / 'compare.png') is False
+    assert capsys.readouterr().out == ('compare: matplotlib is not installed, so no compare.png '
+                                       '(pip install -e ".[plot]")\n')
+    assert not (tmp_path / 'compare.png').exists()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--methods', 'ce,nope'], "unknown method 'nope' (known: ce, mixup, cutmix, bc,"),
+    (['--methods', 'ce,bc', '--baseline', 'mixup'], "--baseline 'mixup' is not one of --methods"),
+    (['--methods', 'ce', '--seeds', ' , '], '--seeds: no seeds given'),
+    (['--methods', 'ce', '--seeds', '0,x'], 'expected comma-separated integers'),
+    (['--methods', 'ce', '--jobs', '0'], '--jobs 0: must be >= 1'),
+    (['--methods', 'ce,ce'], '--methods: listed twice: ce'),
+    (['--methods', 'ce', '--base-args', '--seed 3'], '--seed is set by compare'),
+    (['--methods', 'ce', '--methods-file', 'BAD'], 'expected a list or string of train.py arguments'),
+    (['--methods', 'ce', '--config', 'no-such.yaml'], '--config no-such.yaml: no such file'),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'BAD').write_text('broken: {lr: 1}\n')
+    out = tmp_path / 'out'
+    argv = [str(tmp_path / a) if a == 'BAD' else a for a in argv]
+    assert compare.main(argv + ['--output', str(out), '--', '--epochs', '1']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('compare: error: ') and message in err[0], err
+    assert not out.exists()
+    assert compare.main(['--methods', 'ce', '--output', str(out)]) == 2  # no training setup
+    assert 'no training setup' in capsys.readouterr().err and not out.exists()
+
+
+def test_help_and_dispatch(tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'timm_mixplug', 'compare', '--help'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0
+    for text in ('--methods-file', '--report-only', '--jobs', 'example', 'nh_uniform', '--nh-device-views'):
+        assert text in r.stdout, text
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """3 classes, 8 noisy 8x8 training images each, 4 validation images each."""
+    rng = np.random.default_rng(0)
+    for split, n in (('tr', 8), ('te', 4)):
+        y = np.repeat(np.arange(3), n)
+        x = (rng.integers(0, 150, (len(y), 8, 8, 3)) + 50 * y[:, None, None, None]).astype(np.uint8)
+        np.savez(tmp_path / f'{split}.npz', x=x, y=y, classes=np.array(['a', 'b', 'c']))
+    return str(tmp_path)
+
+
+def _setup(data):
+    return ['--dataset', 'npz', '--data-dir', data, '--train-split', 'tr', '--val-split', 'te', '--model',
+            'resnet20_cifar', '--img-size', '8', '--crop-pct', '1.0', '-b', '8', '--epochs', '2', '--workers', '0',
+            '--warmup-epochs', '0', '--no-aug', '--device', 'cpu', '--log-interval', '100']
+
+
+def _load(path):
+    return json.loads(path.read_text())
+
+
+def test_end_to_end_reuse_resume_restart_and_failure(tiny_npz, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the child processes import this checkout's package
+    out = tmp_path / 'cmp'
+    setup = _setup(tiny_npz)
+    # one thread per run: two OpenMP threads crawl when other jobs share the two cores
+    argv = ['--methods', 'ce,bc', '--seeds', '0,1', '--jobs', '1', '--threads', '1', '--output', str(out), '--',
+            *setup]
+    # an interrupted compare left bc-s1 after 1 of 2 epochs, and ce-s1 stopped before its first epoch ended
+    partial = compare.Run('bc', 1, setup + compare.METHODS['bc'], out)
+    r = subprocess.run(partial.command() + ['--max-epochs-this-run', '1'], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert compare.state_progress(partial.run_dir) == (1, 2)
+    stale = out / 'runs' / 'ce-s1'
+    stale.mkdir(parents=True)
+    (stale / 'train.log').write_text('stopped early\n')
+
+    assert compare.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert 'compare: [4/4] bc-s1: resuming after epoch 1' in printed
+    assert printed.count(': training') == 3 and not (stale / 'train.log').read_text().startswith('stopped')
+    runs = {f'{m}-s{s}': _load(out / 'results' / f'{m}-s{s}.json') for m in ('ce', 'bc') for s in (0, 1)}
+    for name, res in runs.items():
+        rows = read_rows(out / 'runs' / name / 'summary.csv')
+        assert [r['epoch'] for r in rows] == ['0', '1'], name
+        assert res['final'] == float(rows[-1]['eval_top1']) and res['curve'] == [float(r['eval_top1']) for r in rows]
+        assert res['wall_s'] > 0 and res['cpu_s'] > 0 and res['metric'] == 'eval_top1'
+        assert res['command'][-2:] in (['--experiment', name], ['--resume', str(out / 'runs' / name)])
+    assert runs['bc-s1']['resumed_from_epoch'] == 1 and runs['ce-s0']['resumed_from_epoch'] is None
+    assert 'Resuming' in (out / 'runs' / 'bc-s1.log').read_text()
+
+    # compare.json against the per-run numbers, by hand
+    report = _load(out / 'compare.json')
+    ce, bc = ([runs[f'{m}-s{s}']['final'] for s in (0, 1)] for m in ('ce', 'bc'))
+    for m, vals in (('ce', ce), ('bc', bc)):
+        e = report['methods'][m]
+        assert e['values'] == vals and e['n'] == 2
+        assert e['mean'] == pytest.approx(statistics.mean(vals)) and e['std'] == pytest.approx(statistics.stdev(vals))
+    delta = report['methods']['bc']['delta']
+    d = [b - c for b, c in zip(bc, ce)]
+    half = 12.7062 * statistics.stdev(d) / math.sqrt(2)
+    assert delta['values'] == pytest.approx(d) and delta['mean'] == pytest.approx(statistics.mean(d))
+    assert delta['ci95'] == pytest.approx([statistics.mean(d) - half, statistics.mean(d) + half])
+    assert delta['effect'] == (not delta['ci95'][0] <= 0 <= delta['ci95'][1])
+    assert report['methods']['ce']['delta'] is None and report['baseline'] == 'ce'
+    table = (out / 'compare.md').read_text()
+    row = next(line for line in table.splitlines() if line.startswith('| bc |'))
+    assert f'{statistics.mean(bc):.2f}' in row and f'{statistics.mean(d):+.2f} [{delta["ci95"][0]:+.2f}' in row
+    assert ('| effect |' if delta['effect'] else '| no effect shown |') in row
+    assert 'resumed (seed 1)' in row and '| ce | ' in table and '(baseline)' in table and '| ce |' in printed
+    assert (out / 'compare.png').stat().st_size > 0
+
+    # a second invocation trains nothing
+    logs = {p.name: p.stat().st_mtime_ns for p in (out / 'runs').glob('*.log')}
+    assert compare.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert 'compare: reused 4 finished run(s)' in printed and ': training' not in printed
+    assert logs == {p.name: p.stat().st_mtime_ns for p in (out / 'runs').glob('*.log')}
+    assert _load(out / 'compare.json')['methods'] == report['methods']
+
+    # a lost result file of a finished run folder is rebuilt without training
+    (out / 'results' / 'ce-s1.json').unlink()
+    assert compare.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert 'ce-s1: eval_top1' in printed and 'rebuilt from its finished run folder' in printed
+    assert ': training' not in printed and _load(out / 'results' / 'ce-s1.json')['final'] == runs['ce-s1']['final']
+
+    # another training setup in the same --output is refused, nothing written
+    md = (out / 'compare.md').stat().st_mtime_ns
+    assert compare.main(argv + ['--lr', '0.1']) == 2
+    assert 'was trained with other train.py arguments' in capsys.readouterr().err
+    assert (out / 'compare.md').stat().st_mtime_ns == md
+
+    # --report-only with another metric: re-read from the run folders
+    assert compare.main(['--methods', 'ce,bc', '--seeds', '0,1', '--output', str(out), '--report-only',
+                         '--metric', 'eval_loss']) == 0
+    capsys.readouterr()
+    losses = _load(out / 'compare.json')['methods']['bc']['values']
+    assert losses == [float(read_rows(out / 'runs' / f'bc-s{s}' / 'summary.csv')[-1]['eval_loss']) for s in (0, 1)]
+
+    # a failing run: reported with its log and command, not kept, exit 1 after the others
+    monkeypatch.setattr(compare.Run, 'command', lambda self: [sys.executable, '-c', 'import sys; print("boom"); '
+                                                              'sys.exit(3)'])
+    mfile = tmp_path / 'methods.yaml'
+    mfile.write_text('broken: --mix none\n')
+    assert compare.main(['--methods', 'ce,broken', '--methods-file', str(mfile), '--seeds', '0,1', '--output',
+                         str(out), '--', *setup]) == 1
+    printed = capsys.readouterr().out
+    assert 'broken-s0 FAILED (exit code 3); log ' in printed and "sys.exit(3)'" in printed
+    assert (out / 'runs' / 'broken-s0.log').read_text() == 'boom\n'
+    assert not (out / 'results' / 'broken-s0.json').exists()
+    report = _load(out / 'compare.json')
+    assert report['methods']['broken']['n'] == 0 and [f['run'] for f in report['failed']] == ['broken-s0',
+                                                                                               'broken-s1']
+    assert 'Failed runs' in (out / 'compare.md').read_text()
