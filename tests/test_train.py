@@ -272,3 +272,14 @@ def test_npz_dataset(tmp_path, capsys):
     bad = base_args(str(tmp_path), tmp_path / 'out', 'npz2', '--dataset', 'npz', '--train-split', 'nope')
     assert train_script.main(bad) == 2
     assert "--train-split 'nope': no " in capsys.readouterr().err
+
+
+def test_thread_choice_follows_free_cores_workers_and_overrides():
+    from timm_mixplug.train.options import choose_threads
+    assert choose_threads(0, 0, 1, None, cores=2, load=0.1)[0] == 2  # an idle machine: every core
+    assert choose_threads(0, 0, 1, None, cores=2, load=1.0)[0] == 1  # one busy core: one thread
+    assert choose_threads(0, 1, 1, None, cores=2, load=0.0)[0] == 1  # a loader worker takes a core
+    assert choose_threads(0, 0, 2, None, cores=8, load=0.0)[0] == 4  # two local processes share the cores
+    assert choose_threads(0, 0, 1, None, cores=2, load=5.0)[0] == 1  # never below one
+    assert choose_threads(3, 0, 1, '2', cores=2, load=5.0) == (3, '--threads 3')  # the flag wins
+    assert choose_threads(0, 0, 1, '2', cores=2, load=5.0) == (2, 'OMP_NUM_THREADS=2')

@@ -107,6 +107,9 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument('--task', default='classification', choices=list(list_tasks()), help='training objective')
     g.add_argument('--evaluate', action='store_true', default=False,
                    help='only evaluate the --resume / --initial-checkpoint weights on --val-split')
+    g.add_argument('--threads', type=int, default=0, metavar='N',
+                   help='torch threads per process; 0 = OMP_NUM_THREADS if set, else the cores that are free '
+                        '(CPU count minus the load average, the loader workers and the other local processes)')
     g.add_argument('--max-epochs-this-run', type=int, default=None, metavar='N',
                    help='stop (resumably) after N epochs in this invocation (preemption / testing)')
     add_longtail_args(p)

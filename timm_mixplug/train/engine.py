@@ -350,6 +350,7 @@ def run(args) -> Dict[str, Any]:
     from timm_mixplug.train.ranges import check_ranges
     try:
         check_ranges(args, io=True)
+        _setup_logging(int(os.environ.get('RANK', '0')) == 0)
         timm_options.apply_process_options(args)
         if args.evaluate:
             return evaluate(args)

@@ -13,7 +13,7 @@
 import argparse
 import importlib.util
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -71,9 +71,34 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError('--wandb-resume-id continues a W&B run: add --resume')
 
 
+def choose_threads(requested: int, workers: int, local_procs: int, env: Optional[str], cores: int,
+                   load: float) -> Tuple[int, str]:
+    """(torch threads, why): ``--threads N`` > 0 or ``OMP_NUM_THREADS`` as given; otherwise the cores left free
+    by other work (``cores`` minus the 1-minute ``load`` average), shared by this machine's ``local_procs``
+    training processes and their loader ``workers`` (each worker process keeps a core busy), at least 1.
+    Every small op's parallel region waits for all its threads, so one more thread than there are free cores
+    makes the whole step wait for a descheduled thread (about 10x slower with one busy core out of two)."""
+    if requested > 0:
+        return requested, f'--threads {requested}'
+    if env:
+        return max(1, int(env)), f'OMP_NUM_THREADS={env}'
+    free = max(1.0, cores - load)
+    n = max(1, int(round(free / local_procs)) - workers)
+    return n, (f'{cores} cores, load {load:.1f}, {local_procs} local process(es), {workers} loader worker(s); '
+               f'--threads N to choose')
+
+
 def apply_process_options(args) -> None:
-    """Before anything is built: import ``--device-modules`` (device backends), enable ``--fast-norm``."""
+    """Before anything is built: the torch thread count (``choose_threads``, logged in one line), import
+    ``--device-modules`` (device backends), enable ``--fast-norm``."""
     import importlib
+    import os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+    env = os.environ.get('OMP_NUM_THREADS') if 'OMP_NUM_THREADS' in os.environ else None
+    n, why = choose_threads(args.threads, args.workers, local, env, cores, os.getloadavg()[0])
+    torch.set_num_threads(n)
+    _logger.info(f'Using {n} torch thread(s) per process ({why})')
     for name in args.device_modules or ():
         try:
             importlib.import_module(name)

@@ -345,6 +345,7 @@ RANGES: Dict[str, Rule] = {
     'superclass_choice_diff': _num(**_PROB, n=2, ordered=True),
     'task': _parser_choice(),
     'max_epochs_this_run': _num(lo=1, integer=True),
+    'threads': _num(lo=0, integer=True),
     'imb_factor': _num(lo=1),
     'imb_seed': _num(**_SEED),
     # --task aux
