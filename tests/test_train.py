@@ -283,3 +283,17 @@ def test_thread_choice_follows_free_cores_workers_and_overrides():
     assert choose_threads(0, 0, 1, None, cores=2, load=5.0)[0] == 1  # never below one
     assert choose_threads(3, 0, 1, '2', cores=2, load=5.0) == (3, '--threads 3')  # the flag wins
     assert choose_threads(0, 0, 1, '2', cores=2, load=5.0) == (2, 'OMP_NUM_THREADS=2')
+
+
+def test_long_evaluation_logs_progress(tmp_path, monkeypatch, caplog):
+    import logging
+    from timm_mixplug.train import engine, loop
+    from timm_mixplug.data.datasets import make_image_folder
+    monkeypatch.setattr(loop, 'PROGRESS_SECONDS', 0.0)  # every batch counts as long
+    data = make_image_folder(str(tmp_path / 'd'), num_classes=4, per_class=8, val_per_class=4, size=16)
+    caplog.set_level(logging.INFO)
+    assert engine.main(['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8',
+                        '--epochs', '1', '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu',
+                        '--output', str(tmp_path), '--experiment', 'r']) == 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Eval: [')]
+    assert lines and lines[0].startswith('Eval: [   1/2]') and 'ETA' in lines[0]

@@ -14,7 +14,9 @@ from timm_mixplug.train.run_folder import NonFiniteLoss
 
 _logger = logging.getLogger('train')
 
-__all__ = ['train_one_epoch', 'validate']
+__all__ = ['train_one_epoch', 'validate', 'PROGRESS_SECONDS']
+
+PROGRESS_SECONDS = 10.0  # an evaluation longer than this reports its progress
 
 
 def _to_device(obj, device):
@@ -151,7 +153,8 @@ def _mean_lr(optimizer) -> float:
 @torch.no_grad()
 def validate(task, loader, args, device, *, ema: bool = False, amp_autocast=nullcontext, prefetched: bool = True,
              zero_mean_input: bool = False) -> Dict[str, float]:
-    """Evaluate ``task``'s eval model (or EMA) with the task's evaluator; metrics over all ranks."""
+    """Evaluate ``task``'s eval model (or EMA) with the task's evaluator; metrics over all ranks. An evaluation
+    that takes longer than ``PROGRESS_SECONDS`` logs a progress line every ``PROGRESS_SECONDS`` (rank 0)."""
     from timm.task import evaluation_sample_limit
     task.eval()
     model = task.get_eval_model(ema=ema)
@@ -159,7 +162,15 @@ def validate(task, loader, args, device, *, ema: bool = False, amp_autocast=null
         model.eval()
     evaluator = task.create_evaluator(max_samples=evaluation_sample_limit(loader))
     eval_forward = getattr(task, 'eval_forward', None)
-    for input, target in loader:
+    n_batches = len(loader)
+    start = last = time.perf_counter()
+    for batch_idx, (input, target) in enumerate(loader):
+        now = time.perf_counter()
+        if batch_idx and args.rank == 0 and now - last >= PROGRESS_SECONDS:
+            last = now
+            eta = (now - start) / batch_idx * (n_batches - batch_idx)
+            _logger.info(f'Eval{" (EMA)" if ema else ""}: [{batch_idx:>4d}/{n_batches}] '
+                         f'{100. * batch_idx / n_batches:>3.0f}%  {now - start:.0f}s, ETA {_fmt_eta(eta)}')
         if not prefetched:
             input, target = _to_device(input, device), _to_device(target, device)
         input = _prep_input(input, args, zero_mean_input)
