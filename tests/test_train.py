@@ -189,6 +189,7 @@ def test_two_process_gloo_torchrun(data_dir, tmp_path):
     # 32 images / (2 ranks x 4) = 4 steps per rank per epoch, all ranks' samples in the loss
     assert 'Distributed training: 2 processes, backend gloo' in proc.stdout + proc.stderr
     assert (tmp_path / 'ddp' / 'last-state.safetensors').is_file()
+    assert 'Warning' not in proc.stderr, proc.stderr[-3000:]  # no warning a user cannot act on (DDP, loaders)
 
 
 def test_epoch_seeds_differ_per_rank_and_epoch():
@@ -297,3 +298,19 @@ def test_long_evaluation_logs_progress(tmp_path, monkeypatch, caplog):
                         '--output', str(tmp_path), '--experiment', 'r']) == 0
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Eval: [')]
     assert lines and lines[0].startswith('Eval: [   1/2]') and 'ETA' in lines[0]
+
+
+def test_workers_beyond_the_cores_are_lowered_in_one_line(tmp_path, caplog):
+    import logging
+    from timm_mixplug.train import engine
+    from timm_mixplug.data.datasets import make_image_folder
+    cores = len(os.sched_getaffinity(0))
+    data = make_image_folder(str(tmp_path / 'd'), num_classes=4, per_class=8, val_per_class=1, size=16)
+    caplog.set_level(logging.INFO)
+    assert engine.main(['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8',
+                        '--epochs', '1', '--warmup-epochs', '0', '--workers', str(cores + 2), '--device', 'cpu',
+                        '--output', str(tmp_path), '--experiment', 'r']) == 0
+    msgs = [r.getMessage() for r in caplog.records]
+    assert f'Lowering --workers {cores + 2} to {cores}: this machine gives each of its 1 training process(es) ' \
+           f'{cores} core(s)' in msgs
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -195,7 +195,7 @@ def train(args) -> Dict[str, Any]:
         raise UsageError(f'nothing to do: the run already finished {start_epoch} of {num_epochs} epochs')
 
     if args.distributed:
-        ddp_kw = dict(broadcast_buffers=not args.no_ddp_bb)
+        ddp_kw = _ddp_buffer_kwargs(not args.no_ddp_bb)
         task.prepare_distributed(device_ids=[device.index] if device.type == 'cuda' else None, **ddp_kw)
 
     # ---- everything validated: now create the run folder ----
@@ -337,6 +337,15 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
         if s.best_metric is not None:
             _logger.info(f'*** Best {args.eval_metric}: {s.best_metric:.4f} (epoch {s.best_epoch}); run folder {s.output_dir}')
     return dict(output_dir=s.output_dir, best_metric=s.best_metric, best_epoch=s.best_epoch, eval_metrics=eval_metrics)
+
+
+def _ddp_buffer_kwargs(sync: bool) -> Dict[str, bool]:
+    """``--no-ddp-bb`` for DDP: ``forward_sync_buffers`` where torch has it (>= 2.13 deprecates
+    ``broadcast_buffers`` with a FutureWarning per rank), else ``broadcast_buffers``."""
+    import inspect
+    from torch.nn.parallel import DistributedDataParallel
+    new = 'forward_sync_buffers' in inspect.signature(DistributedDataParallel.__init__).parameters
+    return {'forward_sync_buffers' if new else 'broadcast_buffers': sync}
 
 
 def _report_ignored(args) -> None:

@@ -89,13 +89,19 @@ def choose_threads(requested: int, workers: int, local_procs: int, env: Optional
 
 
 def apply_process_options(args) -> None:
-    """Before anything is built: the torch thread count (``choose_threads``, logged in one line), import
+    """Before anything is built: ``--workers`` lowered to the cores each local process has (said in one line),
+    the torch thread count (``choose_threads``, logged in one line), import
     ``--device-modules`` (device backends), enable ``--fast-norm``."""
     import importlib
     import os
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
     env = os.environ.get('OMP_NUM_THREADS') if 'OMP_NUM_THREADS' in os.environ else None
+    most = max(1, cores // local)
+    if args.workers > most:  # more loader processes than cores only queue behind each other
+        _logger.info(f'Lowering --workers {args.workers} to {most}: this machine gives each of its {local} '
+                     f'training process(es) {most} core(s)')
+        args.workers = most
     n, why = choose_threads(args.threads, args.workers, local, env, cores, os.getloadavg()[0])
     torch.set_num_threads(n)
     _logger.info(f'Using {n} torch thread(s) per process ({why})')
