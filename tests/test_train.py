@@ -314,3 +314,32 @@ def test_workers_beyond_the_cores_are_lowered_in_one_line(tmp_path, caplog):
     assert f'Lowering --workers {cores + 2} to {cores}: this machine gives each of its 1 training process(es) ' \
            f'{cores} core(s)' in msgs
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_epoch_numbers_agree_and_an_unfinished_run_says_how_to_continue(tmp_path, caplog, monkeypatch):
+    """One convention (epochs count from 0, as timm logs them) in the summary, the end line, validate and
+    resume; --max-epochs-this-run says the run is unfinished and how to continue; no matplotlib: one line."""
+    import logging
+    from timm_mixplug.train import engine
+    from timm_mixplug.data.datasets import make_image_folder
+    monkeypatch.setattr(engine, 'plot_summary', lambda *a, **k: False)  # as without the plot extra
+    data = make_image_folder(str(tmp_path / 'd'), num_classes=4, per_class=8, val_per_class=2, size=16)
+    base = ['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '2',
+            '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu']
+    caplog.set_level(logging.INFO)
+    run = tmp_path / 'r'
+    assert engine.main(base + ['--output', str(tmp_path), '--experiment', 'r', '--max-epochs-this-run', '1']) == 0
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith('*** Best top1:') and '(epoch 0)' in m for m in msgs)
+    unfinished = [m for m in msgs if m.startswith('Unfinished: stopped after epoch 0 of 0..1')]
+    assert unfinished and unfinished[0].endswith(f'--resume {run}')
+    assert '--max-epochs-this-run' not in unfinished[0].split('continue with:')[1]
+    assert sum(m.startswith('summary.png is not drawn: it needs matplotlib') for m in msgs) == 1
+    assert [r['epoch'] for r in read_summary(run / 'summary.csv')] == ['0']
+    caplog.clear()
+    assert engine.main(['validate', '--resume', str(run), '--workers', '0']) == 0
+    assert any('(after epoch 0: 1 epoch(s) trained)' in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    assert engine.main(base + ['--resume', str(run)]) == 0
+    assert any('after epoch 0 (1 epoch(s) trained)' in r.getMessage() for r in caplog.records)
+    assert [r['epoch'] for r in read_summary(run / 'summary.csv')] == ['0', '1']

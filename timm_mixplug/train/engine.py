@@ -119,7 +119,8 @@ def evaluate(args) -> Dict[str, float]:
     b = build(args, device, training=False)
     if args.resume:
         meta = _load_resume(b, args, None, None, args.resume)
-        _logger.info(f"Loaded {meta['_path']} (epoch {meta.get('epoch')})")
+        done = int(meta.get('epoch') or 0)
+        _logger.info(f"Loaded {meta['_path']} (after epoch {done - 1}: {done} epoch(s) trained)")
     amp_autocast, _ = amp_setup(args, device)
     kw = dict(amp_autocast=amp_autocast, prefetched=b.prefetched, zero_mean_input=b.zero_mean_input)
     metrics = validate(b.task, b.loader_eval, args, device, **kw)
@@ -216,7 +217,8 @@ def train(args) -> Dict[str, Any]:
             _logger.warning(f'Removed temporary files of an interrupted write from {output_dir}: {", ".join(stale)}')
         if meta is not None:
             changed = changed_settings(args, saved)
-            _logger.info(f'Resuming {meta["_path"]} after epoch {start_epoch - 1}; settings changed from the '
+            _logger.info(f'Resuming {meta["_path"]} after epoch {start_epoch - 1} ({start_epoch} epoch(s) trained); '
+                         f'settings changed from the '
                          f'checkpoint\'s: {", ".join(changed) if changed else "none"}')
         args.run_dir, args.epochs_done = output_dir, start_epoch
         resolved = args_to_yaml(args)
@@ -319,7 +321,8 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
             write_summary_row(csv_path, row)
             if getattr(b, 'wandb', None) is not None:
                 b.wandb.log(row)
-            plot_summary(csv_path, os.path.join(s.output_dir, 'summary.png'))
+            if not plot_summary(csv_path, os.path.join(s.output_dir, 'summary.png')) and epoch == s.start_epoch:
+                _logger.info('summary.png is not drawn: it needs matplotlib (pip install "timm_mixplug[plot]")')
             wmeta = dict(model=args.model, epoch=epoch, task=args.task, mix=args.mix)
             if improved:
                 save_weights(os.path.join(s.output_dir, 'best.safetensors'), _eval_state(task), **wmeta)
@@ -336,7 +339,26 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
     if primary:
         if s.best_metric is not None:
             _logger.info(f'*** Best {args.eval_metric}: {s.best_metric:.4f} (epoch {s.best_epoch}); run folder {s.output_dir}')
+        if stop_at < s.num_epochs:
+            from timm_mixplug.train.run_folder import resume_command
+            rest = _without_flag(getattr(args, 'argv', []), '--max-epochs-this-run')
+            _logger.info(f'Unfinished: stopped after epoch {stop_at - 1} of 0..{s.num_epochs - 1} '
+                         f'(--max-epochs-this-run {args.max_epochs_this_run}); continue with: '
+                         f'{resume_command(rest, s.output_dir, args.world_size)}')
     return dict(output_dir=s.output_dir, best_metric=s.best_metric, best_epoch=s.best_epoch, eval_metrics=eval_metrics)
+
+
+def _without_flag(argv, flag: str):
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + '='):
+            out.append(a)
+    return out
 
 
 def _ddp_buffer_kwargs(sync: bool) -> Dict[str, bool]:
@@ -379,6 +401,7 @@ def main(argv=None) -> int:
     args = None
     try:
         args = parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command lines
         if args.evaluate and args.resume:  # the weights' own settings
             from timm_mixplug.train.resume import apply_run_settings
             args = apply_run_settings(sys.argv[1:] if argv is None else argv, args)

@@ -126,7 +126,8 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
             eta_run = eta_epoch + step_time * n_batches * (num_epochs - epoch - 1)
             _logger.info(
                 f'Train: {epoch} [{batch_idx:>4d}/{n_batches} ({100. * (batch_idx + 1) / n_batches:>3.0f}%)]  '
-                f'Loss: {loss.item():#.4g} ({(loss_sum / max(n_local, 1)).item():#.4g})  LR: {lr:.3e}  '
+                f'Loss: {loss.item():#.4g} ({(loss_sum / max(n_local, 1)).item():#.4g}'
+                f'{" rank 0" if args.distributed else ""})  LR: {lr:.3e}  '
                 f'{rate:>7.1f} samples/s  ETA: {_fmt_eta(eta_epoch)} (run {_fmt_eta(eta_run)})')
     elapsed = time.perf_counter() - start
     totals = torch.stack([loss_sum, torch.tensor(float(n_local), dtype=torch.float64, device=device),
