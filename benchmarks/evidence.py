@@ -1,0 +1,135 @@
+"""The README evidence: each method against its own baseline, in the regime its paper claims an effect, run
+with ``python -m timm_mixplug compare`` (3 seeds, paired deltas with 95 % intervals).
+
+    python benchmarks/evidence.py --data ../shared/data --regimes noaug    # one regime (resumable)
+    python benchmarks/evidence.py --data ../shared/data --report           # tables of everything finished
+
+Development data: ``--data`` is the CIFAR-10 folder of this project's development layout (``cifar10_train_subset10k``,
+1,000 training images per class, and ``cifar10_test``); substitute any folder with those two npz files.
+Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch, bf16 autocast, batch 64,
+1 thread per run, evaluation on 3,000 test images, 300 per class, every 5 epochs and at the end):
+
+* ``noaug``: 500 images per class, no augmentation, 30 epochs: plain CE overfits; BC, BC+, mixup against CE.
+* ``aug_long``: the same with pad-crop 4 + flip for 120 epochs, long enough for the augmented CE to overfit.
+* ``dml``: two ResNet-20 peers with and without superclass mixup, against one model (pad-crop + flip, 60
+  epochs). CIFAR-10's classes grouped by their WordNet hypernyms into 4 superclasses: motor vehicles
+  (automobile, truck), craft (airplane, ship), mammals (cat, deer, dog, horse), other vertebrates (bird, frog).
+* ``nh``: importance-sampled views (M = 4, device pad-crop + flip) against the same views sampled uniformly
+  (M = 1: one random view has the distribution of a uniform choice among M i.i.d. views), 60 epochs.
+* ``aux``: auxiliary superclass + crop-position heads (device pad-crop + flip) against CE with the loader's
+  pad-crop + flip (the same augmentation: both pad with the mean colour), 60 epochs.
+* ``lt``: CIFAR-10-LT at one fifth scale: all 1,000 images per class made long-tailed with imbalance 100
+  (1000 ... 10 images per class, 2,478 in all); CE, GLMC and GLMC + NT-Xent on GLMC's schedule shape (lr 0.01,
+  weight decay 5e-3, batch 64, cosine; 100 epochs instead of 200), with many / medium / few-shot top-1.
+
+Every finished run's small result file is copied to ``benchmarks/evidence/<regime>/`` (committed), so a later
+sitting continues where this one stopped and the tables can be rebuilt without the run folders.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+KEEP = REPO / 'benchmarks' / 'evidence'
+AUG = ['--pad-crop', '4', '--hflip', '0.5', '--color-jitter', '0']
+
+
+def setup(train_split: str, epochs: int, lr: str, wd: str, aug, extra=()):
+    """train.py flags of a regime (``{data}`` is the data folder)."""
+    return (['--dataset', 'npz', '--data-dir', '{data}', '--train-split', train_split, '--val-split', 'test3k',
+             '--model', 'resnet20_cifar', '--img-size', '32', '--epochs', str(epochs), '-b', '64', '--opt', 'sgd',
+             '--momentum', '0.9', '--lr', lr, '--sched', 'cosine', '--warmup-epochs', '1', '--weight-decay', wd,
+             '--smoothing', '0'] + list(aug) + ['--amp', '--amp-dtype', 'bfloat16', '--workers', '0',
+                                                '--val-interval', '5', '--log-interval', '1000'] + list(extra))
+
+
+WORDNET4 = {'motor_vehicle': ['automobile', 'truck'], 'craft': ['airplane', 'ship'],
+            'mammal': ['cat', 'deer', 'dog', 'horse'], 'other_vertebrate': ['bird', 'frog']}
+# regime: (methods, baseline, other baselines, setup flags, methods-file entries)
+REGIMES = {
+    'noaug': (['ce', 'bc', 'bcplus', 'mixup'], 'ce', [], setup('train500', 30, '0.1', '5e-4', ['--no-aug']), {}),
+    'aug_long': (['ce', 'bc', 'bcplus', 'mixup'], 'ce', [], setup('train500', 120, '0.1', '5e-4', AUG), {}),
+    'dml': (['dml', 'dml_superclass', 'ce'], 'dml', ['ce'], setup('train500', 60, '0.1', '5e-4', AUG),
+            {'dml_superclass': ['--task', 'dml', '--mix', 'superclass', '--superclass-map', '{data}/wordnet4.yaml']}),
+    'nh': (['nh_uniform', 'nh'], 'nh_uniform', [], setup('train500', 60, '0.1', '5e-4', []), {}),
+    'aux': (['ce', 'aux'], 'ce', [], setup('train500', 60, '0.1', '5e-4', []),
+            {'ce': AUG, 'aux': ['--task', 'aux', '--aux-tasks', 'superclass,crop_pos', '--no-aug',
+                                '--superclass-map', '{data}/wordnet4.yaml']}),
+    'lt': (['ce', 'glmc', 'glmc_clr'], 'ce', ['glmc'],
+           setup('train1000', 100, '0.01', '5e-3', AUG, ['--imb-factor', '100']), {}),
+}
+
+
+def make_data(src: Path, dst: Path) -> None:
+    """train500 / train1000 (per class, seeded) and test3k (300 per class) npz files, and the WordNet map."""
+    dst.mkdir(parents=True, exist_ok=True)
+    tr, te = np.load(src / 'cifar10_train_subset10k.npz'), np.load(src / 'cifar10_test.npz')
+    rng = np.random.RandomState(0)
+    perm = [rng.permutation(np.where(tr['y'] == c)[0]) for c in range(10)]  # the file is sorted by class
+    for n in (500, 1000):
+        if not (dst / f'train{n}.npz').is_file():
+            idx = np.concatenate([p[:n] for p in perm])
+            np.savez(dst / f'train{n}.npz', x=tr['x'][idx], y=tr['y'][idx], classes=tr['classes'])
+    if not (dst / 'test3k.npz').is_file():
+        idx = np.concatenate([np.where(te['y'] == c)[0][:300] for c in range(10)])
+        np.savez(dst / 'test3k.npz', x=te['x'][idx], y=te['y'][idx], classes=te['classes'])
+    import yaml
+    (dst / 'wordnet4.yaml').write_text(yaml.safe_dump(WORDNET4))
+
+
+def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None) -> int:
+    methods, base, _, flags, extra = REGIMES[regime]
+    cmd = [sys.executable, '-m', 'timm_mixplug', 'compare', '--methods', ','.join(methods), '--seeds', '0,1,2',
+           '--baseline', baseline or base, '--jobs', '1', '--threads', '1', '--output', str(out / regime)]
+    if extra:
+        mf = out / f'{regime}-methods.yaml'
+        import yaml
+        mf.write_text(yaml.safe_dump({k: [a.replace('{data}', str(data)) for a in v] for k, v in extra.items()}))
+        cmd += ['--methods-file', str(mf)]
+    if report_only:
+        cmd.append('--report-only')
+    cmd += ['--'] + [a.replace('{data}', str(data)) for a in flags]
+    rc = subprocess.call(cmd, cwd=REPO)
+    keep = KEEP / regime
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in sorted((out / regime / 'results').glob('*.json')):
+        shutil.copy2(f, keep / f.name)
+    for f in ('compare.md', 'compare.json', 'compare.png'):
+        if (out / regime / f).is_file():
+            shutil.copy2(out / regime / f, keep / (f if baseline is None else f.replace('compare', f'vs-{baseline}')))
+    return rc
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--data', required=True, help='folder with cifar10_train_subset10k.npz and cifar10_test.npz')
+    p.add_argument('--output', default=str(REPO / 'output' / 'evidence'))
+    p.add_argument('--regimes', default=','.join(REGIMES))
+    p.add_argument('--report', action='store_true', help='rebuild the reports of finished runs only')
+    a = p.parse_args()
+    src = Path(a.data)
+    if not (src / 'cifar10_train_subset10k.npz').is_file() or not (src / 'cifar10_test.npz').is_file():
+        print(f'evidence.py: error: --data {src} needs cifar10_train_subset10k.npz and cifar10_test.npz',
+              file=sys.stderr)
+        return 2
+    out = Path(a.output)
+    data = Path(os.path.relpath(out / 'data', REPO))  # as the runs record it
+    make_data(src, data)
+    rc = 0
+    for regime in a.regimes.split(','):
+        if regime not in REGIMES:
+            print(f'evidence.py: error: unknown regime {regime!r}; known: {", ".join(REGIMES)}', file=sys.stderr)
+            return 2
+        rc |= compare(regime, data, out, a.report)
+        for other in REGIMES[regime][2]:
+            rc |= compare(regime, data, out, True, baseline=other)
+    return rc
+
+
+if __name__ == '__main__':
+    sys.exit(main())
