@@ -109,7 +109,7 @@ def tiny_npz(tmp_path):
 
 def _setup(data):
     return ['--dataset', 'npz', '--data-dir', data, '--train-split', 'tr', '--val-split', 'te', '--model',
-            'resnet20_cifar', '--img-size', '8', '--crop-pct', '1.0', '-b', '8', '--epochs', '2', '--workers', '0',
+            'resnet20_cifar', '--img-size', '8', '--crop-pct', '1.0', '-b', '12', '--epochs', '2', '--workers', '0',
             '--warmup-epochs', '0', '--no-aug', '--device', 'cpu', '--log-interval', '100']
 
 

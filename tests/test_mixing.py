@@ -336,3 +336,51 @@ def test_kl_loss_value_and_gradient():
     assert tm.SoftTargetKLDiv()(torch.log(t + 1e-12), t).item() == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ValueError, match='soft targets'):
         tm.SoftTargetKLDiv()(logits, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize('name', ['bc', 'bcplus'])
+def test_single_class_batch_takes_partners_from_the_previous_batch(name):
+    """A batch of one class is mixed with images of other classes kept (unmixed) from the previous batch, by
+    the paper's rule; only a first batch of one class is an error."""
+    torch.manual_seed(0)
+    mixer = tm.create_mixup(name, num_classes=3)
+    with pytest.raises(ValueError, match='all 4 images to draw partners from have class 2'):
+        mixer(torch.randn(4, 3, 4, 4), torch.full((4,), 2))
+    mixer = tm.create_mixup(name, num_classes=3)
+    first = torch.randn(4, 3, 4, 4)
+    mixer(first.clone(), torch.tensor([0, 1, 1, 0]))
+    x = torch.randn(6, 3, 4, 4)
+    out, soft = mixer(x.clone(), torch.full((6,), 2))
+    assert torch.allclose(soft.sum(1), torch.ones(6)) and (soft[:, 2] < 1).all()
+    assert torch.allclose(soft[:, :2].sum(1), 1 - soft[:, 2])
+    r = soft[:, 2]  # the own image's ratio
+    pool = {0: first[0], 1: first[1]}  # the first image of each class of the previous batch
+    for i in range(6):
+        j = int(soft[i, :2].argmax())
+        xi, xj = x[i], pool[j]
+        if name == 'bc':
+            expect = r[i] * xi + (1 - r[i]) * xj
+        else:  # formula (2) with population std over C*H*W
+            si, sj = xi.std(unbiased=False), xj.std(unbiased=False)
+            p = 1 / (1 + si / sj * (1 - r[i]) / r[i])
+            expect = (p * (xi - xi.mean()) + (1 - p) * (xj - xj.mean())) / torch.sqrt(p ** 2 + (1 - p) ** 2)
+        assert torch.allclose(out[i], expect, atol=1e-5), i
+
+
+def test_bc_collate_single_class_batch_uses_the_pool():
+    collate = tm.create_mixup('bc', num_classes=3, collate=True)
+    imgs = [torch.full((3, 2, 2), v, dtype=torch.uint8) for v in (10, 20, 30, 40)]
+    collate([(imgs[0], 0), (imgs[1], 1)])
+    out, soft = collate([(imgs[2], 2), (imgs[3], 2)])
+    for i, own in enumerate((30, 40)):
+        j = int(soft[i, :2].argmax())
+        lam = float(soft[i, 2])
+        expect = lam * own + (1 - lam) * (10, 20)[j]
+        assert abs(float(out[i].float().mean()) - expect) <= 0.5 + 1e-3
+
+
+def test_single_class_chance_by_hand():
+    from timm_mixplug.data.mixing.bc import single_class_chance
+    assert single_class_chance([2, 2], 2) == pytest.approx(2 * (2 / 4) * (1 / 3))  # 1/3
+    assert single_class_chance([5, 5], 1) == pytest.approx(1.0)
+    assert single_class_chance([1, 1, 1], 2) == 0.0

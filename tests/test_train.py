@@ -180,13 +180,13 @@ def test_two_process_gloo_torchrun(data_dir, tmp_path):
     if torchrun is None:
         pytest.skip('torchrun not found')
     cmd = [torchrun, '--standalone', '--nproc_per_node=2', os.path.join(ROOT, 'train.py'),
-           *base_args(data_dir, tmp_path, 'ddp', '--mix', 'bc', '-b', '4', '--epochs', '2', '--model-ema')]
+           *base_args(data_dir, tmp_path, 'ddp', '--mix', 'bc', '-b', '8', '--epochs', '2', '--model-ema')]
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = read_summary(tmp_path / 'ddp' / 'summary.csv')
     assert len(rows) == 2
-    # 32 images / (2 ranks x 4) = 4 steps per rank per epoch, all ranks' samples in the loss
+    # 32 images / (2 ranks x 8) = 2 steps per rank per epoch, all ranks' samples in the loss
     assert 'Distributed training: 2 processes, backend gloo' in proc.stdout + proc.stderr
     assert (tmp_path / 'ddp' / 'last-state.safetensors').is_file()
     assert 'Warning' not in proc.stderr, proc.stderr[-3000:]  # no warning a user cannot act on (DDP, loaders)

@@ -167,6 +167,27 @@ def _loaders(args, spec: TaskSpec, info: DataInfo, data_config, ds_train, ds_eva
     return loader, loader_eval
 
 
+# A run is refused when its first batches (one per epoch and loader worker) hold one class with a chance above this.
+SINGLE_CLASS_LIMIT = 1e-5
+
+
+def _check_single_class_chance(args, class_counts) -> None:
+    """BC / BC+ take partners of another class; a single-class batch draws them from the previous batch, so only a
+    mixer's first batch can fail: one per run in this process, or one per epoch and loader worker (each epoch
+    restarts the workers, each with its own copy of the collate). Refuse a batch size that makes it likely."""
+    from timm_mixplug.data.mixing.bc import single_class_chance
+    starts = args.epochs * args.workers if args.workers else 1
+    chance = single_class_chance(class_counts, args.batch_size) * starts
+    if chance <= SINGLE_CLASS_LIMIT:
+        return
+    need = args.batch_size
+    while single_class_chance(class_counts, need) * starts > SINGLE_CLASS_LIMIT and need < sum(class_counts):
+        need += 2
+    raise UsageError(f'--mix {args.mix} mixes images of different classes: with --batch-size {args.batch_size} and '
+                     f'{len(class_counts)} classes, a first batch ({starts}: one per run, or per epoch and loader worker) '
+                     f'holds a single class with chance {chance:.1e}; use --batch-size {need} or more')
+
+
 def build(args, device, training: bool) -> Built:
     """Create data, model(s), mixer, criterion, task and loaders; no files are written here."""
     from timm.data import resolve_data_config
@@ -192,6 +213,8 @@ def build(args, device, training: bool) -> Built:
 
     use_prefetcher = not args.no_prefetcher and spec.use_prefetcher is not False
     mixer_spec = get_mixer_spec(args.mix) if args.mix != 'none' else None
+    if training and mixer_spec is not None and mixer_spec.distinct_classes and info.class_counts:
+        _check_single_class_chance(args, info.class_counts)
     collate_mix = training and use_prefetcher and not spec.mixes_itself and mixer_spec is not None and mixer_spec.collate
     collate_mixer = create_mixer(args, info, data_config, collate=True) if collate_mix else None
     device_mixer = None if collate_mix else create_mixer(args, info, data_config, collate=False)

@@ -117,6 +117,7 @@ def evaluate(args) -> Dict[str, float]:
     _setup_logging(args.rank == 0)
     _report_ignored(args)
     b = build(args, device, training=False)
+    _log_process_notes(args)
     if args.resume:
         meta = _load_resume(b, args, None, None, args.resume)
         done = int(meta.get('epoch') or 0)
@@ -152,6 +153,7 @@ def train(args) -> Dict[str, Any]:
     if args.experiment and not args.resume:  # refuse a used folder before the (slow) build; cleared later
         prepare_run_folder(os.path.join(args.output or './output/train', args.experiment), args, False, clear=False)
     b = build(args, device, training=True)
+    _log_process_notes(args)
     task = b.task
 
     resolve_lr(args)
@@ -370,6 +372,13 @@ def _ddp_buffer_kwargs(sync: bool) -> Dict[str, bool]:
     return {'forward_sync_buffers' if new else 'broadcast_buffers': sync}
 
 
+def _log_process_notes(args) -> None:
+    """The thread / worker choices, logged once the run is built (an error line comes first and alone)."""
+    if args.rank == 0:
+        for line in getattr(args, 'process_notes', ()):
+            _logger.info(line)
+
+
 def _report_ignored(args) -> None:
     if args.rank == 0 and getattr(args, 'ignored', None):
         _logger.warning('Ignoring timm train.py options not implemented by timm_mixplug: '
@@ -382,7 +391,7 @@ def run(args) -> Dict[str, Any]:
     try:
         check_ranges(args, io=True)
         _setup_logging(int(os.environ.get('RANK', '0')) == 0)
-        timm_options.apply_process_options(args)
+        args.process_notes = timm_options.apply_process_options(args)
         if args.evaluate:
             return evaluate(args)
         return train(args)

@@ -13,7 +13,7 @@
 import argparse
 import importlib.util
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -88,23 +88,25 @@ def choose_threads(requested: int, workers: int, local_procs: int, env: Optional
                f'--threads N to choose')
 
 
-def apply_process_options(args) -> None:
+def apply_process_options(args) -> List[str]:
     """Before anything is built: ``--workers`` lowered to the cores each local process has (said in one line),
     the torch thread count (``choose_threads``, logged in one line), import
-    ``--device-modules`` (device backends), enable ``--fast-norm``."""
+    ``--device-modules`` (device backends), enable ``--fast-norm``. Returns the lines to log once the run is
+    built (an error must come first and alone)."""
     import importlib
     import os
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
     env = os.environ.get('OMP_NUM_THREADS') if 'OMP_NUM_THREADS' in os.environ else None
+    notes = []
     most = max(1, cores // local)
     if args.workers > most:  # more loader processes than cores only queue behind each other
-        _logger.info(f'Lowering --workers {args.workers} to {most}: this machine gives each of its {local} '
+        notes.append(f'Lowering --workers {args.workers} to {most}: this machine gives each of its {local} '
                      f'training process(es) {most} core(s)')
         args.workers = most
     n, why = choose_threads(args.threads, args.workers, local, env, cores, os.getloadavg()[0])
     torch.set_num_threads(n)
-    _logger.info(f'Using {n} torch thread(s) per process ({why})')
+    notes.append(f'Using {n} torch thread(s) per process ({why})')
     for name in args.device_modules or ():
         try:
             importlib.import_module(name)
@@ -114,6 +116,7 @@ def apply_process_options(args) -> None:
     if args.fast_norm:
         from timm.layers import set_fast_norm
         set_fast_norm()
+    return notes
 
 
 # ---- data ----

@@ -32,6 +32,7 @@ class MixerSpec:
         zero_mean_input: the method zero-means every normalised input image, at train and test time (BC+).
         collate: ``collate=True`` is supported and equals the device mixer up to rounding.
         collate_needs_norm: the collate takes the data config's ``mean`` / ``std`` (it mixes in pixel space).
+        distinct_classes: partners must be of another class, so a single-class first batch cannot be mixed.
     """
     name: str
     factory: Callable
@@ -40,6 +41,7 @@ class MixerSpec:
     zero_mean_input: bool = False
     collate: bool = True
     collate_needs_norm: bool = False
+    distinct_classes: bool = False
 
 
 def register_mixup(name: str, factory: Optional[Callable] = None, **spec):
@@ -156,37 +158,48 @@ class PairMixer:
         self.mixup_enabled = True
         self._scratch = None
 
+    def partner_source(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The (images, labels) partners are drawn from, the batch first: the batch itself by default. A subclass
+        that returns more takes their labels in ``sample(target, source)``."""
+        return x, target
+
     def sample(self, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return (partner index (B,), ratio lam (B,) float32), both on target's device."""
         raise NotImplementedError
 
+    def _sample(self, target: torch.Tensor, source: torch.Tensor):
+        return self.sample(target) if source is target else self.sample(target, source)
+
     def coefficients(self, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor):
-        """Per-element coefficients for ``mix_chunk``, shaped to broadcast over ``x`` (default: lam)."""
+        """Per-element coefficients for ``mix_chunk``, shaped to broadcast over the batch (default: lam); ``x`` is
+        the partner source (the batch first)."""
         return bshape(lam, x.ndim)
 
     def mix_chunk(self, x1: torch.Tensor, x2: torch.Tensor, coef, out: torch.Tensor) -> torch.Tensor:
         """out = lam x1 + (1 - lam) x2 (mixup's eq.); may overwrite x2."""
         return torch.lerp(x2, x1, coef.to(x1.dtype), out=out)
 
-    def _partners(self, x: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
-        """x[partner], into a buffer kept between calls on the CPU (fresh pages cost more than the mix)."""
-        if x.device.type != 'cpu':  # device caching allocators make a fresh tensor cheap
-            return x.index_select(0, partner)
-        if self._scratch is None or self._scratch.shape != x.shape or self._scratch.dtype != x.dtype:
-            self._scratch = torch.empty_like(x)
-        return torch.index_select(x, 0, partner, out=self._scratch)
+    def _partners(self, src: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+        """src[partner], into a buffer kept between calls on the CPU (fresh pages cost more than the mix)."""
+        if src.device.type != 'cpu':  # device caching allocators make a fresh tensor cheap
+            return src.index_select(0, partner)
+        shape = (len(partner), *src.shape[1:])
+        if self._scratch is None or self._scratch.shape != shape or self._scratch.dtype != src.dtype:
+            self._scratch = torch.empty(shape, dtype=src.dtype)
+        return torch.index_select(src, 0, partner, out=self._scratch)
 
-    def mix_(self, x: torch.Tensor, partner: torch.Tensor, coef) -> torch.Tensor:
-        """Mix a float batch in place."""
-        return self.mix_chunk(x, self._partners(x, partner), coef, out=x)
+    def mix_(self, x: torch.Tensor, partner: torch.Tensor, coef, src: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mix a float batch in place with the partners ``src[partner]`` (``src`` defaults to the batch)."""
+        return self.mix_chunk(x, self._partners(x if src is None else src, partner), coef, out=x)
 
     def mix_uint8_chunk(self, u1: torch.Tensor, u2: torch.Tensor, coef, out: torch.Tensor) -> torch.Tensor:
         """The mix of uint8 chunks in float, plus 0.5 so that the truncating uint8 cast rounds."""
         return torch.mul(u2, 1 - coef, out=out).addcmul_(u1, coef).add_(0.5)
 
-    def mix_uint8_(self, images: torch.Tensor, partner: torch.Tensor, coef) -> torch.Tensor:
+    def mix_uint8_(self, images: torch.Tensor, partner: torch.Tensor, coef,
+                   src: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mix a uint8 batch in place, chunk by chunk so the float temporary stays in cache."""
-        u2 = self._partners(images, partner)
+        u2 = self._partners(images if src is None else src, partner)
         parts = chunks(images)
         shape = (parts[0].stop - parts[0].start, *images.shape[1:])
         buf = torch.empty(shape, device=images.device)
@@ -198,22 +211,26 @@ class PairMixer:
             images[sl] = ibuf[:n].copy_(y.clamp_(0, 255))
         return images
 
-    def targets(self, target, partner, lam):
-        return pair_target(target, target[partner], lam, self.num_classes, self.label_smoothing)
+    def targets(self, target, partner, lam, source: Optional[torch.Tensor] = None):
+        partner_t = (target if source is None else source)[partner]
+        return pair_target(target, partner_t, lam, self.num_classes, self.label_smoothing)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         check_labels(target, self.num_classes, len(x))
         if not self.mixup_enabled:
             ones = torch.ones(len(target), device=target.device)
             return x, pair_target(target, target, ones, self.num_classes, self.label_smoothing)
-        partner, lam = self.sample(target)
-        return self.mix_(x, partner, self.coefficients(x, partner, lam)), self.targets(target, partner, lam)
+        src, src_t = self.partner_source(x, target)
+        partner, lam = self._sample(target, src_t)
+        x = self.mix_(x, partner, self.coefficients(src, partner, lam), src)
+        return x, self.targets(target, partner, lam, src_t)
 
     def collate_uint8(self, images: torch.Tensor, target: torch.Tensor):
         """Mix a uint8 batch in place (prefetcher path); exact up to rounding for linear mixes."""
-        partner, lam = self.sample(target)
-        self.mix_uint8_(images, partner, self.coefficients(images, partner, lam))
-        return images, self.targets(target, partner, lam)
+        src, src_t = self.partner_source(images, target)
+        partner, lam = self._sample(target, src_t)
+        self.mix_uint8_(images, partner, self.coefficients(src, partner, lam), src)
+        return images, self.targets(target, partner, lam, src_t)
 
 
 def stack_uint8(batch) -> Tuple[torch.Tensor, torch.Tensor]:

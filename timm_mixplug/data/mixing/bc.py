@@ -10,8 +10,12 @@ r ~ U(0, 1) per element; the target is r t_i + (1 - r) t_j (eq. (2)'s label rule
 
 Difference from the reference code (documented): partners are drawn from the current batch, not from the
 whole training set, so the method is a vectorised batch operation that plugs in where timm's ``Mixup`` goes.
+A batch that holds a single class (possible with small batches) draws its partners from up to ``POOL_SIZE``
+images of other classes kept, unmixed, from the previous batch -- images of the training set, as the
+reference's partners are; only the first batch a mixer sees has no such pool, and train.py refuses a batch
+size for which that batch is single-class with a non-negligible chance (``single_class_chance``).
 """
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -20,33 +24,69 @@ from timm_mixplug.loss.kl import SoftTargetKLDiv
 from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, bshape, chunks, register_mixup
 
 _EPS = 1e-8
+POOL_SIZE = 16  # images of distinct classes kept from the previous batch, for a single-class batch
 
 
-def sample_other_class_partner(target: torch.Tensor) -> torch.Tensor:
-    """For each i, an index j uniform over the elements whose label differs from target[i].
+def sample_other_class_partner(target: torch.Tensor, source: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """For each i, an index j uniform over the elements of ``source`` (default: ``target``) whose label differs
+    from target[i].
 
-    Sort the labels; element i's class occupies the sorted block [start_i, end_i); a uniform k over the
-    B - n_i positions outside that block, shifted past it, is the partner's sorted position. Raises if any
-    element has no different-class partner (a single-class batch).
+    Sort the source labels; target[i]'s class occupies the sorted block [start_i, end_i); a uniform k over the
+    N - n_i positions outside that block, shifted past it, is the partner's sorted position. Raises if an
+    element has no different-class partner.
     """
-    n = target.numel()
-    sorted_y, order = torch.sort(target)
-    if bool(sorted_y[0] == sorted_y[-1]):
-        raise ValueError(f'BC learning mixes images of different classes, but all {n} images in this batch '
-                         f'have class {int(target[0])}; shuffle the training set (and use a larger batch) '
-                         f'so every batch holds at least two classes.')
+    source = target if source is None else source
+    n, m = target.numel(), source.numel()
+    sorted_y, order = torch.sort(source)
     start = torch.searchsorted(sorted_y, target)
     size = torch.searchsorted(sorted_y, target, right=True).sub_(start)
+    if bool((size == m).any()):
+        raise ValueError(f'BC learning mixes images of different classes, but all {m} images to draw partners '
+                         f'from have class {int(source[0])}; shuffle the training set (and use a larger batch) '
+                         f'so batches hold at least two classes.')
     # float64 keeps floor(u * m) < m for u < 1 (float32 rounding could reach m)
-    k = torch.rand(n, device=target.device, dtype=torch.float64).mul_(n - size).long()
+    k = torch.rand(n, device=target.device, dtype=torch.float64).mul_(m - size).long()
     return order[torch.where(k >= start, k + size, k)]
 
 
-class BetweenClassMixer(PairMixer):
-    """BC: linear mix with a different-class partner, r ~ U(0, 1) per element."""
+def single_class_chance(class_counts: Sequence[int], batch_size: int) -> float:
+    """The chance that a batch of ``batch_size`` images drawn without replacement from a training set with these
+    per-class counts holds one class only: sum_c prod_{k<B} (n_c - k) / (N - k)."""
+    n_total = float(sum(class_counts))
+    chance = 0.0
+    for n_c in class_counts:  # per class, not per sample
+        p = 1.0
+        for k in range(batch_size):
+            p *= max(n_c - k, 0) / max(n_total - k, 1.0)
+            if p == 0.0:
+                break
+        chance += p
+    return chance
 
-    def sample(self, target):
-        partner = sample_other_class_partner(target)
+
+class BetweenClassMixer(PairMixer):
+    """BC: linear mix with a different-class partner, r ~ U(0, 1) per element (see the module docstring for
+    single-class batches)."""
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0):
+        super().__init__(num_classes, label_smoothing)
+        self._pool: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    def partner_source(self, x, target):
+        """The batch; for a single-class batch, the batch and the pool kept from the previous batch. Keeps the
+        first image of up to ``POOL_SIZE`` classes of this (still unmixed) batch as the next pool."""
+        pool = self._pool
+        sorted_y, order = torch.sort(target, stable=True)
+        first = torch.ones_like(sorted_y, dtype=torch.bool)
+        first[1:] = sorted_y[1:] != sorted_y[:-1]
+        keep = order[first][:POOL_SIZE]
+        self._pool = (x.index_select(0, keep), target.index_select(0, keep))
+        if len(keep) > 1 or pool is None:  # two classes in the batch (or nothing else to draw from)
+            return x, target
+        return torch.cat([x, pool[0].to(device=x.device, dtype=x.dtype)]), torch.cat([target, pool[1].to(x.device)])
+
+    def sample(self, target, source=None):
+        partner = sample_other_class_partner(target, source)
         return partner, torch.rand(target.numel(), device=target.device)
 
 
@@ -71,13 +111,15 @@ class BetweenClassPlusMixer(BetweenClassMixer):
 
     @staticmethod
     def ratios(sigma, mu, partner, r):
-        """(a, b, c) per element with BC+(x_i, x_j) = a_i x_i + b_i x_j + c_i (formula (2) expanded)."""
+        """(a, b, c) per element with BC+(x_i, x_j) = a_i x_i + b_i x_j + c_i (formula (2) expanded); ``sigma`` and
+        ``mu`` are those of the partner source, whose first ``len(partner)`` images are the batch."""
+        n = len(partner)
         w2 = r * sigma[partner]
-        p = w2 / torch.addcmul(w2, 1 - r, sigma)  # = 1 / (1 + s_i/s_j * (1-r)/r)
+        p = w2 / torch.addcmul(w2, 1 - r, sigma[:n])  # = 1 / (1 + s_i/s_j * (1-r)/r)
         q = 1 - p
         inv_d = torch.hypot(p, q).reciprocal_()
         a, b = p.mul_(inv_d), q.mul_(inv_d)
-        return a, b, torch.addcmul(a * mu, b, mu[partner]).neg_()
+        return a, b, torch.addcmul(a * mu[:n], b, mu[partner]).neg_()
 
     def coefficients(self, x, partner, r):
         """Population mean and std over C*H*W from one pass of sums (var = E[x^2] - E[x]^2)."""
@@ -95,11 +137,12 @@ class BetweenClassPlusMixer(BetweenClassMixer):
     def collate_uint8(self, images, target):
         """BC+ in timm's normalised space n = (u - M)/S, written in pixel space: a u_i + b u_j + K with
         K = M (1 - a - b) + S c, as ``out_dtype`` (B, C, H, W), unclipped; normalising it gives BC+."""
+        src, src_t = self.partner_source(images, target)
         b_, ch = images.shape[:2]
         mean, std = self.mean.view(1, ch), self.std.view(1, ch)
-        s, q = [], []  # per-image, per-channel sums of u and u^2
-        for sl in chunks(images):
-            v = images[sl].reshape(len(images[sl]), ch, -1).float()
+        s, q = [], []  # per-image, per-channel sums of u and u^2 (of the partner source)
+        for sl in chunks(src):
+            v = src[sl].reshape(len(src[sl]), ch, -1).float()
             s.append(v.sum(-1))
             q.append(torch.linalg.vector_norm(v, dim=-1).square_())
         s, q = torch.cat(s), torch.cat(q)
@@ -107,11 +150,11 @@ class BetweenClassPlusMixer(BetweenClassMixer):
         mu = ((s - hw * mean) / std).sum(1) / (ch * hw)
         ex2 = ((q - 2 * mean * s + hw * mean * mean) / (std * std)).sum(1) / (ch * hw)
         sigma = (ex2 - mu * mu).clamp_min_(0).sqrt_().clamp_min_(_EPS)
-        partner, r = self.sample(target)
+        partner, r = self._sample(target, src_t)
         a, b, c = self.ratios(sigma, mu, partner, r)
         k = mean * (1 - a - b).view(-1, 1) + std * c.view(-1, 1)
         a, b, k = bshape(a, 4), bshape(b, 4), k.view(b_, ch, 1, 1)
-        u2 = self._partners(images, partner)
+        u2 = self._partners(src, partner)
         out = torch.empty(images.shape, dtype=self.out_dtype)
         parts = chunks(images)
         buf = None if self.out_dtype == torch.float32 else torch.empty((parts[0].stop, *images.shape[1:]))
@@ -121,7 +164,7 @@ class BetweenClassPlusMixer(BetweenClassMixer):
             torch.mul(u2[sl], b[sl], out=y).add_(k[sl]).addcmul_(images[sl], a[sl])
             if buf is not None:
                 out[sl] = y
-        return out, self.targets(target, partner, r)
+        return out, self.targets(target, partner, r, src_t)
 
 
 def zero_mean(x: torch.Tensor) -> torch.Tensor:
@@ -129,13 +172,14 @@ def zero_mean(x: torch.Tensor) -> torch.Tensor:
     return x.sub_(x.reshape(len(x), -1).mean(dim=1).view(-1, *([1] * (x.ndim - 1))))
 
 
-@register_mixup('bc', loss=SoftTargetKLDiv)
+@register_mixup('bc', loss=SoftTargetKLDiv, distinct_classes=True)
 def create_bc(num_classes, label_smoothing=0.0, collate=False):
     mixer = BetweenClassMixer(num_classes, label_smoothing)
     return PairMixCollate(mixer) if collate else mixer
 
 
-@register_mixup('bcplus', loss=SoftTargetKLDiv, zero_mean_input=True, collate_needs_norm=True)
+@register_mixup('bcplus', loss=SoftTargetKLDiv, zero_mean_input=True, collate_needs_norm=True,
+                distinct_classes=True)
 def create_bcplus(num_classes, label_smoothing=0.0, collate=False, mean=IMAGENET_DEFAULT_MEAN,
                   std=IMAGENET_DEFAULT_STD, out_dtype=torch.float16):
     """``mean``/``std`` (timm's data config values, in [0, 1]) and ``out_dtype`` (the float dtype of the
