@@ -303,7 +303,7 @@ def test_train_py_aux(image_dir, tmp_path, extra):
 def test_train_py_aux_rejects_loader_crop(image_dir, tmp_path, capsys):
     train = load_train_script('mixplug_train_script_aux')
     argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '1',
-            '--workers', '0', '--output', str(tmp_path), '--device', 'cpu', '--task', 'aux',
+            '--warmup-epochs', '0', '--workers', '0', '--output', str(tmp_path), '--device', 'cpu', '--task', 'aux',
             '--aux-tasks', 'crop_pos']
     assert train.main(argv) == 2
     assert '--no-aug' in capsys.readouterr().err

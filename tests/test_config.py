@@ -156,3 +156,18 @@ def test_pad_crop_checks():
         parse_args(['--pad-crop', '4', '--no-aug'])
     with pytest.raises(UsageError, match='train-crop-mode'):
         parse_args(['--pad-crop', '4', '--train-crop-mode', 'rkrr'])
+
+
+@pytest.mark.parametrize('text, match', [
+    ('epochs: 1.5\n', 'epochs expects int values, got 1.5'),
+    ('batch_size: true\n', 'batch_size expects int values, got True'),
+    ('lr: true\n', 'lr expects float values, got True'),
+    ('img_size: [32]\n', 'img_size takes a single value'),
+])
+def test_config_values_are_checked_like_command_line_words(tmp_path, text, match):
+    """A -c YAML value goes through the command line's conversion (today's `--epochs 1.5` is refused, so is
+    `epochs: 1.5`); integral values and numbers for float options still load."""
+    with pytest.raises(UsageError, match=match):
+        parse_args(['-c', write(tmp_path, text)])
+    args = parse_args(['-c', write(tmp_path, 'epochs: 3\nlr: 1\nwarmup_epochs: 0\n', 'ok.yaml')])
+    assert args.epochs == 3 and args.lr == 1.0 and isinstance(args.lr, float)

@@ -58,6 +58,7 @@ def data_dir(tmp_path_factory):
 
 def test_python_dash_m_trains_like_train_py(data_dir, tmp_path):
     args = ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '1',
+            '--warmup-epochs', '0',
             '--workers', '0', '--device', 'cpu', '--output', str(tmp_path), '--experiment', 'run']
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
     r = subprocess.run([sys.executable, '-m', 'timm_mixplug', *args], cwd=str(tmp_path), env=env,

@@ -50,6 +50,7 @@ def test_invalid_value_is_one_error_line(data_dir, tmp_path, monkeypatch, capsys
     (tmp_path / 'afile').write_text('a file, not a folder\n')
     before = sorted(os.listdir(tmp_path))
     base = ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '1',
+            '--warmup-epochs', '0',
             '--workers', '0', '--device', 'cpu', '--output', 'out', '--experiment', 'x', '--log-interval', '1']
     value = bad.split(' ')
     argv = base + list(rule.context) + ([opt] + value if opt else value)

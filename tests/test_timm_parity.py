@@ -64,7 +64,10 @@ def test_every_fixture_key_is_known_and_at_defaults_nothing_is_ignored():
     known = {a.dest for a in parser._actions}
     unknown = fixture_keys() - known
     assert not unknown, f'upstream keys unknown to our parser: {sorted(unknown)}'
-    args = parse_args(['-c', FIXTURE])
+    # the fixture's epochs: 1 with timm's default warmup_epochs: 5 would train at the warm-up LR throughout
+    with pytest.raises(UsageError, match='--warmup-epochs 5 is not shorter than --epochs 1'):
+        parse_args(['-c', FIXTURE])
+    args = parse_args(['-c', FIXTURE, '--warmup-epochs', '0'])
     assert args.ignored == {} and args.model == 'resnet10t' and args.checkpoint_hist == 10
 
 
@@ -97,7 +100,7 @@ def test_unknown_key_is_an_error_with_suggestion(tmp_path):
 
 def test_upstream_fixture_trains_without_warning(images, tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    assert engine.main(['-c', FIXTURE, '--data-dir', images, '--output', str(tmp_path)]) == 0
+    assert engine.main(['-c', FIXTURE, '--data-dir', images, '--output', str(tmp_path), '--warmup-epochs', '0']) == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert os.path.isfile(tmp_path / 'from-timm' / 'best.safetensors')
 

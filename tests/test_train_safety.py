@@ -271,3 +271,13 @@ def test_bc_refuses_a_batch_size_whose_first_batches_may_hold_one_class(tmp_path
     assert len(err) == 1 and 'holds a single class with chance 2.3e-01; use --batch-size 8 or more' in err[0], err
     assert not os.path.exists(tmp_path / 'small')
     assert engine.main(argv + ['-b', '8', '--experiment', 'ok']) == 0
+
+
+def test_warmup_longer_than_the_run_is_refused(tmp_path, capsys):
+    """timm's default --warmup-epochs 5 with --epochs 1 would train every step at the warm-up LR."""
+    from timm_mixplug.train import engine
+    assert engine.main(['--dataset', 'mixplug/digits', '--epochs', '1', '--lr', '0.05', '--output', str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['train.py: error: --warmup-epochs 5 is not shorter than --epochs 1: every step would train at the '
+                   'warm-up LR (from --warmup-lr 1e-05), never at --lr 0.05; use --warmup-epochs 0 or fewer']
+    assert os.listdir(tmp_path) == []

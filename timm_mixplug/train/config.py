@@ -134,7 +134,9 @@ def load_yaml_config(path: str) -> Dict[str, Any]:
 
 
 def _coerce(action: argparse.Action, key: str, value, source: str):
-    """Convert a YAML value with the option's type; check choices."""
+    """Convert a YAML value exactly as the command line converts its text: the option's type applied to the value
+    written as a command-line word (``epochs: 1.5`` fails as ``--epochs 1.5`` does; ``batch_size: true`` fails as
+    ``--batch-size True`` does); then the choices."""
     if value is None:
         return None
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
@@ -144,11 +146,12 @@ def _coerce(action: argparse.Action, key: str, value, source: str):
     typ = action.type
 
     def one(v):
-        if typ is not None and not isinstance(v, bool):
-            try:
-                v = typ(v)
-            except (TypeError, ValueError):
-                raise UsageError(f'{source}: {key} expects {getattr(typ, "__name__", typ)} values, got {v!r}') from None
+        if isinstance(v, (dict, list, tuple)):
+            raise UsageError(f'{source}: {key} takes a single value, got {v!r}')
+        try:
+            v = (typ or str)(str(v))
+        except (TypeError, ValueError):
+            raise UsageError(f'{source}: {key} expects {getattr(typ, "__name__", typ)} values, got {v!r}') from None
         if action.choices is not None and v not in action.choices:
             raise UsageError(f'{source}: invalid {key} {v!r} (choose from {", ".join(map(str, action.choices))})')
         return v
@@ -227,6 +230,11 @@ def resolve_args(args: argparse.Namespace, defaults: Dict[str, Any]) -> argparse
     if args.mix != 'none' and args.batch_size % 2:
         raise UsageError(f'--mix {args.mix} pairs the images of a batch, so --batch-size (per process) must be '
                          f'even; got {args.batch_size}')
+    if args.warmup_epochs and args.warmup_epochs >= args.epochs and not args.evaluate:
+        lr = f'--lr {args.lr}' if args.lr is not None else 'the scaled --lr-base'
+        raise UsageError(f'--warmup-epochs {args.warmup_epochs} is not shorter than --epochs {args.epochs}: every step '
+                         f'would train at the warm-up LR (from --warmup-lr {args.warmup_lr}), never at {lr}; use '
+                         f'--warmup-epochs {max(0, args.epochs - 1)} or fewer')
     if args.pad_crop and args.no_aug:
         raise UsageError('--pad-crop is a training augmentation; it cannot be combined with --no-aug')
     if args.pad_crop and args.train_crop_mode not in (None, '', 'rrc'):
