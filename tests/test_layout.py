@@ -178,13 +178,3 @@ def test_declared_timm_minimum_has_every_imported_name():
     newest = max(table.values(), key=_v)
     assert _v(declared) >= _v(newest), f'pyproject says timm>={declared}, but the imports need {newest}'
     assert _v(timm.__version__) >= _v(declared)
-
-
-def test_readme_own_loop_block_runs_as_written():
-    import re
-    readme = open(os.path.join(ROOT, 'README.md')).read()
-    section = readme.split('## Use the pieces in your own loop', 1)[1].split('\n## ', 1)[0]
-    block = re.search(r'```python\n(.*?)```', section, re.S).group(1)
-    scope = {}
-    exec(compile(block, 'README.md', 'exec'), scope)
-    assert torch.isfinite(scope['loss'])

@@ -12,6 +12,7 @@ Built in (``--dataset mixplug/<name>`` in train.py, no download, no ``--data-dir
 ``root/validation/...``) for tests and benchmarks.
 """
 import os
+import zipfile
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -32,8 +33,10 @@ EVAL_SPLITS = ('val', 'valid', 'validation', 'eval', 'evaluation', 'test')
 class ArrayImageDataset(Dataset):
     """Images held in memory as a uint8 (N, H, W, 3) array with integer labels; timm sets ``transform``."""
 
-    def __init__(self, images: np.ndarray, targets: Sequence[int], classes: Sequence[str], transform=None):
+    def __init__(self, images: np.ndarray, targets: Sequence[int], classes: Sequence[str], transform=None,
+                 img_mode: str = 'RGB'):
         self.images = images
+        self.img_mode = img_mode  # PIL mode handed to the transform ('L' for one-channel models, as timm)
         self.targets = [int(t) for t in targets]
         self.classes = [str(c) for c in classes]
         self.transform = transform
@@ -44,6 +47,8 @@ class ArrayImageDataset(Dataset):
 
     def __getitem__(self, index):
         img = Image.fromarray(self.images[index], mode='RGB')
+        if self.img_mode != 'RGB':
+            img = img.convert(self.img_mode)
         if self.transform is not None:
             img = self.transform(img)
         target = self.targets[index]
@@ -62,16 +67,35 @@ class NpzDataset(ArrayImageDataset):
             have = sorted(f[:-4] for f in os.listdir(root) if f.endswith('.npz'))
             raise UsageError(f'{flag} {split!r}: no {path}; the splits in --data-dir are: '
                              f'{", ".join(have) or "none (no .npz files)"}')
-        with np.load(path, allow_pickle=False) as f:
-            if 'x' not in f or 'y' not in f:
-                raise UsageError(f'{path} needs arrays "x" (images) and "y" (labels), has {sorted(f.keys())}')
-            x, y = f['x'], f['y'].astype(np.int64)
-            self.classes_given = 'classes' in f  # else the names are the label numbers
-            classes = f['classes'].tolist() if self.classes_given else [str(c) for c in range(int(y.max()) + 1)]
-        if x.dtype != np.uint8 or x.ndim not in (3, 4):
-            raise UsageError(f'{path}: "x" must be uint8 (N, H, W[, 3]), got {x.dtype} {x.shape}')
-        if y.ndim != 1 or len(y) != len(x):
-            raise UsageError(f'{path}: "y" must hold one label per image ({len(x)}), got shape {y.shape}')
+        expected = ('an npz (zip) file of uint8 "x" (N, H, W, 3) or (N, H, W) images, integer "y" labels and '
+                    'optionally "classes" names, written by np.savez')
+        if not zipfile.is_zipfile(path):
+            raise UsageError(f'{path} is not an npz (zip) file; expected {expected}')
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if 'x' not in f or 'y' not in f:
+                    raise UsageError(f'{path} needs arrays "x" (images) and "y" (labels), has {sorted(f.keys())}')
+                x, y_raw = f['x'], f['y']
+                self.classes_given = 'classes' in f  # else the names are the label numbers
+                names = f['classes'] if self.classes_given else None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # an object array, a damaged member
+            raise UsageError(f'{path} cannot be read ({str(e).splitlines()[0]}); expected {expected}') from None
+        if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] != 3):
+            hint = ''
+            if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
+                hint = ' (channels first? use x.transpose(0, 2, 3, 1))'
+            elif x.ndim == 4 and x.shape[-1] == 4:
+                hint = ' (RGBA? drop the alpha channel: x[..., :3])'
+            elif x.ndim == 4 and x.shape[-1] == 1:
+                hint = ' (one channel: use x[..., 0])'
+            raise UsageError(f'{path}: "x" must be uint8 (N, H, W, 3) or (N, H, W), got {x.dtype} {x.shape}{hint}')
+        if y_raw.ndim != 1 or len(y_raw) != len(x):
+            raise UsageError(f'{path}: "y" must hold one label per image ({len(x)}), got shape {y_raw.shape}')
+        if y_raw.dtype.kind not in 'iub' and not (y_raw.dtype.kind == 'f' and np.all(np.mod(y_raw, 1) == 0)):
+            bad = np.unique(y_raw[np.mod(y_raw, 1) != 0])[:3].tolist() if y_raw.dtype.kind == 'f' else y_raw.dtype
+            raise UsageError(f'{path}: "y" must hold integer class labels 0..C-1, got {bad}')
+        y = y_raw.astype(np.int64)
+        classes = names.tolist() if names is not None else [str(c) for c in range(int(y.max()) + 1 if len(y) else 0)]
         outside = np.unique(y[(y < 0) | (y >= len(classes))])
         if outside.size:
             raise UsageError(f'{path}: labels {outside[:5].tolist()} lie outside its {len(classes)} classes')

@@ -112,6 +112,8 @@ def create_parser() -> argparse.ArgumentParser:
                         '(CPU count minus the load average, the loader workers and the other local processes)')
     g.add_argument('--max-epochs-this-run', type=int, default=None, metavar='N',
                    help='stop (resumably) after N epochs in this invocation (preemption / testing)')
+    g.add_argument('--allow-extra-classes', action='store_true',
+                   help='allow --num-classes above the training data\'s class count (extra outputs never see a label)')
     add_longtail_args(p)
     add_method_args(p)
     return p

@@ -56,9 +56,6 @@ def _create_digits(name: str, split: str, flag: str) -> Dataset:
 BUILTIN_DATASETS: Dict[str, Callable[[str, str, str], Dataset]] = {'digits': _create_digits}
 
 
-BUILTIN_DATASETS: Dict[str, Callable[[str, str, str], Dataset]] = {'digits': _create_digits}
-
-
 def _labels(ds) -> Optional[List[int]]:
     """The labels of a map-style dataset without loading images, or None where they cannot be read so."""
     try:
@@ -104,7 +101,23 @@ def _split_folder(root: str, split: str, flag: str) -> str:
                      f'{", ".join(have) or "none"} (set {flag} to one of them)')
 
 
+def image_mode(args) -> str:
+    """The PIL mode images are read in: ``--input-img-mode``, else 'L' for a one-channel model (``--in-chans 1``
+    or ``--input-size 1 H W``) and 'RGB' otherwise, as timm's train.py."""
+    if args.input_img_mode:
+        return args.input_img_mode
+    chans = args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else 3)
+    return 'L' if chans == 1 else 'RGB'
+
+
 def _create_one(args, split: str, is_training: bool, class_map=None):
+    ds = _create_one_rgb(args, split, is_training, class_map)
+    if hasattr(ds, 'img_mode'):  # our array datasets; timm's readers got input_img_mode
+        ds.img_mode = image_mode(args)
+    return ds
+
+
+def _create_one_rgb(args, split: str, is_training: bool, class_map=None):
     from timm.data import create_dataset
     from timm_mixplug.train.options import dataset_kwargs
     flag = '--train-split' if is_training else '--val-split'
@@ -139,13 +152,24 @@ def _create_one(args, split: str, is_training: bool, class_map=None):
         return create_dataset(
             name, root=root, split=split, search_split=False, is_training=is_training,
             class_map=class_map or args.class_map, download=args.dataset_download, batch_size=args.batch_size,
-            seed=args.seed, input_img_mode=args.input_img_mode or 'RGB', **dataset_kwargs(args, is_training))
+            seed=args.seed, input_img_mode=image_mode(args), **dataset_kwargs(args, is_training))
     except UsageError:
         raise
     except Exception as e:  # torchvision 'Dataset not found', empty folders, bad names...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f'cannot load dataset {name or "ImageFolder"!r} split {split!r} from {root}: {msg}'
                          ) from None
+
+
+def _check_class_count(args, ds_train, info: DataInfo) -> None:
+    """``--num-classes`` above the training data's classes trains a head whose extra outputs never see a label
+    (and inflates top-5): refused unless ``--allow-extra-classes``."""
+    names = class_names(ds_train)
+    labels = _labels(ds_train)
+    have = len(names) if names else (max(labels) + 1 if labels else None)
+    if args.num_classes and have and args.num_classes > have and not args.allow_extra_classes:
+        raise UsageError(f'--num-classes {args.num_classes} is more than the {have} classes of the training data: '
+                         f'use --num-classes {have}, or add --allow-extra-classes to train the larger head')
 
 
 def _check_eval_classes(args, ds_train, ds_eval, num_classes: int):
@@ -187,6 +211,18 @@ def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Datase
     info = dataset_info(ds_train if train else ds_eval, args.num_classes, args.dataset)
     if train and len(ds_train) == 0:
         raise UsageError(f'the training split {args.train_split!r} is empty')
+    if train:
+        _check_class_count(args, full_train, info)
+    if train and is_longtail(args) and info.class_counts is not None:
+        full = np.bincount(np.asarray(_labels(full_train), dtype=np.int64), minlength=info.num_classes)
+        emptied = [c for c, (n, m) in enumerate(zip(info.class_counts, full)) if n == 0 and m > 0]
+        if emptied:
+            names = info.class_names or [str(c) for c in range(info.num_classes)]
+            raise UsageError(
+                f'--imb-factor {args.imb_factor:g} leaves {len(emptied)} class(es) without training images '
+                f'({", ".join(names[c] for c in emptied[:5])}{" ..." if len(emptied) > 5 else ""}; the largest '
+                f'class has {int(full.max())}, the smallest keeps {min(n for n in info.class_counts if n)}): '
+                f'use --imb-factor {int(full.max())} or less, or more images per class')
     if train:
         ds_eval = _check_eval_classes(args, full_train, ds_eval, info.num_classes)
     return ds_train, ds_eval, info

@@ -141,7 +141,7 @@ def train(args) -> Dict[str, Any]:
     from timm.utils import get_outdir, trim_summary, unwrap_model
     from timm_mixplug.utils.checkpoint import atomic_write_bytes, remove_stale_temp
     from timm_mixplug.train.resume import changed_settings, restore_plateau, saved_args
-    from timm_mixplug.train.run_folder import prepare_run_folder
+    from timm_mixplug.train.run_folder import lock_run_folder, prepare_run_folder
 
     device = _init_distributed(args)
     primary = args.rank == 0
@@ -212,8 +212,11 @@ def train(args) -> Dict[str, Any]:
                 datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
                 str(b.data_config['input_size'][-1])])
             output_dir = os.path.join(args.output or './output/train', exp_name)
-            prepare_run_folder(output_dir, args, resuming=os.path.abspath(output_dir) == run_dir)
+            prepare_run_folder(output_dir, args, resuming=os.path.abspath(output_dir) == run_dir, clear=False)
             output_dir = get_outdir(output_dir)
+        args.run_lock = lock_run_folder(output_dir)  # before anything is written or removed there
+        if meta is None or os.path.abspath(output_dir) != run_dir:  # checked again under the lock, then cleared
+            prepare_run_folder(output_dir, args, resuming=False)
         stale = remove_stale_temp(output_dir)
         if stale:
             _logger.warning(f'Removed temporary files of an interrupted write from {output_dir}: {", ".join(stale)}')
@@ -402,12 +405,20 @@ def run(args) -> Dict[str, Any]:
 
 def main(argv=None) -> int:
     """Command line entry (train.py, ``python -m timm_mixplug.train.engine``): 0 on success, 2 on bad input, 1 when
-    the loss became NaN / inf, 130 on Ctrl-C; each failure prints one ``train.py: ...`` line."""
+    the loss became NaN / inf, 130 on Ctrl-C, 143 on SIGTERM; each failure prints one ``train.py: ...`` line."""
+    import signal
     import sys
     from timm_mixplug.train.config import parse_args
-    from timm_mixplug.train.run_folder import interrupted_message
+    from timm_mixplug.train.run_folder import Terminated, interrupted_message
     primary = int(os.environ.get('RANK', '0')) == 0  # under torchrun: one error line, from rank 0
     args = None
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+    import threading
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         args = parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command lines
@@ -425,10 +436,14 @@ def main(argv=None) -> int:
             kept = f'; the last good state is {state}' if os.path.isfile(state) else ''
             print(f'train.py: error: {e}{kept}', file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        term = isinstance(e, Terminated)
         if primary:
-            print(interrupted_message(args, argv), file=sys.stderr)
-        return 130
+            print(interrupted_message(args, argv, 'terminated (SIGTERM)' if term else 'interrupted'), file=sys.stderr)
+        return 143 if term else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

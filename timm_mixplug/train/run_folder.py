@@ -5,8 +5,13 @@
   it (the run's files are then deleted first); ``--resume RUN`` continues in RUN. timm's ``train.py``
   reuses the folder silently (``get_outdir(..., inc=False)``), and with ``inc=True`` adds a -1, -2 suffix:
   we refuse instead, so neither overwritten results nor a surprise folder name can happen.
-* Temporary files a killed checkpoint write left behind are removed when a run starts in the folder.
-* Ctrl-C ends with one line giving the last state and the exact command that resumes it (exit 130).
+* One process at a time: a training run holds an exclusive lock on ``<run>/.train.lock`` (``fcntl.flock``,
+  released by the operating system on any exit, also ``kill -9``); a second ``train.py`` in the same folder,
+  a new run or a ``--resume`` of it, stops with one line naming the folder and the holder's pid.
+* Temporary files a killed checkpoint write left behind are removed when a run starts in the folder (after
+  the lock is taken, so never another process's); temporary names are unique per write.
+* Ctrl-C ends with one line giving the last state and the exact command that resumes it (exit 130); SIGTERM
+  (what torchrun and job schedulers send) the same, exit 143.
 * A NaN / inf loss stops the run with one line naming epoch and step; the last good state stays.
 """
 import os
@@ -17,7 +22,10 @@ from typing import List, Optional, Sequence
 from timm_mixplug.utils.checkpoint_history import RECOVERY_FILE, history_files
 from timm_mixplug.errors import UsageError
 
-__all__ = ['RUN_FILES', 'NonFiniteLoss', 'prepare_run_folder', 'interrupted_message', 'resume_command']
+__all__ = ['RUN_FILES', 'LOCK_FILE', 'NonFiniteLoss', 'Terminated', 'lock_run_folder', 'prepare_run_folder',
+           'interrupted_message', 'resume_command']
+
+LOCK_FILE = '.train.lock'
 
 # What a run writes into its folder (``--overwrite-experiment`` deletes these, the ``--checkpoint-hist``
 # files ``checkpoint-<epoch>.safetensors`` and nothing else).
@@ -34,6 +42,34 @@ class NonFiniteLoss(Exception):
         super().__init__(f'the training loss became NaN or inf at epoch {epoch}, {where}; stopped without saving '
                          f'this epoch (lower --lr, add --clip-grad, or check the data)')
         self.epoch, self.step = epoch, step
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (train.py exits 143 with the resume line)."""
+
+
+def lock_run_folder(folder: str):
+    """Take the run folder's exclusive lock for this process (kept until it exits); raises UsageError naming
+    the holder when another process has it. Returns the open lock file (keep a reference)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock, said once in the docs
+        return None
+    path = os.path.join(folder, LOCK_FILE)
+    f = open(path, 'a+')
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or '?'
+        f.close()
+        raise UsageError(f'{folder} is in use by another train.py (pid {holder}); wait for it to end, or give this '
+                         f'run another --experiment / --output') from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def existing_run(folder: str) -> List[str]:
@@ -81,16 +117,16 @@ def resume_command(argv: Sequence[str], run_dir: str, world_size: int = 1) -> st
     return f'{launcher} {shlex.join(out + ["--resume", run_dir])}'
 
 
-def interrupted_message(args, argv: Optional[Sequence[str]]) -> str:
-    """The one line printed on Ctrl-C."""
+def interrupted_message(args, argv: Optional[Sequence[str]], how: str = 'interrupted') -> str:
+    """The one line printed on Ctrl-C (``how``: 'terminated (SIGTERM)' for SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     run_dir = getattr(args, 'run_dir', None) if args is not None else None
     if not run_dir:
-        return 'train.py: interrupted before the run folder was created; nothing was written'
+        return f'train.py: {how} before the run folder was created; nothing was written'
     state = os.path.join(run_dir, 'last-state.safetensors')
     if not os.path.isfile(state):
-        return (f'train.py: interrupted before the first epoch ended; {run_dir} holds no state; run the same '
+        return (f'train.py: {how} before the first epoch ended; {run_dir} holds no state; run the same '
                 f'command again to start over')
     n = getattr(args, 'epochs_done', '?')
-    return (f'train.py: interrupted; the last state is {state} ({n} epoch{"" if n == 1 else "s"} done); '
+    return (f'train.py: {how}; the last state is {state} ({n} epoch{"" if n == 1 else "s"} done); '
             f'resume with: {resume_command(argv, run_dir, getattr(args, "world_size", 1))}')

@@ -58,16 +58,17 @@ def _fsync_replace(tmp: str, path: str) -> None:
         pass
 
 
-def _tmp_path(path: str) -> str:
+def temp_path(path: str) -> str:
+    """A new, unique temporary file beside ``path`` (``.<name>.<random>.tmp``) for an atomic replace."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + os.path.basename(path) + '.', suffix=_TMP_SUFFIX, dir=d)
     os.close(fd)
     return tmp
 
 
-# temporary names: ``_tmp_path``'s (.<file>.<random>.tmp), and summary.csv's / summary.png's (engine)
+# temporary names: ``temp_path``'s (.<file>.<random>.tmp), unique per write; the fixed names of older versions
 _TMP_PREFIX, _TMP_SUFFIX = '.', '.tmp'
-_TMP_NAME = re.compile(r'^\..+\.(safetensors|yaml)\.[A-Za-z0-9_]+\.tmp$')
+_TMP_NAME = re.compile(r'^\..+\.(safetensors|yaml|csv|png)\.[A-Za-z0-9_]+\.tmp$')
 _FIXED_TMP = ('summary.csv.tmp', 'summary.png.tmp.png')
 
 
@@ -84,7 +85,7 @@ def remove_stale_temp(folder: str) -> list:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = _tmp_path(path)
+    tmp = temp_path(path)
     try:
         with open(tmp, 'wb') as f:
             f.write(data)
@@ -113,7 +114,7 @@ def _cpu_tensors(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 def save_safetensors(path: str, tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None):
     """Atomically write ``tensors`` (+ string metadata) to ``path``."""
     from safetensors.torch import save_file
-    tmp = _tmp_path(path)
+    tmp = temp_path(path)
     try:
         save_file(_cpu_tensors(tensors), tmp, metadata=metadata)
         _fsync_replace(tmp, path)

@@ -4,6 +4,8 @@ import os
 from collections import OrderedDict
 from typing import Any, Dict
 
+from timm_mixplug.utils.checkpoint import temp_path
+
 __all__ = ['write_summary_row', 'plot_summary']
 
 
@@ -18,7 +20,7 @@ def write_summary_row(path: str, row: Dict[str, Any]) -> None:
             rows = list(csv.DictReader(f))
         rows.append(row)
         keys = list(OrderedDict.fromkeys([k for r in rows for k in r.keys()]))
-        tmp = path + '.tmp'
+        tmp = temp_path(path)
         with open(tmp, 'w', newline='') as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
@@ -67,8 +69,8 @@ def plot_summary(csv_path: str, png_path: str) -> bool:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = png_path + '.tmp.png'
-    fig.savefig(tmp, dpi=90)
+    tmp = temp_path(png_path)
+    fig.savefig(tmp, dpi=90, format='png')
     plt.close(fig)
     os.replace(tmp, png_path)
     return True
