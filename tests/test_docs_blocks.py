@@ -55,7 +55,7 @@ SLOW_LINES = [
     (r'benchmarks/bench_', 'a benchmark'),
 ]
 SETUP_WORDS = ('python3 -m venv', '. .venv/bin/activate', 'pip install', 'python -m pytest')
-SMOKE = '--epochs 1 --warmup-epochs 0 --workers 0 --log-interval 1000 -b 8 --img-size 32'
+SMOKE = '--epochs 1 --warmup-epochs 0 --workers 0 --log-interval 1000 -b 32 --img-size 32'
 
 
 def blocks():

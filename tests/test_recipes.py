@@ -221,6 +221,7 @@ def _one_step(path, folders, out, model=None):
     per_class = 2 if (args.imb_factor or 0) > 1 else 1
     argv = ['-c', os.path.join(ROOT, path), '--dataset', '', '--data-dir', folders(size, per_class),
             '--train-split', 'train', '--val-split', 'train', '--num-classes', str(args.num_classes),
+            '--allow-extra-classes',  # the recipe's full head on 2 generated classes
             '-b', '2', '--epochs', '1', '--workers', '0', '--device', 'cpu', '--log-interval', '1',
             '--output', str(out), '--experiment', 'run']
     if model:
