@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -55,3 +56,19 @@ def run_torchrun(train_args, nproc: int = 2) -> subprocess.CompletedProcess:
     cmd = [torchrun, '--standalone', f'--nproc_per_node={nproc}', TRAIN_PY, *train_args]
     return subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
                           text=True, timeout=300)
+
+
+def one_error_line(capsys) -> str:
+    """The single ``train.py: error:`` line of the captured stderr (and no traceback)."""
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith('train.py: error:')]
+    assert len(lines) == 1 and 'Traceback' not in err, err[-2000:]
+    return lines[0]
+
+
+def wait_for_file(path, proc, timeout: float = 600) -> None:
+    """Wait until ``path`` exists while ``proc`` (a train.py subprocess) runs; fails with its stderr if not."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert path.exists(), proc.communicate()[1][-3000:]

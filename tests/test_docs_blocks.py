@@ -103,7 +103,7 @@ def workspace(tmp_path_factory):
 
 
 def stand_in(line: str, ws: Path):
-    """The command a test runs for a docs line (and whether it got a stand-in)."""
+    """The command a test runs for a docs line."""
     s = str(ws / 'stand-in')
     before = line
     line = line.replace('<recipe>', 'cifar10/cnn11_bcplus')
@@ -113,7 +113,7 @@ def stand_in(line: str, ws: Path):
         line = line.replace('--dataset-download', f'--dataset npz --data-dir {s}/cifar100 --val-split test')
     if '<run>' in line:
         line = line.replace('output/train/<run>', '"$(ls -d output/train/*/ | tail -n 1)"')
-        return line, False
+        return line
     if line.endswith(' ...') or ' ... ' in line:
         data = '' if f'{s}/' in line else f'--dataset npz --data-dir {s}/tiny10'
         line = line.replace(' ...', f' {data}', 1).replace(' ...', '')
@@ -122,8 +122,8 @@ def stand_in(line: str, ws: Path):
     if line != before or recipe:
         sep = ' ' if ' compare ' not in line or ' -- ' in line else ' -- '
         line = line + sep + SMOKE
-        return line, True
-    return line, False
+        return line
+    return line
 
 
 def run_plan():
@@ -169,7 +169,7 @@ def _script(lines, ws):
         parts = [p for p in ln.split(' && ') if not p.strip().startswith(SETUP_WORDS)]
         if not parts:
             continue
-        cmd, _ = stand_in(' && '.join(parts), ws)
+        cmd = stand_in(' && '.join(parts), ws)
         if _normal(cmd) in _DONE:  # the same command in another block (the quickstart, four times)
             continue
         _DONE.add(_normal(cmd))

@@ -3,12 +3,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, TRAIN_PY, load_train_script, make_tiny_images, tiny_train_args as base_args
+from conftest import (ROOT, TRAIN_PY, load_train_script, make_tiny_images, one_error_line as _error,
+                      tiny_train_args as base_args, wait_for_file)
 
 train_script = load_train_script('mixplug_train_faults')
 
@@ -17,12 +17,6 @@ train_script = load_train_script('mixplug_train_faults')
 def data_dir(tmp_path_factory):
     return make_tiny_images(tmp_path_factory, 'fault_imgs', val_per_class=2)
 
-
-def _error(capsys):
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith('train.py: error:')]
-    assert len(lines) == 1 and 'Traceback' not in err, err[-2000:]
-    return lines[0]
 
 
 def _npz_dir(tmp_path, x, y, **kw):
@@ -100,31 +94,24 @@ def test_in_chans_1_reads_images_as_grayscale(data_dir, tmp_path):
     assert ds_train.img_mode == 'L' and ds_train[0][0].mode == 'L'
 
 
-def _start(args, out_name):
+def _start(args):
     return subprocess.Popen([sys.executable, TRAIN_PY, *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
-
-
-def _wait_for(path, proc, timeout=600):
-    deadline = time.monotonic() + timeout
-    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert path.exists(), proc.communicate()[1][-3000:]
 
 
 def test_second_process_in_a_run_folder_is_refused_and_sigterm_exits_143(data_dir, tmp_path, capsys):
     out = tmp_path / 'out'
     args = base_args(data_dir, out, 's', '--epochs', '50')
-    proc = _start(args, 's')
+    proc = _start(args)
     run = out / 's'
-    _wait_for(run / 'args.yaml', proc)
+    wait_for_file(run / 'args.yaml', proc)
     try:
         # a second run in the same folder, and a resume of the running one: one line each, nothing written
         before = sorted(os.listdir(run))
         assert train_script.main(base_args(data_dir, out, 's', '--overwrite-experiment')) == 2
         line = _error(capsys)
         assert f'{run} is in use by another train.py (pid {proc.pid})' in line, line
-        _wait_for(run / 'last-state.safetensors', proc)
+        wait_for_file(run / 'last-state.safetensors', proc)
         resume = [a for a in args if a not in (str(out), 's', '--output', '--experiment')] + ['--resume', str(run)]
         assert train_script.main(resume) == 2
         assert f'(pid {proc.pid})' in _error(capsys)

@@ -6,14 +6,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, TRAIN_PY, load_train_script, make_tiny_images, read_rows, tiny_train_args as base_args
+from conftest import (ROOT, TRAIN_PY, load_train_script, make_tiny_images, one_error_line as _error, read_rows,
+                      tiny_train_args as base_args, wait_for_file)
 
 train_script = load_train_script('mixplug_train_safety')
 
@@ -29,12 +29,6 @@ def resume_args(data_dir, run, *extra):
     del args[i:i + 4]  # --output and --experiment: a resumed run continues in its folder
     return args + ['--resume', str(run)]
 
-
-def _error(capsys):
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith('train.py: error:')]
-    assert len(lines) == 1 and 'Traceback' not in err, err[-2000:]
-    return lines[0]
 
 
 def _same_weights(a, b):
@@ -140,10 +134,7 @@ def test_sigint_one_line_exit_130_and_resume(data_dir, tmp_path):
     proc = subprocess.Popen([sys.executable, TRAIN_PY, *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     state = out / 's' / 'last-state.safetensors'
-    deadline = time.monotonic() + 600
-    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert state.exists(), proc.communicate()[1][-3000:]
+    wait_for_file(state, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-3000:]

@@ -111,13 +111,13 @@ def image_mode(args) -> str:
 
 
 def _create_one(args, split: str, is_training: bool, class_map=None):
-    ds = _create_one_rgb(args, split, is_training, class_map)
+    ds = _create_split(args, split, is_training, class_map)
     if hasattr(ds, 'img_mode'):  # our array datasets; timm's readers got input_img_mode
         ds.img_mode = image_mode(args)
     return ds
 
 
-def _create_one_rgb(args, split: str, is_training: bool, class_map=None):
+def _create_split(args, split: str, is_training: bool, class_map=None):
     from timm.data import create_dataset
     from timm_mixplug.train.options import dataset_kwargs
     flag = '--train-split' if is_training else '--val-split'
@@ -161,11 +161,10 @@ def _create_one_rgb(args, split: str, is_training: bool, class_map=None):
                          ) from None
 
 
-def _check_class_count(args, ds_train, info: DataInfo) -> None:
+def _check_class_count(args, ds_train, labels: Optional[List[int]]) -> None:
     """``--num-classes`` above the training data's classes trains a head whose extra outputs never see a label
     (and inflates top-5): refused unless ``--allow-extra-classes``."""
     names = class_names(ds_train)
-    labels = _labels(ds_train)
     have = len(names) if names else (max(labels) + 1 if labels else None)
     if args.num_classes and have and args.num_classes > have and not args.allow_extra_classes:
         raise UsageError(f'--num-classes {args.num_classes} is more than the {have} classes of the training data: '
@@ -211,10 +210,11 @@ def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Datase
     info = dataset_info(ds_train if train else ds_eval, args.num_classes, args.dataset)
     if train and len(ds_train) == 0:
         raise UsageError(f'the training split {args.train_split!r} is empty')
+    full_labels = _labels(full_train) if train else None
     if train:
-        _check_class_count(args, full_train, info)
+        _check_class_count(args, full_train, full_labels)
     if train and is_longtail(args) and info.class_counts is not None:
-        full = np.bincount(np.asarray(_labels(full_train), dtype=np.int64), minlength=info.num_classes)
+        full = np.bincount(np.asarray(full_labels, dtype=np.int64), minlength=info.num_classes)
         emptied = [c for c, (n, m) in enumerate(zip(info.class_counts, full)) if n == 0 and m > 0]
         if emptied:
             names = info.class_names or [str(c) for c in range(info.num_classes)]

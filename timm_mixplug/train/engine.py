@@ -212,10 +212,9 @@ def train(args) -> Dict[str, Any]:
                 datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
                 str(b.data_config['input_size'][-1])])
             output_dir = os.path.join(args.output or './output/train', exp_name)
-            prepare_run_folder(output_dir, args, resuming=os.path.abspath(output_dir) == run_dir, clear=False)
             output_dir = get_outdir(output_dir)
         args.run_lock = lock_run_folder(output_dir)  # before anything is written or removed there
-        if meta is None or os.path.abspath(output_dir) != run_dir:  # checked again under the lock, then cleared
+        if meta is None or os.path.abspath(output_dir) != run_dir:  # checked (again) under the lock, then cleared
             prepare_run_folder(output_dir, args, resuming=False)
         stale = remove_stale_temp(output_dir)
         if stale:
@@ -408,6 +407,7 @@ def main(argv=None) -> int:
     the loss became NaN / inf, 130 on Ctrl-C, 143 on SIGTERM; each failure prints one ``train.py: ...`` line."""
     import signal
     import sys
+    import threading
     from timm_mixplug.train.config import parse_args
     from timm_mixplug.train.run_folder import Terminated, interrupted_message
     primary = int(os.environ.get('RANK', '0')) == 0  # under torchrun: one error line, from rank 0
@@ -415,7 +415,6 @@ def main(argv=None) -> int:
 
     def on_sigterm(signum, frame):
         raise Terminated()
-    import threading
     previous = None
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
         previous = signal.signal(signal.SIGTERM, on_sigterm)

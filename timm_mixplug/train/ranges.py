@@ -396,8 +396,8 @@ NO_INVALID = {
     'wandb_tags': 'free text (W&B tags)',
     'wandb_resume_id': 'free text (a W&B run id)',
     **{d: 'switch' for d in (
-        'dataset_download', 'allow_extra_classes', 'pretrained', 'no_resume_opt', 'channels_last', 'grad_checkpointing', 'amp',
-        'no_ddp_bb', 'sched_on_updates', 'warmup_prefix', 'no_aug', 'resplit', 'sync_bn', 'model_ema',
+        'dataset_download', 'allow_extra_classes', 'pretrained', 'no_resume_opt', 'channels_last',
+        'grad_checkpointing', 'amp', 'no_ddp_bb', 'sched_on_updates', 'warmup_prefix', 'no_aug', 'resplit', 'sync_bn', 'model_ema',
         'model_ema_force_cpu', 'model_ema_warmup', 'pin_mem', 'no_prefetcher', 'evaluate', 'aux_no_flip',
         'aux_crop_preflip', 'glmc_joint_forward', 'glmc_clr', 'nh_device_views', 'nh_view_no_flip',
         'overwrite_experiment', 'dataset_trust_remote_code', 'fast_norm', 'jsd_loss', 'bce_loss', 'bce_sum',

@@ -1,10 +1,11 @@
 """The run's ``summary.csv`` (one row per epoch, columns may grow on resume) and its ``summary.png`` plot."""
 import csv
+import io
 import os
 from collections import OrderedDict
 from typing import Any, Dict
 
-from timm_mixplug.utils.checkpoint import temp_path
+from timm_mixplug.utils.checkpoint import atomic_write_bytes
 
 __all__ = ['write_summary_row', 'plot_summary']
 
@@ -20,12 +21,11 @@ def write_summary_row(path: str, row: Dict[str, Any]) -> None:
             rows = list(csv.DictReader(f))
         rows.append(row)
         keys = list(OrderedDict.fromkeys([k for r in rows for k in r.keys()]))
-        tmp = temp_path(path)
-        with open(tmp, 'w', newline='') as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
+        buf = io.StringIO(newline='')
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_bytes(path, buf.getvalue().encode())
         return
     with open(path, 'a', newline='') as f:
         w = csv.DictWriter(f, fieldnames=list(row.keys()))
@@ -69,8 +69,8 @@ def plot_summary(csv_path: str, png_path: str) -> bool:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = temp_path(png_path)
-    fig.savefig(tmp, dpi=90, format='png')
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=90, format='png')
     plt.close(fig)
-    os.replace(tmp, png_path)
+    atomic_write_bytes(png_path, buf.getvalue())
     return True
