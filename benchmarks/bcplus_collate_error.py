@@ -64,6 +64,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--data', default='', help='folder with cifar10_test.npz')
     args = ap.parse_args()
+    if args.data and not os.path.isfile(os.path.join(args.data, 'cifar10_test.npz')):
+        ap.error(f'--data {args.data}: no cifar10_test.npz there (a folder holding CIFAR-10 test images as an '
+                 'npz with x (N, 32, 32, 3) uint8 and y); leave --data out to use only the generated images')
     sets = [('64 high-contrast 32x32', high_contrast(), torch.arange(64) % 10)]
     if args.data:
         d = np.load(os.path.join(args.data, 'cifar10_test.npz'))

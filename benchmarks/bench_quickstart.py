@@ -6,7 +6,7 @@ at 1 thread, 2 threads and train.py's automatic choice (``--threads 0``).
 
 ``--loads K`` starts K single-threaded busy loops (other users' CPU-bound processes) beside each run. Each run
 reports its wall time from start to exit (start-up included), its CPU time, and the best top-1 it prints. A run
-past ``--timeout`` seconds is stopped and reported as such. Say the machine's load average with the numbers
+past ``--timeout`` seconds is stopped and reported as such; a failed run shows its exit code and last line. Say the machine's load average with the numbers
 (printed at the start): other work on the cores changes them.
 """
 import argparse
@@ -35,17 +35,19 @@ def run_one(threads: int, dtype: str, timeout: float):
         cmd = [sys.executable, str(REPO / 'train.py'), '-c', str(REPO / 'hparams' / 'quickstart.yaml'),
                '--threads', str(threads), '--output', out] + DTYPES[dtype]
         env = {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
-        t0 = time.perf_counter()
+        t0, timed_out = time.perf_counter(), False
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             text, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
+            timed_out = True
             text, _ = proc.communicate()
         wall = time.perf_counter() - t0
     top1 = re.findall(r'\*\*\* Best top1: (\d+\.\d+)', text)
     why = re.findall(r'Using \d+ torch thread\(s\) per process \((.*)\)', text)
-    return wall, float(top1[-1]) if top1 else None, why[0] if why else '', proc.returncode
+    tail = text.strip().splitlines()[-1] if text.strip() else ''
+    return wall, float(top1[-1]) if top1 else None, why[0] if why else '', proc.returncode, timed_out, tail
 
 
 def main() -> int:
@@ -68,14 +70,15 @@ def main() -> int:
             for threads in [int(x) for x in a.threads.split(',')]:
                 for dtype in a.dtypes.split(','):
                     before = os.times()
-                    wall, top1, why, rc = run_one(threads, dtype, a.timeout)
+                    wall, top1, why, rc, timed_out, tail = run_one(threads, dtype, a.timeout)
                     after = os.times()
                     cpu = (after.children_user - before.children_user) + (after.children_system
                                                                         - before.children_system)
                     done = rc == 0 and top1 is not None
                     rows.append(dict(load=load, threads=threads, dtype=dtype, wall_s=wall, cpu_s=cpu, top1=top1,
                                      finished=done, thread_choice=why))
-                    shown = f'{wall:.0f}' if done else f'> {a.timeout:.0f} (stopped)'
+                    shown = (f'{wall:.0f}' if done else f'> {a.timeout:.0f} (stopped)' if timed_out
+                             else f'failed (exit {rc}: {tail})')
                     print(f'| {load} | {threads or "auto"} | {dtype} | {shown} | {cpu:.0f} | '
                           f'{top1 if top1 is not None else "-"} | {why} |', flush=True)
         finally:

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 from torch.utils.data import Dataset
 
-__all__ = ['ForwardingDatasetWrapper', 'TransformOwningWrapper']
+__all__ = ['ForwardingDatasetWrapper', 'TransformOwningWrapper', 'ExcludeUnreadable']
 
 
 class ForwardingDatasetWrapper(Dataset):
@@ -42,3 +42,41 @@ class TransformOwningWrapper(Dataset):
         self._transform = t
         if hasattr(self.dataset, 'transform'):
             self.dataset.transform = None
+
+
+class ExcludeUnreadable(ForwardingDatasetWrapper):
+    """An evaluation view of a timm ``ImageDataset`` where an image file that cannot be read or decoded gets the
+    label -1 (a black placeholder image), so that evaluation excludes and counts it. timm's dataset instead
+    substitutes the next image, which would count a duplicate in the metrics; training keeps that behaviour."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getattr__(self, name):  # reader, classes... of the wrapped dataset
+        if name == 'dataset':
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index):
+        import logging
+        from PIL import Image
+        ds = self.dataset
+        img, target, *_ = ds.reader[index]
+        mode = ds.input_img_mode or 'RGB'
+        try:
+            img = Image.open(img)
+            img = img.convert(mode)  # decodes the pixels, so a truncated file fails here
+        except (IOError, OSError) as e:
+            name = ds.reader.filename(index) if hasattr(ds.reader, 'filename') else index
+            logging.getLogger(__name__).warning(f'Unreadable image {name} ({e}): excluded from the metrics')
+            img, target = Image.new(mode, (32, 32)), -1
+        if ds.transform is not None:
+            img = ds.transform(img)
+        if target is None:
+            target = -1
+        elif target != -1 and ds.target_transform is not None:
+            target = ds.target_transform(target)
+        return img, target

@@ -33,6 +33,54 @@ def user_errors(fn, *a, what: str = '', **kw):
         raise UsageError(f'{what}: {msg}' if what else msg) from None
 
 
+def _state_dict_mismatch(own: Dict[str, torch.Tensor], sd: Dict[str, torch.Tensor], num_classes: int) -> str:
+    """What keeps ``sd`` from loading strictly into a model with state dict ``own`` (first layer named, both
+    shapes, and the fix when it is the classifier's class count); '' when it loads."""
+    shapes = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    missing = [k for k in own if k not in sd]
+    extra = [k for k in sd if k not in own]
+    if shapes:
+        k, theirs, mine = shapes[0]
+        more = f' (and {len(shapes) - 1} more layer(s))' if len(shapes) > 1 else ''
+        msg = f'{k} is {theirs} in the checkpoint, {mine} in the model{more}'
+        if mine and theirs and mine[0] == num_classes and theirs[0] != num_classes and mine[1:] == theirs[1:]:
+            msg += f'; the checkpoint has {theirs[0]} classes: use --num-classes {theirs[0]}'
+        return msg
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f'{len(missing)} layer(s) missing from the checkpoint ({", ".join(missing[:3])}'
+                         f'{" ..." if len(missing) > 3 else ""})')
+        if extra:
+            parts.append(f'{len(extra)} unexpected ({", ".join(extra[:3])}{" ..." if len(extra) > 3 else ""})')
+        return '; '.join(parts) + ': is it a checkpoint of another --model?'
+    return ''
+
+
+def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any]) -> nn.Module:
+    """``timm.create_model(pretrained=True)`` with the Hub client's per-retry lines silenced: weights that are
+    neither in the local cache nor downloadable give one line naming where they were looked for."""
+    logs = [logging.getLogger('huggingface_hub'), logging.getLogger('timm')]  # timm: 'Loading pretrained ...'
+    levels = [lg.level for lg in logs]
+    for lg in logs:
+        lg.setLevel(logging.ERROR)
+    cfg = timm.models.get_pretrained_cfg(name)
+    source = getattr(cfg, 'hf_hub_id', None) or getattr(cfg, 'url', None) or name
+    try:
+        model = user_errors(timm.create_model, name, what=what, **kw)
+    except UsageError as e:
+        if 'cache' not in str(e) and 'connect' not in str(e).lower():
+            raise
+        raise UsageError(f'--pretrained: the weights of --model {name} ({source}) are not in the local cache and '
+                         f'could not be downloaded: download them where the internet is reachable (they are '
+                         f'cached for later runs), or give the file with --pretrained-path') from None
+    finally:
+        for lg, level in zip(logs, levels):
+            lg.setLevel(level)
+    _logger.info(f'Loaded the pretrained weights of {name} ({source})')
+    return model
+
+
 def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, **overrides) -> nn.Module:
     """``--model`` (or ``model_name``, e.g. a DML peer) with the user's timm options; ``--initial-checkpoint``
     weights loaded (no pickle)."""
@@ -55,14 +103,17 @@ def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, 
     if not timm.is_model(name):
         raise UsageError(f'unknown --model {name!r} (see timm.list_models())')
     what = f'cannot create --model {name}' + (' with --model-kwargs' if args.model_kwargs else '')
-    model = user_errors(timm.create_model, name, what=what, **kw)
+    if kw['pretrained'] and not args.pretrained_path:
+        model = _create_pretrained(timm, name, what, kw)
+    else:
+        model = user_errors(timm.create_model, name, what=what, **kw)
     if args.initial_checkpoint:
         sd = load_any_weights(args.initial_checkpoint)
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f'--initial-checkpoint {args.initial_checkpoint} does not match --model '
-                                  f'{name} with {num_classes} classes: {str(e).splitlines()[0]}') from None
+        problem = _state_dict_mismatch(model.state_dict(), sd, num_classes)
+        if problem:
+            raise CheckpointError(f'--initial-checkpoint {args.initial_checkpoint} does not match --model {name} '
+                                  f'with {num_classes} classes: {problem}')
+        model.load_state_dict(sd, strict=True)
     model = timm_options.apply_model_options(model, args)  # after the weights, as timm
     if args.grad_checkpointing:
         model.set_grad_checkpointing(enable=True)
@@ -190,7 +241,8 @@ def _check_single_class_chance(args, class_counts) -> None:
 
 def build(args, device, training: bool) -> Built:
     """Create data, model(s), mixer, criterion, task and loaders; no files are written here."""
-    from timm.data import resolve_data_config
+    from timm.data import ImageDataset, resolve_data_config
+    from timm_mixplug.data.wrappers import ExcludeUnreadable
     from timm_mixplug.train.data import create_datasets, is_longtail
 
     spec = get_task_spec(args.task)
@@ -209,7 +261,9 @@ def build(args, device, training: bool) -> Built:
     model = user_errors(spec.create_model, args, info, partial(create_timm_model, args, info.num_classes),
                         what=f'--task {args.task}')
     first = model[0] if isinstance(model, (list, tuple, nn.ModuleList)) else model
-    data_config = resolve_data_config(vars(args), model=first, verbose=args.rank == 0)
+    data_config = resolve_data_config(vars(args), model=first, verbose=False)  # logged after the checks, in one line
+    args.process_notes = list(getattr(args, 'process_notes', None) or []) + ['Data config: ' + ', '.join(
+        f'{k} {tuple(v) if isinstance(v, list) else v}' for k, v in data_config.items())]
 
     use_prefetcher = not args.no_prefetcher and spec.use_prefetcher is not False
     mixer_spec = get_mixer_spec(args.mix) if args.mix != 'none' else None
@@ -233,6 +287,8 @@ def build(args, device, training: bool) -> Built:
         task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
                        device=torch.device('cpu') if args.model_ema_force_cpu else None)
     timm_options.compile_task(task, args)
+    if isinstance(ds_eval, ImageDataset) and not ds_eval.load_bytes:  # unreadable files: excluded, counted
+        ds_eval = ExcludeUnreadable(ds_eval)
     loader_train, loader_eval = _loaders(args, spec, info, data_config, ds_train, ds_eval, collate_mixer, device,
                                          use_prefetcher)
     return Built(spec=spec, info=info, data_config=data_config, task=task, prefetched=use_prefetcher,

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from timm_mixplug.data.datasets import EVAL_SPLITS, TRAIN_SPLITS, DigitsDataset, NpzDataset, class_names
 from timm_mixplug.data.longtail import LongTailSubset, get_targets, make_longtail_indices
 from timm_mixplug.errors import UsageError
+from timm_mixplug.train.resume import check_classes
 from timm_mixplug.train.specs.base import DataInfo
 
 __all__ = ['create_datasets', 'dataset_info', 'add_longtail_args', 'apply_longtail', 'is_longtail', 'BUILTIN_DATASETS']
@@ -138,8 +139,10 @@ def _create_split(args, split: str, is_training: bool, class_map=None):
     folder = not sep or prefix.lower() in ('folder', 'imagefolder', 'tar', 'imagetar') or torch_name in (
         'folder', 'image_folder')
     if not root:
-        raise UsageError(f'--data-dir is required for dataset {name or "ImageFolder"!r} (with --dataset-download: '
-                         f'where to download it), or use the offline --dataset mixplug/digits')
+        what = ('a folder with one folder per split (train/, validation/), each holding one folder of images per '
+                'class' if folder else 'the folder it is read from (with --dataset-download: where to download it)')
+        raise UsageError(f'--data-dir is required for dataset {name or "ImageFolder"!r}: {what}; or use the offline '
+                         f'--dataset mixplug/digits')
     if not os.path.exists(root) and (folder or not args.dataset_download):
         raise UsageError(f'data dir not found: {root}')
     if folder:
@@ -171,21 +174,22 @@ def _check_class_count(args, ds_train, labels: Optional[List[int]]) -> None:
                          f'use --num-classes {have}, or add --allow-extra-classes to train the larger head')
 
 
-def _check_eval_classes(args, ds_train, ds_eval, num_classes: int):
-    """The evaluation split must use the training split's classes with the same indices: a class only in the
-    evaluation split, or a label outside the training classes, is an error; a folder split that lacks some
-    training classes is re-read with the training split's class indices. Returns the evaluation dataset."""
-    tr, ev = class_names(ds_train), class_names(ds_eval)
+def _check_eval_classes(args, tr: Optional[List[str]], ds_eval, num_classes: int, source: str, named: bool = True):
+    """The evaluation split must use the classes ``tr`` (the training split's, or those the resumed weights were
+    trained on; ``source`` names them) with the same indices: a class missing from ``tr``, or a label outside
+    them, is an error; a folder split that lacks some of them is re-read with their class indices. Returns the
+    evaluation dataset."""
+    ev = class_names(ds_eval)
     split = f'--val-split {args.val_split!r}'
-    named = getattr(ds_train, 'classes_given', True) and getattr(ds_eval, 'classes_given', True)
+    named = named and getattr(ds_eval, 'classes_given', True)
     if named and tr is not None and ev is not None and ev != tr[:len(ev)]:
         only = [c for c in ev if c not in tr]
         if only:
-            raise UsageError(f'{split} has classes that --train-split {args.train_split!r} lacks: '
+            raise UsageError(f'{split} has classes that {source} lacks: '
                              f'{", ".join(only[:5])}{" ..." if len(only) > 5 else ""}')
         if getattr(getattr(ds_eval, 'reader', None), 'class_to_idx', None) is None:
-            raise UsageError(f'{split} lists its classes in another order than --train-split '
-                             f'{args.train_split!r}; give both the same class list')
+            raise UsageError(f'{split} lists its classes in another order than {source}; give both the same '
+                             f'class list')
         ds_eval = _create_one(args, args.val_split, False, class_map={c: i for i, c in enumerate(tr)})
     targets = _labels(ds_eval)
     if targets:
@@ -223,6 +227,13 @@ def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Datase
                 f'({", ".join(names[c] for c in emptied[:5])}{" ..." if len(emptied) > 5 else ""}; the largest '
                 f'class has {int(full.max())}, the smallest keeps {min(n for n in info.class_counts if n)}): '
                 f'use --imb-factor {int(full.max())} or less, or more images per class')
+    trained = getattr(args, 'trained_data', None)  # what resumed weights were trained on (their state's record)
     if train:
-        ds_eval = _check_eval_classes(args, full_train, ds_eval, info.num_classes)
+        check_classes(trained, class_names(full_train), f'--train-split {args.train_split!r}')
+        ds_eval = _check_eval_classes(args, class_names(full_train), ds_eval, info.num_classes,
+                                      f'--train-split {args.train_split!r}',
+                                      named=getattr(full_train, 'classes_given', True))
+    elif trained and trained.get('classes'):
+        ds_eval = _check_eval_classes(args, trained['classes'], ds_eval, info.num_classes, 'the trained weights')
+        info.class_names = list(trained['classes'])
     return ds_train, ds_eval, info

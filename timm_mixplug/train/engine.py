@@ -73,18 +73,39 @@ def _eval_state(task, ema: bool = False):
     return get_state_dict(task.get_eval_model(ema=ema), unwrap_model)
 
 
-def _load_resume(b: Built, args, optimizer, loss_scaler, path: str):
-    """Load a training state into the (not yet DDP-wrapped) task; returns its meta."""
-    from timm.utils import unwrap_model
+def _open_resume(args):
+    """``--resume``: (state path, sections, meta) of the training state, read before the build so that the data
+    can be checked against what the weights were trained on (``args.trained_data``). A bare state dict (weights
+    only) is refused: it has no epoch, optimizer or settings to resume."""
     from timm_mixplug.train.timm_checkpoint import load_resume_state
-    from timm_mixplug.utils.checkpoint import CheckpointError, resolve_resume_path, restore_rng
-    from timm_mixplug.train.resume import restore_optimizer
-    state_path = resolve_resume_path(path)
+    from timm_mixplug.utils.checkpoint import CheckpointError, resolve_resume_path
+    state_path = resolve_resume_path(args.resume)
     sections, meta = load_resume_state(state_path)
+    if meta.get('_weights_only'):
+        raise CheckpointError(f'--resume {args.resume}: {state_path} holds model weights only (no epoch, optimizer '
+                              f'or settings); start from them with --initial-checkpoint {state_path}')
+    _check_state_settings(args, state_path, meta)
+    args.trained_data = meta.get('data')
+    return state_path, sections, meta
+
+
+def _check_state_settings(args, state_path: str, meta) -> None:
+    """The model, task and class count the state was trained with must be this run's (the class count is
+    known once the data is read: checked again after the build)."""
+    from timm_mixplug.utils.checkpoint import CheckpointError
     for key in ('model', 'task', 'num_classes'):
-        if key in meta and meta[key] != getattr(args, key):
+        if key in meta and getattr(args, key) is not None and meta[key] != getattr(args, key):
             raise CheckpointError(f'cannot resume {state_path}: it was trained with {key}={meta[key]!r}, '
                                   f'not {getattr(args, key)!r}')
+
+
+def _load_resume(b: Built, args, optimizer, loss_scaler, opened):
+    """Load an opened training state (``_open_resume``) into the (not yet DDP-wrapped) task; returns its meta."""
+    from timm.utils import unwrap_model
+    from timm_mixplug.utils.checkpoint import CheckpointError, restore_rng
+    from timm_mixplug.train.resume import check_data_config, restore_optimizer
+    state_path, sections, meta = opened
+    _check_state_settings(args, state_path, meta)
     try:
         unwrap_model(b.task.get_trainable_module()).load_state_dict(sections['model'], strict=True)
         if b.task.has_ema():
@@ -102,6 +123,9 @@ def _load_resume(b: Built, args, optimizer, loss_scaler, path: str):
         raise CheckpointError(f'cannot resume from {state_path}: {str(e).splitlines()[0]}') from None
     if 'rng' in sections:
         restore_rng(sections['rng'])
+    note = check_data_config(meta.get('data'), b.data_config, b.zero_mean_input, state_path)
+    if note and args.rank == 0:
+        _logger.info(note)
     meta['_path'] = state_path
     meta['_sections'] = sections
     return meta
@@ -116,10 +140,11 @@ def evaluate(args) -> Dict[str, float]:
     device = _init_distributed(args)
     _setup_logging(args.rank == 0)
     _report_ignored(args)
+    opened = _open_resume(args) if args.resume else None
     b = build(args, device, training=False)
     _log_process_notes(args)
-    if args.resume:
-        meta = _load_resume(b, args, None, None, args.resume)
+    if opened:
+        meta = _load_resume(b, args, None, None, opened)
         done = int(meta.get('epoch') or 0)
         _logger.info(f"Loaded {meta['_path']} (after epoch {done - 1}: {done} epoch(s) trained)")
     amp_autocast, _ = amp_setup(args, device)
@@ -152,6 +177,7 @@ def train(args) -> Dict[str, Any]:
                      f'{torch.distributed.get_backend()}, device {device}.')
     if args.experiment and not args.resume:  # refuse a used folder before the (slow) build; cleared later
         prepare_run_folder(os.path.join(args.output or './output/train', args.experiment), args, False, clear=False)
+    opened = _open_resume(args) if args.resume else None
     b = build(args, device, training=True)
     _log_process_notes(args)
     task = b.task
@@ -165,8 +191,8 @@ def train(args) -> Dict[str, Any]:
 
     start_epoch, num_updates, best_metric, best_epoch = 0, 0, None, None
     meta = saved = None
-    if args.resume:
-        meta = _load_resume(b, args, optimizer, loss_scaler, args.resume)
+    if opened:
+        meta = _load_resume(b, args, optimizer, loss_scaler, opened)
         start_epoch = int(meta['epoch'])
         best_metric, best_epoch = meta.get('best_metric'), meta.get('best_epoch')
         saved = saved_args(meta['_path'], meta)
@@ -212,7 +238,11 @@ def train(args) -> Dict[str, Any]:
                 datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
                 str(b.data_config['input_size'][-1])])
             output_dir = os.path.join(args.output or './output/train', exp_name)
-            output_dir = get_outdir(output_dir)
+            try:
+                output_dir = get_outdir(output_dir)
+            except OSError as e:
+                raise UsageError(f'cannot create the run folder {output_dir}: {e.strerror or e}; choose another '
+                                 f'--output') from None
         args.run_lock = lock_run_folder(output_dir)  # before anything is written or removed there
         if meta is None or os.path.abspath(output_dir) != run_dir:  # checked (again) under the lock, then cleared
             prepare_run_folder(output_dir, args, resuming=False)
@@ -226,7 +256,11 @@ def train(args) -> Dict[str, Any]:
                          f'checkpoint\'s: {", ".join(changed) if changed else "none"}')
         args.run_dir, args.epochs_done = output_dir, start_epoch
         resolved = args_to_yaml(args)
-        atomic_write_bytes(os.path.join(output_dir, 'args.yaml'), resolved.encode())
+        # args.yaml describes the weights in the folder: a run continued in its own folder rewrites it only with
+        # the first state its (possibly new) settings produce (_train_loop), a new folder gets it now
+        args.args_yaml_pending = resolved if meta is not None and os.path.abspath(output_dir) == run_dir else None
+        if args.args_yaml_pending is None:
+            atomic_write_bytes(os.path.join(output_dir, 'args.yaml'), resolved.encode())
         from timm_mixplug.train.wandb_log import start_wandb
         b.wandb = start_wandb(args, os.path.basename(output_dir), yaml.safe_load(resolved))
         trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
@@ -253,7 +287,8 @@ def train(args) -> Dict[str, Any]:
 def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
     """Epochs ``s.start_epoch`` .. end (or ``--max-epochs-this-run``): train, evaluate, write the epoch's files."""
     from timm.utils import distribute_bn, unwrap_model
-    from timm_mixplug.utils.checkpoint import capture_rng, save_train_state, save_weights, scheduler_state
+    from timm_mixplug.utils.checkpoint import (
+        atomic_write_bytes, capture_rng, save_train_state, save_weights, scheduler_state)
     from timm_mixplug.utils.checkpoint_history import CheckpointHistory, RecoveryWriter
     task = b.task
     primary = args.rank == 0
@@ -262,6 +297,10 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
     kw = dict(amp_autocast=s.amp_autocast, prefetched=b.prefetched, zero_mean_input=b.zero_mean_input)
     stop_at = s.num_epochs if args.max_epochs_this_run is None else min(s.num_epochs, s.start_epoch + args.max_epochs_this_run)
     eval_metrics: Dict[str, float] = {}
+
+    from timm_mixplug.train.resume import data_record
+    trained_data = data_record(b.info, b.data_config, b.zero_mean_input)
+    settings = yaml.safe_load(args_to_yaml(args))  # the settings that produced each state, kept with it
 
     def train_state(next_epoch: int, n_updates: int):
         sections = OrderedDict(
@@ -275,7 +314,7 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
         smeta = dict(epoch=next_epoch, num_updates=n_updates, best_metric=s.best_metric, best_epoch=s.best_epoch,
                      eval_metric=args.eval_metric, model=args.model, task=args.task, mix=args.mix,
                      num_classes=args.num_classes, world_size=args.world_size, num_epochs=s.num_epochs,
-                     sched=args.sched, lr=args.lr, epochs=args.epochs)
+                     sched=args.sched, lr=args.lr, epochs=args.epochs, data=trained_data, args=settings)
         return sections, smeta
 
     history = CheckpointHistory(s.output_dir, args.checkpoint_hist, s.decreasing) if primary else None
@@ -338,6 +377,9 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
                 save_weights(os.path.join(s.output_dir, 'last-ema.safetensors'), _eval_state(task, True), **wmeta)
             sections, smeta = train_state(epoch + 1, s.num_updates)
             save_train_state(os.path.join(s.output_dir, 'last-state.safetensors'), sections, smeta)
+            if getattr(args, 'args_yaml_pending', None):
+                atomic_write_bytes(os.path.join(s.output_dir, 'args.yaml'), args.args_yaml_pending.encode())
+                args.args_yaml_pending = None
             recovery.clear()
             args.epochs_done = epoch + 1
     if primary:
@@ -434,6 +476,16 @@ def main(argv=None) -> int:
             state = os.path.join(getattr(args, 'run_dir', '') or '', 'last-state.safetensors')
             kept = f'; the last good state is {state}' if os.path.isfile(state) else ''
             print(f'train.py: error: {e}{kept}', file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk or a folder that became unwritable: the previous files are intact
+        import errno
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        if primary:
+            state = os.path.join(getattr(args, 'run_dir', '') or '', 'last-state.safetensors')
+            kept = (f'; the last complete state is {state}, resume with --resume {args.run_dir}'
+                    if getattr(args, 'run_dir', None) and os.path.isfile(state) else '')
+            print(f'train.py: error: {e.filename or "file access"}: {e.strerror or e}{kept}', file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         term = isinstance(e, Terminated)

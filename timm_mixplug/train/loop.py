@@ -163,7 +163,7 @@ def validate(task, loader, args, device, *, ema: bool = False, amp_autocast=null
         model.eval()
     evaluator = task.create_evaluator(max_samples=evaluation_sample_limit(loader))
     eval_forward = getattr(task, 'eval_forward', None)
-    n_batches = len(loader)
+    n_batches, excluded = len(loader), 0
     start = last = time.perf_counter()
     for batch_idx, (input, target) in enumerate(loader):
         now = time.perf_counter()
@@ -174,8 +174,22 @@ def validate(task, loader, args, device, *, ema: bool = False, amp_autocast=null
                          f'{100. * batch_idx / n_batches:>3.0f}%  {now - start:.0f}s, ETA {_fmt_eta(eta)}')
         if not prefetched:
             input, target = _to_device(input, device), _to_device(target, device)
+        if isinstance(target, torch.Tensor) and not target.is_floating_point() and target.dim() == 1:
+            keep = target >= 0  # -1: an image file that could not be read (ExcludeUnreadable)
+            excluded += int((~keep).sum())
+            if not keep.all():
+                input, target = input[keep], target[keep]
+                if not len(target):
+                    continue
         input = _prep_input(input, args, zero_mean_input)
         with amp_autocast():
             output = eval_forward(input, ema=ema) if eval_forward is not None else model(input)
         evaluator.update(output, target)
-    return OrderedDict(evaluator.compute(distributed=args.distributed))
+    metrics = OrderedDict(evaluator.compute(distributed=args.distributed))
+    if args.distributed:
+        total = torch.tensor([float(excluded)], device=device)
+        torch.distributed.all_reduce(total)
+        excluded = int(total.item())
+    if excluded and args.rank == 0:
+        _logger.warning(f'Eval: {excluded} unreadable image file(s) excluded from the metrics (named above)')
+    return metrics

@@ -105,7 +105,14 @@ def _existing_file(v, a):
 def _data_dir(v, a):
     if os.path.isdir(v) or getattr(a, 'dataset_download', False):
         return None
-    return 'must be an existing folder (or add --dataset-download)'
+    name = (getattr(a, 'dataset', '') or '').lower()
+    prefix = name.partition('/')[0] if '/' in name else ''
+    if name == 'npz':
+        return 'must be an existing folder holding <split>.npz files (x: N x H x W x C uint8 images, y: labels)'
+    if prefix in ('torch', 'tfds', 'hfds', 'hfids', 'wds') and name not in ('torch/folder', 'torch/image_folder'):
+        return f'must be an existing folder (or add --dataset-download to let --dataset {a.dataset} download into it)'
+    return ('must be an existing folder with one folder per split (train/, validation/), each holding one folder '
+            'of images per class')
 
 
 def _output(v, a):

@@ -23,7 +23,7 @@ from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
 
 __all__ = ['saved_args', 'changed_settings', 'restore_optimizer', 'restore_plateau', 'apply_run_settings',
-           'WEIGHT_SETTINGS']
+           'data_record', 'check_classes', 'check_data_config', 'WEIGHT_SETTINGS']
 
 # Settings the weights depend on: ``validate --resume`` refuses an explicit flag that contradicts them.
 WEIGHT_SETTINGS = ('model', 'task', 'num_classes', 'in_chans', 'mean', 'std', 'gp', 'model_kwargs', 'dml_peers',
@@ -33,12 +33,72 @@ _LOCAL = ('device', 'dist_backend', 'dist_url', 'workers', 'pin_mem', 'output', 
           'overwrite_experiment', 'amp', 'amp_dtype')
 
 
+# What a state records about its data (``data_record``); compared on resume and validate.
+_DATA_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct', 'crop_mode')
+
+
+def data_record(info, data_config: Dict[str, Any], zero_mean_input: bool) -> Dict[str, Any]:
+    """What the weights need of their data, kept in every training state: the class names in label order (None
+    when the dataset does not name its classes), the class count, the timm data config and BC+'s zero-mean
+    input."""
+    rec = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_config.items() if k in _DATA_KEYS}
+    rec.update(classes=info.class_names, num_classes=info.num_classes, zero_mean_input=bool(zero_mean_input))
+    return rec
+
+
+def check_classes(trained: Optional[Dict[str, Any]], names: Optional[List[str]], what: str) -> None:
+    """Refuse data whose class names (in label order) differ from those the weights were trained on: a renamed
+    or reordered class folder permutes every label silently."""
+    want = (trained or {}).get('classes')
+    if not want or names is None or names == want:
+        return
+    if len(names) != len(want):
+        raise UsageError(f'{what} has {len(names)} classes, the weights were trained on {len(want)} '
+                         f'({", ".join(want[:5])}{" ..." if len(want) > 5 else ""}): use the same data')
+    i = next(i for i, (a, b) in enumerate(zip(want, names)) if a != b)
+    raise UsageError(f'{what} names label {i} {names[i]!r}, the weights were trained with {want[i]!r} there '
+                     f'(classes are matched by name, in label order): use the data the run was trained on, '
+                     f'with the same class names')
+
+
+def check_data_config(trained: Optional[Dict[str, Any]], data_config: Dict[str, Any], zero_mean_input: bool,
+                      state_path: str) -> Optional[str]:
+    """Compare the data config of this run with the one the state was trained with: a different zero-mean input
+    is refused (the weights never saw such images); a different input size, mean/std or crop is what the user
+    asked for explicitly (the state's settings are the defaults), so it is said in one returned line."""
+    if not trained:
+        return None
+    if 'zero_mean_input' in trained and bool(trained['zero_mean_input']) != bool(zero_mean_input):
+        raise UsageError(f'the weights in {state_path} were trained '
+                         f'{"with" if trained["zero_mean_input"] else "without"} zero-mean input (--mix bcplus); '
+                         f'use the --mix they were trained with')
+    diff = []
+    for k in _DATA_KEYS:
+        if k in trained:
+            now = data_config.get(k)
+            now = list(now) if isinstance(now, tuple) else now
+            if now != trained[k]:
+                diff.append(f'{k} {trained[k]} -> {now}')
+    if diff:
+        return f'Data config differs from the one {state_path} was trained with: {", ".join(diff)}'
+    return None
+
+
 def saved_args(state_path: str, meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The run's settings: ``args.yaml`` next to the state file, else the few kept in the state's metadata."""
+    """The settings that produced the state: kept in the state itself (since the states record them), else
+    ``args.yaml`` next to the state file, else the few older states kept in their metadata."""
+    if meta and isinstance(meta.get('args'), dict):
+        return dict(meta['args'])
     path = os.path.join(os.path.dirname(os.path.abspath(state_path)), 'args.yaml')
     if os.path.isfile(path):
-        with open(path) as f:
-            cfg = yaml.safe_load(f) or {}
+        try:
+            with open(path) as f:
+                cfg = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, 'problem_mark', None)
+            raise UsageError(f'{path} is not valid YAML ({getattr(e, "problem", None) or "parse error"}'
+                             f'{f" at line {where.line + 1}" if where else ""}): restore it, or delete it to '
+                             f'use the settings kept in the state') from None
         if isinstance(cfg, dict):
             return cfg
     keys = ('model', 'task', 'mix', 'num_classes', 'sched', 'lr', 'epochs')

@@ -50,7 +50,7 @@ def load_timm_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     ckpt = torch_load_safe(path)
     if not isinstance(ckpt, dict) or not any(k in ckpt for k in ('state_dict', 'model')):
         sections: Dict[str, Any] = {'model': tensor_dict(ckpt, path)}  # bare state dict: weights only
-        return sections, {'epoch': 0, '_format': 'timm'}
+        return sections, {'epoch': 0, '_format': 'timm', '_weights_only': True}
     key = 'state_dict' if 'state_dict' in ckpt else 'model'
     sections = {'model': tensor_dict(ckpt[key], path)}
     if ckpt.get('state_dict_ema') is not None:  # keyed as the tasks' ModelEmaV3 wrapper, as our state is

@@ -90,6 +90,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         with open(tmp, 'wb') as f:
             f.write(data)
         _fsync_replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -118,6 +120,8 @@ def save_safetensors(path: str, tensors: Dict[str, torch.Tensor], metadata: Opti
     try:
         save_file(_cpu_tensors(tensors), tmp, metadata=metadata)
         _fsync_replace(tmp, path)
+    except OSError as e:  # name the file being written, not its temporary (which is removed)
+        raise OSError(e.errno, e.strerror, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
