@@ -343,3 +343,25 @@ def test_epoch_numbers_agree_and_an_unfinished_run_says_how_to_continue(tmp_path
     assert engine.main(base + ['--resume', str(run)]) == 0
     assert any('after epoch 0 (1 epoch(s) trained)' in r.getMessage() for r in caplog.records)
     assert [r['epoch'] for r in read_summary(run / 'summary.csv')] == ['0', '1']
+
+
+def test_busy_cores_sees_another_busy_process():
+    """The automatic thread count reads what the cores do now (not the lagging load average)."""
+    import multiprocessing as mp
+    from timm_mixplug.train.options import busy_cores
+    spinner = mp.get_context('spawn').Process(target=_spin, daemon=True)
+    spinner.start()
+    try:
+        import time
+        time.sleep(1.0)  # past the child's start-up
+        busy, how = busy_cores(0.5)
+    finally:
+        spinner.terminate()
+    assert how in ('busy', 'load')
+    if how == 'busy':
+        assert busy >= 0.7, busy
+
+
+def _spin():
+    while True:
+        pass

@@ -329,3 +329,13 @@ def test_unreadable_validation_images_are_excluded_and_counted(data_dir, tmp_pat
     # the metric is over the 7 readable images: a multiple of 1/7
     top1 = float(read_rows(tmp_path / 'out' / 'v' / 'summary.csv')[0]['eval_top1'])
     assert min(abs(top1 - 100 * k / 7) for k in range(8)) < 1e-3, top1
+
+
+def test_invalid_args_yaml_of_an_older_state_is_one_line(tmp_path):
+    from timm_mixplug.errors import UsageError
+    from timm_mixplug.train.resume import saved_args
+    (tmp_path / 'args.yaml').write_text('epochs: [1\nlr: 0.1\n')
+    state = str(tmp_path / 'last-state.safetensors')
+    with pytest.raises(UsageError, match=r'args.yaml is not valid YAML .* at line 2\): restore it'):
+        saved_args(state, {'model': 'm'})
+    assert saved_args(state, {'args': {'epochs': 3}}) == {'epochs': 3}  # the state's own settings come first

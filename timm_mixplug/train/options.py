@@ -71,10 +71,31 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError('--wandb-resume-id continues a W&B run: add --resume')
 
 
+def busy_cores(interval: float = 0.25) -> Tuple[float, str]:
+    """(cores kept busy by other processes now, how it was measured): the machine's busy CPU time over
+    ``interval`` seconds (``/proc/stat``) minus this process's own, so a job that just ended does not count as
+    the 1-minute load average would; the load average where ``/proc/stat`` is missing."""
+    import os
+    import time
+
+    def busy_ticks():
+        with open('/proc/stat') as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # all but idle and iowait
+    try:
+        hz = os.sysconf('SC_CLK_TCK')
+        b0, own0, t0 = busy_ticks(), time.process_time(), time.monotonic()
+        time.sleep(interval)
+        b1, own1, t1 = busy_ticks(), time.process_time(), time.monotonic()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0], 'load'
+    return max(0.0, ((b1 - b0) / hz - (own1 - own0)) / max(t1 - t0, 1e-3)), 'busy'
+
+
 def choose_threads(requested: int, workers: int, local_procs: int, env: Optional[str], cores: int,
-                   load: float) -> Tuple[int, str]:
+                   load: float, measure: str = 'busy') -> Tuple[int, str]:
     """(torch threads, why): ``--threads N`` > 0 or ``OMP_NUM_THREADS`` as given; otherwise the cores left free
-    by other work (``cores`` minus the 1-minute ``load`` average), shared by this machine's ``local_procs``
+    by other work (``cores`` minus ``load``, the cores other processes keep busy: ``busy_cores``), shared by this machine's ``local_procs``
     training processes and their loader ``workers`` (each worker process keeps a core busy), at least 1.
     Every small op's parallel region waits for all its threads, so one more thread than there are free cores
     makes the whole step wait for a descheduled thread (about 10x slower with one busy core out of two)."""
@@ -84,8 +105,8 @@ def choose_threads(requested: int, workers: int, local_procs: int, env: Optional
         return max(1, int(env)), f'OMP_NUM_THREADS={env}'
     free = max(1.0, cores - load)
     n = max(1, int(round(free / local_procs)) - workers)
-    return n, (f'{cores} cores, load {load:.1f}, {local_procs} local process(es), {workers} loader worker(s); '
-               f'--threads N to choose')
+    return n, (f'{cores} cores, {load:.1f} {"busy with other work" if measure == "busy" else "load average"}, '
+               f'{local_procs} local process(es), {workers} loader worker(s); --threads N to choose')
 
 
 def apply_process_options(args) -> List[str]:
@@ -104,7 +125,8 @@ def apply_process_options(args) -> List[str]:
         notes.append(f'Lowering --workers {args.workers} to {most}: this machine gives each of its {local} '
                      f'training process(es) {most} core(s)')
         args.workers = most
-    n, why = choose_threads(args.threads, args.workers, local, env, cores, os.getloadavg()[0])
+    load, measure = busy_cores() if args.threads <= 0 and env is None else (0.0, 'busy')
+    n, why = choose_threads(args.threads, args.workers, local, env, cores, load, measure)
     torch.set_num_threads(n)
     notes.append(f'Using {n} torch thread(s) per process ({why})')
     for name in args.device_modules or ():
