@@ -70,7 +70,7 @@ def test_timm_yaml_loads_with_c(tmp_path):
     assert args.scale == [0.08, 1.0] and args.model_ema and args.amp
     assert args.mix == 'mixup'  # timm semantics: --mixup / --cutmix > 0 enable timm's Mixup
     assert args.smoothing == 0.1
-    assert args.ignored == {}  # torchscript: false is timm's default; the others are implemented
+    assert not args.torchscript  # torchscript: false is timm's default, so the refused option is accepted
 
 
 def test_cli_overrides_config(tmp_path):
@@ -106,10 +106,12 @@ def test_missing_config_file(tmp_path):
         parse_args(['-c', str(tmp_path / 'nope.yaml')])
 
 
-def test_ignored_cli_flags_are_reported_only_off_default():
-    args = parse_args(['--torchscript', '--tta', '0', '--kd-temperature', '2', '--checkpoint-hist', '5'])
-    assert args.ignored == {'torchscript': True, 'kd_temperature': 2.0}  # tta 0 is timm's default
-    assert args.checkpoint_hist == 5 and args.torchscript
+def test_refused_cli_flags_are_errors_only_off_default():
+    args = parse_args(['--tta', '0', '--kd-temperature', '2', '--kd-model-name', 'resnet20_cifar',
+                       '--checkpoint-hist', '5'])  # tta 0 is timm's default; kd is implemented
+    assert args.checkpoint_hist == 5 and args.kd_temperature == 2.0 and args.tta == 0
+    with pytest.raises(UsageError, match=r'^--torchscript True: not supported with timm_mixplug \(TorchScript'):
+        parse_args(['--torchscript'])
 
 
 def test_resolved_defaults():

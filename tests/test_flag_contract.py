@@ -8,15 +8,16 @@ import pytest
 
 from conftest import ROOT, TRAIN_PY, load_train_script, make_tiny_images, run_torchrun
 from timm_mixplug.train.config import create_parser
-from timm_mixplug.train.config import TIMM_IGNORED
+from timm_mixplug.train.flags import refused
 from timm_mixplug.train.ranges import NO_INVALID, RANGES, flag_name
 
 train_script = load_train_script('mixplug_train_contract')
 
 
 def _actions():
-    """The parser's flags, as users reach them (the hidden timm options we ignore are reported, not used)."""
-    return {a.dest: a for a in create_parser()._actions if a.dest not in TIMM_IGNORED}
+    """The parser's flags with a range (a refused timm option is an error whenever it is set: tested in
+    test_timm_parity / test_distill)."""
+    return {a.dest: a for a in create_parser()._actions if a.dest not in refused()}
 
 
 def test_every_flag_has_a_range():

@@ -19,7 +19,7 @@ from timm_mixplug.train import engine
 from timm_mixplug.train.build import build as build_model_and_data, create_timm_model
 from timm_mixplug.train.config import create_parser, parse_args
 from timm_mixplug.train.config import UsageError
-from timm_mixplug.train.flags import TIMM_FLAGS, ignored, implemented
+from timm_mixplug.train.flags import TIMM_FLAGS, implemented, refused
 
 FIXTURE = os.path.join(os.path.dirname(__file__), 'fixtures', 'timm-train-args.yaml')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,11 +55,12 @@ def test_table_is_exactly_the_upstream_flags():
     dests = [f.dest for f in TIMM_FLAGS]
     assert len(dests) == len(set(dests))
     assert set(dests) == fixture_keys()
-    assert set(ignored()) <= fixture_keys()  # no non-upstream name in the ignore list
-    assert len(implemented()) + len(ignored()) == len(TIMM_FLAGS)
+    assert set(refused()) <= fixture_keys()  # no non-upstream name in the refused list
+    assert len(implemented()) + len(refused()) == len(TIMM_FLAGS)
+    assert all(f.why for f in TIMM_FLAGS if f.dest in refused())
 
 
-def test_every_fixture_key_is_known_and_at_defaults_nothing_is_ignored():
+def test_every_fixture_key_is_known_and_at_defaults_nothing_is_refused():
     parser = create_parser()
     known = {a.dest for a in parser._actions}
     unknown = fixture_keys() - known
@@ -68,7 +69,7 @@ def test_every_fixture_key_is_known_and_at_defaults_nothing_is_ignored():
     with pytest.raises(UsageError, match='--warmup-epochs 5 is not shorter than --epochs 1'):
         parse_args(['-c', FIXTURE])
     args = parse_args(['-c', FIXTURE, '--warmup-epochs', '0'])
-    assert args.ignored == {} and args.model == 'resnet10t' and args.checkpoint_hist == 10
+    assert args.model == 'resnet10t' and args.checkpoint_hist == 10  # the refused options are at their defaults
 
 
 def test_every_upstream_flag_on_the_command_line_and_in_help():
@@ -85,7 +86,7 @@ def test_every_upstream_flag_on_the_command_line_and_in_help():
         action = parser._option_string_actions[f.flags[-1]]
         assert len(action.help) > 10, f.dest
     assert text.count('(default:') >= len(TIMM_FLAGS) - 10  # defaults shown (some helps state their own)
-    assert '[not implemented: warned when set]' in text
+    assert ' '.join(text.split()).count("[refused unless at timm's default:") == len(refused())
 
 
 def test_unknown_key_is_an_error_with_suggestion(tmp_path):
@@ -105,11 +106,14 @@ def test_upstream_fixture_trains_without_warning(images, tmp_path, caplog):
     assert os.path.isfile(tmp_path / 'from-timm' / 'best.safetensors')
 
 
-def test_non_default_ignored_option_warned_once(images, tmp_path, caplog):
-    caplog.set_level(logging.INFO)
-    assert engine.main(small(images, tmp_path, 'w', '--kd-temperature', '2', '--tta', '0')) == 0
-    msgs = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(msgs) == 1 and 'kd_temperature=2.0' in msgs[0] and 'tta' not in msgs[0]
+def test_refused_option_off_default_is_one_error_line(images, tmp_path, capsys):
+    """Set away from timm's default, a refused option stops the run before anything is written; at its
+    default (``--tta 0``) it is accepted silently."""
+    assert engine.main(small(images, tmp_path, 'w', '--tta', '3')) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('train.py: error: --tta 3: not supported with timm_mixplug'), err
+    assert not (tmp_path / 'w').exists()
+    assert engine.main(small(images, tmp_path, 'w', '--tta', '0')) == 0
 
 
 # ---- losses ----

@@ -19,7 +19,7 @@ from timm_mixplug.train.specs import DataInfo, TaskSpec, get_mix_spec, get_task_
 
 _logger = logging.getLogger('train')
 
-__all__ = ['Built', 'build', 'create_timm_model', 'create_mixer', 'user_errors', 'amp_setup', 'resolve_lr']
+__all__ = ['Built', 'build', 'create_timm_model', 'create_teacher', 'create_mixer', 'user_errors', 'amp_setup', 'resolve_lr']
 
 
 def user_errors(fn, *a, what: str = '', **kw):
@@ -57,7 +57,8 @@ def _state_dict_mismatch(own: Dict[str, torch.Tensor], sd: Dict[str, torch.Tenso
     return ''
 
 
-def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any]) -> nn.Module:
+def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any], flags=('--pretrained', '--model',
+                                                                            '--pretrained-path')) -> nn.Module:
     """``timm.create_model(pretrained=True)`` with the Hub client's per-retry lines silenced: weights that are
     neither in the local cache nor downloadable give one line naming where they were looked for."""
     logs = [logging.getLogger('huggingface_hub'), logging.getLogger('timm')]  # timm: 'Loading pretrained ...'
@@ -71,14 +72,44 @@ def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any]) -> nn.Mod
     except UsageError as e:
         if 'cache' not in str(e) and 'connect' not in str(e).lower():
             raise
-        raise UsageError(f'--pretrained: the weights of --model {name} ({source}) are not in the local cache and '
+        raise UsageError(f'{flags[0]}: the weights of {flags[1]} {name} ({source}) are not in the local cache and '
                          f'could not be downloaded: download them where the internet is reachable (they are '
-                         f'cached for later runs), or give the file with --pretrained-path') from None
+                         f'cached for later runs), or give the file with {flags[2]}') from None
     finally:
         for lg, level in zip(logs, levels):
             lg.setLevel(level)
     _logger.info(f'Loaded the pretrained weights of {name} ({source})')
     return model
+
+
+def _in_chans(args) -> int:
+    if args.in_chans is not None:
+        return args.in_chans
+    return args.input_size[0] if args.input_size is not None else 3
+
+
+def create_teacher(args, num_classes: int) -> nn.Module:
+    """The distillation teacher ``--kd-model-name`` with ``--kd-pretrained-path`` weights (ours or timm's,
+    loaded strictly), else its pretrained weights from timm's hub cache (upstream train.py's teacher)."""
+    import timm
+    from timm_mixplug.train.timm_checkpoint import load_any_weights
+    from timm_mixplug.utils.checkpoint import CheckpointError
+    name = args.kd_model_name
+    if not timm.is_model(name):
+        raise UsageError(f'unknown --kd-model-name {name!r} (see timm.list_models())')
+    what = f'cannot create the teacher --kd-model-name {name}'
+    kw = dict(num_classes=num_classes, in_chans=_in_chans(args))
+    if not args.kd_pretrained_path:
+        return _create_pretrained(timm, name, what, dict(kw, pretrained=True),
+                                  flags=('--kd-model-name', '--kd-model-name', '--kd-pretrained-path'))
+    teacher = user_errors(timm.create_model, name, what=what, **kw)
+    sd = load_any_weights(args.kd_pretrained_path)
+    problem = _state_dict_mismatch(teacher.state_dict(), sd, num_classes)
+    if problem:
+        raise CheckpointError(f'--kd-pretrained-path {args.kd_pretrained_path} does not match --kd-model-name '
+                              f'{name} with {num_classes} classes: {problem}')
+    teacher.load_state_dict(sd, strict=True)
+    return teacher
 
 
 def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, **overrides) -> nn.Module:
@@ -87,14 +118,9 @@ def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, 
     import timm
     from timm_mixplug.train.timm_checkpoint import load_any_weights
     from timm_mixplug.utils.checkpoint import CheckpointError
-    in_chans = 3
-    if args.in_chans is not None:
-        in_chans = args.in_chans
-    elif args.input_size is not None:
-        in_chans = args.input_size[0]
     kw = dict(pretrained=args.pretrained, num_classes=num_classes, drop_rate=args.drop,
               drop_path_rate=args.drop_path, drop_block_rate=args.drop_block, global_pool=args.gp,
-              bn_momentum=args.bn_momentum, bn_eps=args.bn_eps, in_chans=in_chans)
+              bn_momentum=args.bn_momentum, bn_eps=args.bn_eps, in_chans=_in_chans(args))
     if args.pretrained_path:
         kw['pretrained_cfg_overlay'] = dict(file=args.pretrained_path)
     kw.update(args.model_kwargs or {})
@@ -274,6 +300,9 @@ def build(args, device, training: bool) -> Built:
     device_mixer = None if collate_mix else create_mixer(args, info, data_config, collate=False)
     task = user_errors(spec.create_task, args, model, timm_options.create_train_loss(args),
                        device_mixer if spec.mixes_itself else None, info, device, what=f'--task {args.task}')
+    if getattr(args, 'kd_model_name', None):  # the teacher's input is renormalised from the data pipeline's
+        from timm_mixplug.task.distill import set_student_normalization
+        set_student_normalization(task, data_config['mean'], data_config['std'])
     task.to(device=device, dtype=timm_options.model_dtype(args))
     if args.channels_last:
         task.get_trainable_module().to(memory_format=torch.channels_last)

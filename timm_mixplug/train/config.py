@@ -20,14 +20,10 @@ import yaml
 
 from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
-from timm_mixplug.train.flags import IMPLEMENTED, TIMM_FLAGS, ignored as _ignored, non_default_ignored
+from timm_mixplug.train.flags import REFUSED, TIMM_FLAGS, refused_settings
 from timm_mixplug.train.ranges import KwargsAction, check_ranges
 
-__all__ = ['UsageError', 'create_parser', 'parse_args', 'load_yaml_config', 'args_to_yaml', 'resolve_args',
-           'TIMM_IGNORED']
-
-# timm train.py options that are accepted but not implemented (warned about when not at timm's default).
-TIMM_IGNORED = _ignored()
+__all__ = ['UsageError', 'create_parser', 'parse_args', 'load_yaml_config', 'args_to_yaml', 'resolve_args']
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +61,7 @@ def _add_timm_flags(p: argparse.ArgumentParser) -> None:
             kw['action'] = KwargsAction
         if f.our_default != '<timm>':
             kw['default'] = f.our_default
-        help = f.help if f.status == IMPLEMENTED else f.help + ' [not implemented: warned when set]'
+        help = f.help if f.status != REFUSED else f.help + f" [refused unless at timm's default: {f.why}]"
         if f.dest == 'local_rank':
             help = argparse.SUPPRESS
         if f.flags[0].startswith('-'):
@@ -180,8 +176,8 @@ def _split_argv(argv: Sequence[str]):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None):
-    """Parse ``-c`` YAML + command line into a resolved Namespace (raises ``UsageError``). ``args.ignored``:
-    the not-implemented timm options whose value differs from timm's default. ``parser`` (default
+    """Parse ``-c`` YAML + command line into a resolved Namespace (raises ``UsageError``; also for a refused
+    timm option set away from timm's default, ``flags.REFUSED``). ``parser`` (default
     ``create_parser()``) may carry defaults of its own, e.g. a run's settings for ``validate``."""
     argv = _split_argv(sys.argv[1:] if argv is None else argv)
     pre = _Parser(add_help=False, allow_abbrev=False)
@@ -205,7 +201,11 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
                 raise UsageError(f"unknown option '{key}' in config {cfg_args.config}{hint}")
         parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
-    args.ignored = non_default_ignored(vars(args))
+    refused = refused_settings(vars(args))
+    if refused:
+        dest, why = next(iter(refused.items()))
+        raise UsageError(f'--{dest.replace("_", "-")} {getattr(args, dest)}: not supported with timm_mixplug ({why}); '
+                         f'drop it')
     return resolve_args(args, pristine)
 
 
@@ -219,6 +219,11 @@ def resolve_args(args: argparse.Namespace, defaults: Dict[str, Any]) -> argparse
     if args.data and not args.data_dir:
         args.data_dir = args.data
     args.data = None
+    if args.drop_connect is not None:  # timm's old name of --drop-path
+        if args.drop_path is not None and args.drop_path != args.drop_connect:
+            raise UsageError(f'--drop-connect {args.drop_connect} is the old name of --drop-path, which is '
+                             f'{args.drop_path}; give only --drop-path')
+        args.drop_path, args.drop_connect = args.drop_connect, None
     if args.device is None:
         args.device = _default_device()
     if args.mix is None:

@@ -139,7 +139,6 @@ def evaluate(args) -> Dict[str, float]:
     """``--evaluate`` / ``validate``: metrics of the given weights on ``--val-split`` (writes nothing)."""
     device = _init_distributed(args)
     _setup_logging(args.rank == 0)
-    _report_ignored(args)
     opened = _open_resume(args) if args.resume else None
     b = build(args, device, training=False)
     _log_process_notes(args)
@@ -171,7 +170,6 @@ def train(args) -> Dict[str, Any]:
     device = _init_distributed(args)
     primary = args.rank == 0
     _setup_logging(primary)
-    _report_ignored(args)
     if primary and args.distributed:
         _logger.info(f'Distributed training: {args.world_size} processes, backend '
                      f'{torch.distributed.get_backend()}, device {device}.')
@@ -317,6 +315,17 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
                      sched=args.sched, lr=args.lr, epochs=args.epochs, data=trained_data, args=settings)
         return sections, smeta
 
+    save_images = None
+    if args.save_images and primary:
+        from timm_mixplug.utils.batch_images import batch_grid
+
+        def _save(epoch, input, target):  # --save-images: the epoch's first batch, after mixing
+            if isinstance(input, torch.Tensor) and input.ndim == 4:
+                atomic_write_bytes(os.path.join(s.output_dir, f'train-batch-{epoch}.png'), batch_grid(
+                    input, target, mean=b.data_config['mean'], std=b.data_config['std'],
+                    zero_mean_input=b.zero_mean_input, class_names=b.info.class_names))
+        save_images = _save
+
     history = CheckpointHistory(s.output_dir, args.checkpoint_hist, s.decreasing) if primary else None
     recovery = RecoveryWriter(s.output_dir if primary else None, args.recovery_interval, train_state)
     for epoch in range(s.start_epoch, stop_at):
@@ -330,7 +339,8 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
         t0 = time.perf_counter()
         train_metrics, s.num_updates = train_one_epoch(
             epoch, task, b.loader_train, s.optimizer, args, device, mixer=b.mixer, lr_scheduler=s.lr_scheduler,
-            loss_scaler=s.loss_scaler, num_updates=s.num_updates, num_epochs=stop_at, on_update=recovery, **kw)
+            loss_scaler=s.loss_scaler, num_updates=s.num_updates, num_epochs=stop_at, on_update=recovery,
+            on_first_batch=save_images, **kw)
         if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
             distribute_bn(task.get_trainable_module(), args.world_size, args.dist_bn == 'reduce')
             if task.has_ema():
@@ -421,12 +431,6 @@ def _log_process_notes(args) -> None:
     if args.rank == 0:
         for line in getattr(args, 'process_notes', ()):
             _logger.info(line)
-
-
-def _report_ignored(args) -> None:
-    if args.rank == 0 and getattr(args, 'ignored', None):
-        _logger.warning('Ignoring timm train.py options not implemented by timm_mixplug: '
-                        + ', '.join(f'{k}={v}' for k, v in args.ignored.items()))
 
 
 def run(args) -> Dict[str, Any]:

@@ -4,16 +4,17 @@ text and whether ``train.py`` implements it.
 This table is the parity reference: ``config.create_parser`` builds the timm part of our parser from it (so
 every upstream flag is accepted on the command line and as a ``-c`` key) and an upstream ``args.yaml`` is
 checked against it in the tests. ``status`` is ``implemented`` (the option does what timm's does) or
-``ignored`` (accepted; ``train.py`` warns once when its value differs from timm's default).
+``refused`` (accepted at timm's default, so upstream's own ``args.yaml`` loads; any other value is one error
+line naming the flag and ``why`` it is not supported with this plugin).
 
 Source: ``train.py`` of huggingface/pytorch-image-models, main branch (commit aa4b5850, 2026-08).
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
-__all__ = ['TimmFlag', 'TIMM_FLAGS', 'TIMM_GROUPS', 'timm_flag', 'implemented', 'ignored', 'non_default_ignored']
+__all__ = ['TimmFlag', 'TIMM_FLAGS', 'implemented', 'refused', 'refused_settings', 'parity_table']
 
-IMPLEMENTED, IGNORED = 'implemented', 'ignored'
+IMPLEMENTED, REFUSED = 'implemented', 'refused'
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class TimmFlag:
     help: str
     kwargs: Dict[str, Any] = field(default_factory=dict)
     our_default: Any = '<timm>'
+    why: str = ''  # a refused option: why it is not supported
 
     @property
     def default(self):
@@ -42,17 +44,23 @@ def _g(name: str) -> None:
     _group = name
 
 
-def _f(flags, status: str, help: str, our_default: Any = '<timm>', **kw) -> None:
+def _f(flags, status: str, help: str, our_default: Any = '<timm>', why: str = '', **kw) -> None:
     flags = (flags,) if isinstance(flags, str) else tuple(flags)
     if 'dest' in kw:
         dest = kw.pop('dest')
     else:
         long = [f for f in flags if f.startswith('--')] or list(flags)
         dest = long[0].lstrip('-').replace('-', '_')
-    _FLAGS.append(TimmFlag(dest, flags, _group, status, help, kw, our_default))
+    assert (status == REFUSED) == bool(why), f'{dest}: a refused option needs a reason, only it'
+    _FLAGS.append(TimmFlag(dest, flags, _group, status, help, kw, our_default, why))
 
 
-Y, N = IMPLEMENTED, IGNORED
+Y, N = IMPLEMENTED, REFUSED
+_TS = 'TorchScript is deprecated in PyTorch; use --torchcompile'
+_SIZES = ('scheduled or per-batch training sizes are not supported with this plugin: its mixers and tasks '
+          'pair the images of one fixed-size batch')
+_NAFLEX = ("timm's NaFlex loader (variable-resolution patch sequences for ViTs) is not supported with this "
+           'plugin: its mixers and tasks take image batches')
 ST = dict(action='store_true', default=False)
 
 _g('Dataset (timm)')
@@ -106,7 +114,7 @@ _f(('-b', '--batch-size'), Y, 'training batch size per process', type=int, metav
 _f(('-vb', '--validation-batch-size'), Y, 'validation batch size per process (default: --batch-size)',
    type=int, metavar='N', default=None)
 _f('--channels-last', Y, 'channels-last memory layout for model and input', **ST)
-_f('--fuser', N, "TorchScript fuser ('', te, old, nvfuser)", type=str, default='')
+_f('--fuser', N, "TorchScript fuser ('', te, old, nvfuser)", type=str, default='', why=_TS)
 _f('--grad-accum-steps', Y, 'batches whose gradients are summed before one optimizer step',
    type=int, metavar='N', default=1)
 _f('--grad-checkpointing', Y, 'recompute activations in the backward pass to save memory', **ST)
@@ -119,7 +127,7 @@ _f('--head-init-bias', Y, "set every element of the classifier's initial bias to
    type=float, default=None)
 _f('--torchcompile-mode', Y, 'torch.compile mode (default, reduce-overhead, max-autotune, '
    'max-autotune-no-cudagraphs); used with --torchcompile', type=str, default=None)
-_f('--torchscript', N, 'torch.jit.script the model', dest='torchscript', **ST)
+_f('--torchscript', N, 'torch.jit.script the model', dest='torchscript', why=_TS, **ST)
 _f('--torchcompile', Y, 'torch.compile the task\'s model(s) with this backend (bare flag: inductor)',
    nargs='?', type=str, default=None, const='inductor')
 
@@ -131,7 +139,8 @@ _f('--amp-dtype', Y, 'autocast dtype with --amp', type=str, default='float16', c
 _f('--model-dtype', Y, 'train the model and feed the input in this dtype, without autocast (default: float32)',
    type=str, default=None, choices=['float32', 'float16', 'bfloat16'])
 _f('--no-ddp-bb', Y, "DistributedDataParallel without broadcast_buffers", **ST)
-_f('--synchronize-step', N, 'torch.cuda.synchronize() after every step (timing)', **ST)
+_f('--synchronize-step', Y, "synchronize the accelerator after every optimizer step, as timm (timing); "
+   'nothing to wait for on CPU', **ST)
 _f(('--local_rank', '--local-rank'), Y, 'set by the distributed launcher', type=int, default=0)
 _f('--device-modules', Y, 'python modules imported before the device is set up (device backends)', type=str,
    nargs='+', default=None)
@@ -237,8 +246,8 @@ _f('--smoothing', Y, 'label smoothing (default: 0.1, or 0 for --mix bc, bcplus a
 _f('--train-interpolation', Y, 'resize interpolation in training (random = a random choice per image)',
    type=str, default='random')
 _f('--drop', Y, 'dropout rate before the classifier', type=float, metavar='PCT', default=0.0)
-_f('--drop-connect', N, 'old name of --drop-path (timm ignores it too)', type=float, metavar='PCT',
-   default=None)
+_f('--drop-connect', Y, 'old name of --drop-path (the EfficientNet papers\' name): sets --drop-path',
+   type=float, metavar='PCT', default=None)
 _f('--drop-path', Y, 'stochastic-depth rate', type=float, metavar='PCT', default=None)
 _f('--drop-block', Y, 'DropBlock rate', type=float, metavar='PCT', default=None)
 
@@ -270,7 +279,8 @@ _f('--checkpoint-hist', Y, 'number of best epochs whose weights are kept as chec
    type=int, metavar='N', default=10)
 _f(('-j', '--workers'), Y, 'data-loading worker processes per training process', type=int, metavar='N',
    default=4)
-_f('--save-images', N, 'save input batches as images at every log line (debugging)', **ST)
+_f('--save-images', Y, "write each epoch's first training batch, after mixing, as RUN/train-batch-EPOCH.png: "
+   'de-normalised tiles labelled with their classes and mixing weights (timm: a JPEG per log line)', **ST)
 _f('--pin-mem', Y, 'pinned host memory in the data loader', **ST)
 _f('--no-prefetcher', Y, "plain loader instead of timm's prefetcher (which normalises on the device)", **ST)
 _f('--output', Y, 'folder in which the run folder is created (default: ./output/train)', type=str,
@@ -278,8 +288,9 @@ _f('--output', Y, 'folder in which the run folder is created (default: ./output/
 _f('--experiment', Y, 'run folder name (default: <date>-<model>-<size>)', type=str, metavar='NAME', default='')
 _f('--eval-metric', Y, 'validation metric that selects the best epoch', type=str, metavar='EVAL_METRIC',
    default='top1')
-_f('--tta', N, 'test-time augmentation factor (timm accepts it but its train.py does not use it)', type=int,
-   metavar='N', default=0)
+_f('--tta', N, 'test-time augmentation factor', type=int, metavar='N', default=0,
+   why="upstream's train.py averages each N consecutive evaluation outputs, which are N different images (its "
+       'loader makes no test-time copies)')
 _f('--use-multi-epochs-loader', Y, "timm's MultiEpochsDataLoader: workers live across epochs (faster epoch "
    "start; loader workers are then not re-seeded per epoch)", **ST)
 _f('--log-wandb', Y, 'log metrics to Weights & Biases (pip install "timm_mixplug[wandb]")', **ST)
@@ -287,61 +298,58 @@ _f('--wandb-project', Y, 'W&B project name', type=str, default=None)
 _f('--wandb-tags', Y, 'W&B run tags', type=str, nargs='+', default=[])
 _f('--wandb-resume-id', Y, 'W&B run id to continue (needs --resume)', type=str, metavar='ID', default='')
 
-_g('Scheduled resolution (timm; not implemented)')
-_f('--train-img-sizes', N, 'per-batch square training sizes', type=int, nargs='+', default=None)
-_f('--train-batch-sizes', N, 'batch size for each --train-img-sizes entry', type=int, nargs='+', default=None)
-_f('--train-size-probs', N, 'sampling weights of --train-img-sizes', type=float, nargs='+', default=None)
+_g('Scheduled resolution (timm; refused: set away from the default, each is an error)')
+_f('--train-img-sizes', N, 'per-batch square training sizes', type=int, nargs='+', default=None, why=_SIZES)
+_f('--train-batch-sizes', N, 'batch size for each --train-img-sizes entry', type=int, nargs='+', default=None, why=_SIZES)
+_f('--train-size-probs', N, 'sampling weights of --train-img-sizes', type=float, nargs='+', default=None, why=_SIZES)
 _f('--train-size-schedule', N, 'constant or progressive choice of training size', type=str,
-   default='constant', choices=('constant', 'progressive'))
-_f('--train-size-schedule-spread', N, 'spread of the progressive size schedule', type=float, default=0.65)
+   default='constant', choices=('constant', 'progressive'), why=_SIZES)
+_f('--train-size-schedule-spread', N, 'spread of the progressive size schedule', type=float, default=0.65, why=_SIZES)
 _f('--train-size-random-mix', N, 'uniform share mixed into the progressive size schedule', type=float,
-   default=0.1)
+   default=0.1, why=_SIZES)
 _f(('--train-batches-per-epoch', '--train-steps-per-epoch'), N, 'fixed number of loader batches per epoch',
-   type=int, default=None)
+   type=int, default=None, why='fixed-length epochs are not supported with this plugin: an epoch is one pass '
+                               'over the training split (schedules, resume and the evidence count them so)')
 _f('--variable-batch-loss-scale', N, 'loss scaling for variable batch sizes: none, sqrt or linear', type=str,
-   default='none', choices=('none', 'sqrt', 'linear'))
+   default='none', choices=('none', 'sqrt', 'linear'), why=_SIZES)
 
-_g('NaFlex (timm; not implemented)')
-_f('--naflex-loader', N, "timm's NaFlex variable-resolution patch loader", **ST)
+_g('NaFlex (timm; refused: set away from the default, each is an error)')
+_f('--naflex-loader', N, "timm's NaFlex variable-resolution patch loader", **ST, why=_NAFLEX)
 _f('--naflex-train-seq-lens', N, 'NaFlex training sequence lengths', type=int, nargs='+',
-   default=[128, 256, 576, 784, 1024])
-_f('--naflex-max-seq-len', N, 'NaFlex validation sequence length', type=int, default=576)
-_f('--naflex-patch-sizes', N, 'NaFlex patch sizes', type=int, nargs='+', default=None)
-_f('--naflex-patch-size-probs', N, 'NaFlex patch-size probabilities', type=float, nargs='+', default=None)
+   default=[128, 256, 576, 784, 1024], why=_NAFLEX)
+_f('--naflex-max-seq-len', N, 'NaFlex validation sequence length', type=int, default=576, why=_NAFLEX)
+_f('--naflex-patch-sizes', N, 'NaFlex patch sizes', type=int, nargs='+', default=None, why=_NAFLEX)
+_f('--naflex-patch-size-probs', N, 'NaFlex patch-size probabilities', type=float, nargs='+', default=None, why=_NAFLEX)
 _f('--naflex-loss-scale', N, 'NaFlex loss scaling: none, sqrt or linear', type=str, default='linear',
-   choices=('none', 'sqrt', 'linear'))
-_f('--naflex-patchify-channels-first', N, 'NaFlex patches in C-P-P layout', **ST)
+   choices=('none', 'sqrt', 'linear'), why=_NAFLEX)
+_f('--naflex-patchify-channels-first', N, 'NaFlex patches in C-P-P layout', **ST, why=_NAFLEX)
 
-_g('Knowledge distillation (timm; not implemented)')
-_f('--kd-model-name', N, 'teacher model for distillation', type=str, default=None)
-_f('--kd-distill-type', N, 'distillation type: logit, feature or token', type=str, default='logit',
+_g('Knowledge distillation (timm; --task classification, teacher weights with --kd-pretrained-path)')
+_f('--kd-model-name', Y, 'teacher model for distillation', type=str, default=None)
+_f('--kd-distill-type', Y, 'distillation type: logit, feature or token', type=str, default='logit',
    choices=['logit', 'feature', 'token'])
-_f('--kd-loss-type', N, 'logit-distillation loss', type=str, default='kl')
-_f('--distill-loss-weight', N, 'weight of the distillation loss', type=float, default=None)
-_f('--task-loss-weight', N, 'weight of the classification loss under distillation', type=float, default=None)
-_f('--kd-temperature', N, 'distillation softmax temperature', type=float, default=4.0)
-_f('--kd-student-feature-dim', N, 'student feature size for feature distillation', type=int, default=None)
-_f('--kd-teacher-feature-dim', N, 'teacher feature size for feature distillation', type=int, default=None)
-_f('--kd-token-distill-type', N, 'token distillation: soft or hard', type=str, default='soft',
+_f('--kd-loss-type', Y, 'logit-distillation loss', type=str, default='kl')
+_f('--distill-loss-weight', Y, 'weight of the distillation loss', type=float, default=None)
+_f('--task-loss-weight', Y, 'weight of the classification loss under distillation', type=float, default=None)
+_f('--kd-temperature', Y, 'distillation softmax temperature', type=float, default=4.0)
+_f('--kd-student-feature-dim', Y, 'student feature size for feature distillation', type=int, default=None)
+_f('--kd-teacher-feature-dim', Y, 'teacher feature size for feature distillation', type=int, default=None)
+_f('--kd-token-distill-type', Y, 'token distillation: soft or hard', type=str, default='soft',
    choices=['soft', 'hard'])
 
 TIMM_FLAGS: Tuple[TimmFlag, ...] = tuple(_FLAGS)
 TIMM_GROUPS: Tuple[str, ...] = tuple(dict.fromkeys(f.group for f in TIMM_FLAGS))
 _BY_DEST = {f.dest: f for f in TIMM_FLAGS}
 assert len(_BY_DEST) == len(TIMM_FLAGS), 'duplicate dest in TIMM_FLAGS'
-del _FLAGS, _f, _g, Y, N, ST
-
-
-def timm_flag(dest: str) -> TimmFlag:
-    return _BY_DEST[dest]
+del _FLAGS, _f, _g, Y, N, ST, _TS, _SIZES, _NAFLEX
 
 
 def implemented() -> Tuple[str, ...]:
     return tuple(f.dest for f in TIMM_FLAGS if f.status == IMPLEMENTED)
 
 
-def ignored() -> Tuple[str, ...]:
-    return tuple(f.dest for f in TIMM_FLAGS if f.status == IGNORED)
+def refused() -> Tuple[str, ...]:
+    return tuple(f.dest for f in TIMM_FLAGS if f.status == REFUSED)
 
 
 def _same(a, b) -> bool:
@@ -352,7 +360,27 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def non_default_ignored(values: Dict[str, Any]) -> Dict[str, Any]:
-    """The not-implemented options in ``values`` whose value differs from timm's default."""
-    return {d: v for d, v in values.items()
-            if d in _BY_DEST and _BY_DEST[d].status == IGNORED and not _same(v, _BY_DEST[d].default)}
+def refused_settings(values: Dict[str, Any]) -> Dict[str, str]:
+    """The refused options in ``values`` set away from timm's default: dest -> why."""
+    return {d: _BY_DEST[d].why for d, v in values.items()
+            if d in _BY_DEST and _BY_DEST[d].status == REFUSED and not _same(v, _BY_DEST[d].default)}
+
+
+def parity_table() -> str:
+    """Markdown: per group of upstream train.py's options, those implemented and those refused (with why);
+    docs/train.md holds this table (``python -m timm_mixplug.train.flags`` prints it; a test keeps them equal)."""
+    rows = ['| group | implemented | refused (when set away from timm\'s default) |', '|---|---|---|']
+    groups = list(dict.fromkeys(f.group for f in TIMM_FLAGS))
+    for g in groups:
+        flags = [f for f in TIMM_FLAGS if f.group == g]
+        name = lambda f: '`' + (f.flags[0] if f.flags[0].startswith('--') else f.flags[-1]) + '`'  # noqa: E731
+        yes = ', '.join(name(f) for f in flags if f.status == IMPLEMENTED)
+        whys = list(dict.fromkeys(f.why for f in flags if f.status == REFUSED))
+        no = '; '.join(', '.join(name(f) for f in flags if f.why == w) + f': {w}' for w in whys)
+        rows.append(f'| {g.replace(" (timm)", "").split(" (timm;")[0]} | {yes or "-"} | {no or "-"} |')
+    n_yes, n_no = len(implemented()), len(refused())
+    return '\n'.join(rows) + f'\n\n{len(TIMM_FLAGS)} options: {n_yes} implemented, {n_no} refused.\n'
+
+
+if __name__ == '__main__':
+    print(parity_table(), end='')

@@ -52,15 +52,24 @@ def _prep_input(input, args, zero_mean_input: bool):
     return input
 
 
+def synchronize(device: torch.device) -> None:
+    """``--synchronize-step``: wait for the accelerator's queued work (as timm's train.py; nothing on CPU)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    elif device.type != 'cpu' and hasattr(torch, device.type) and hasattr(getattr(torch, device.type), 'synchronize'):
+        getattr(torch, device.type).synchronize()
+
+
 def _fmt_eta(seconds: float) -> str:
     return str(timedelta(seconds=int(max(0.0, seconds))))
 
 
 def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=None, lr_scheduler=None,
                     loss_scaler=None, amp_autocast=nullcontext, num_updates: int = 0, num_epochs: int = 1,
-                    prefetched: bool = True, zero_mean_input: bool = False, on_update=None):
+                    prefetched: bool = True, zero_mean_input: bool = False, on_update=None, on_first_batch=None):
     """One epoch; returns (metrics, num_updates). metrics: loss (+ task extras) averaged over all samples of
-    all ranks, samples_per_sec (all ranks), lr. ``on_update(epoch, num_updates, batch_idx)`` after each update."""
+    all ranks, samples_per_sec (all ranks), lr. ``on_update(epoch, num_updates, batch_idx)`` after each update;
+    ``on_first_batch(epoch, input, target)`` with the epoch's first batch as the task gets it (``--save-images``)."""
     from timm.utils import dispatch_clip_grad
     task.train()
     accum = args.grad_accum_steps
@@ -80,6 +89,8 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
         input = _prep_input(input, args, zero_mean_input)
         if mixer is not None:
             input, target = mixer(input, target)
+        if batch_idx == 0 and on_first_batch is not None:
+            on_first_batch(epoch, input, target)
         need_update = (batch_idx + 1) % accum == 0 or batch_idx == last_idx
         sync_ctx = task.no_sync() if (args.distributed and not need_update) else nullcontext()
         with sync_ctx:
@@ -104,6 +115,8 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
             task.update_ema(step=num_updates)
             if lr_scheduler is not None:
                 lr_scheduler.step_update(num_updates=num_updates)
+            if args.synchronize_step:
+                synchronize(device)
             if on_update is not None:
                 on_update(epoch, num_updates, batch_idx)
         bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), batch_idx, bad_step)

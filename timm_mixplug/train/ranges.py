@@ -10,6 +10,7 @@ for the file and device checks) raises ``UsageError('--flag <range>, got <value>
 violation. A new flag must get an entry here: tests/test_flag_contract.py fails otherwise.
 """
 import argparse
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -217,6 +218,13 @@ _SEED = dict(lo=0, hi=2 ** 32 - 1, integer=True)
 _PROB = dict(lo=0, hi=1)
 _FRACTION = dict(lo=0, hi=1, hi_open=True)
 
+def _with(rule: Rule, *context: str) -> Rule:
+    """``rule`` whose invalid examples need ``context`` on the command line to be read."""
+    return dataclasses.replace(rule, context=tuple(context))
+
+
+_KD = ('--kd-model-name', 'resnet20_cifar')  # the distillation flags are read with a teacher
+
 RANGES: Dict[str, Rule] = {
     # dataset
     'config': _later('reading the config', 'missing.yaml', expect='-c/--config'),
@@ -238,6 +246,18 @@ RANGES: Dict[str, Rule] = {
     'initial_checkpoint': Rule(_existing_file, 'must be an existing file', ('missing.safetensors',), io=True),
     'resume': _later('loading the state (a run folder or its last-state.safetensors)', 'missing_run'),
     'num_classes': _num(lo=1, integer=True),
+    # knowledge distillation (timm's --kd-* flags; a teacher needs --kd-model-name)
+    'kd_model_name': _later('creating the teacher', 'no_such_model', expect='--kd-model-name'),
+    'kd_pretrained_path': _with(Rule(_existing_file, 'must be an existing file', ('missing.safetensors',), io=True),
+                                *_KD),
+    'kd_distill_type': _parser_choice(),
+    'kd_loss_type': _with(_choice(('kl',), bad='mse'), *_KD),
+    'distill_loss_weight': _with(_num(lo=0), *_KD),
+    'task_loss_weight': _with(_num(lo=0), *_KD),
+    'kd_temperature': _with(_num(lo=0, lo_open=True), *_KD),
+    'kd_student_feature_dim': _with(_num(lo=1, integer=True), *_KD, '--kd-distill-type', 'feature'),
+    'kd_teacher_feature_dim': _with(_num(lo=1, integer=True), *_KD, '--kd-distill-type', 'feature'),
+    'kd_token_distill_type': _parser_choice(),
     'gp': _choice(('', 'avg', 'max', 'avgmax', 'catavgmax', 'fast', 'fastavg', 'fastmax', 'fastavgmax',
                    'fastcatavgmax')),
     'img_size': _num(lo=1, integer=True),
@@ -326,6 +346,7 @@ RANGES: Dict[str, Rule] = {
     'train_interpolation': _choice(('', 'random') + _INTERP),
     'drop': _num(**_FRACTION),
     'drop_path': _num(**_FRACTION),
+    'drop_connect': _num(**_FRACTION),
     'drop_block': _num(**_FRACTION),
     'bn_momentum': _num(lo=0, hi=1, lo_open=True),
     'bn_eps': _num(lo=0, lo_open=True),
@@ -408,7 +429,7 @@ NO_INVALID = {
         'model_ema_force_cpu', 'model_ema_warmup', 'pin_mem', 'no_prefetcher', 'evaluate', 'aux_no_flip',
         'aux_crop_preflip', 'glmc_joint_forward', 'glmc_clr', 'nh_device_views', 'nh_view_no_flip',
         'overwrite_experiment', 'dataset_trust_remote_code', 'fast_norm', 'jsd_loss', 'bce_loss', 'bce_sum',
-        'split_bn', 'use_multi_epochs_loader', 'log_wandb')},
+        'split_bn', 'use_multi_epochs_loader', 'log_wandb', 'save_images', 'synchronize_step')},
 }
 
 

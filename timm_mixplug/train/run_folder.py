@@ -15,6 +15,7 @@
 * A NaN / inf loss stops the run with one line naming epoch and step; the last good state stays.
 """
 import os
+import re
 import shlex
 import sys
 from typing import List, Optional, Sequence
@@ -28,7 +29,8 @@ __all__ = ['RUN_FILES', 'LOCK_FILE', 'NonFiniteLoss', 'Terminated', 'lock_run_fo
 LOCK_FILE = '.train.lock'
 
 # What a run writes into its folder (``--overwrite-experiment`` deletes these, the ``--checkpoint-hist``
-# files ``checkpoint-<epoch>.safetensors`` and nothing else).
+# files ``checkpoint-<epoch>.safetensors``, the ``--save-images`` files ``train-batch-<epoch>.png`` and nothing
+# else).
 RUN_FILES = ('args.yaml', 'summary.csv', 'summary.png', 'train.log', 'last.safetensors', 'best.safetensors',
              'last-ema.safetensors', 'best-ema.safetensors', 'last-state.safetensors', RECOVERY_FILE)
 _RESULTS = tuple(f for f in RUN_FILES if f not in ('args.yaml', 'train.log'))
@@ -93,6 +95,9 @@ def prepare_run_folder(folder: str, args, resuming: bool, clear: bool = True) ->
                 os.remove(os.path.join(folder, f))
         for path in history_files(folder):  # an old run's kept epochs would count in the new run's history
             os.remove(path)
+        for name in os.listdir(folder):  # --save-images pictures
+            if re.fullmatch(r'train-batch-\d+\.png', name):
+                os.remove(os.path.join(folder, name))
 
 
 _DROP_WITH_VALUE = ('--resume', '--experiment', '--output', '--start-epoch')
