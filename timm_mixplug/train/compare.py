@@ -116,7 +116,7 @@ def peer_values(row: Dict[str, float], metric: str) -> List[float]:
 
 def metric_value(row: Dict[str, float], metric: str) -> Optional[float]:
     """``row[metric]``, except for DML, whose ``eval_<m>`` is the ensemble: the mean of the peers (as in
-    benchmarks/compare.py). None if absent."""
+    the evidence tables). None if absent."""
     peers = peer_values(row, metric)
     return statistics.mean(peers) if peers else row.get(metric)
 
