@@ -12,8 +12,9 @@ How a block runs (in a scratch folder that holds what a user's checkout holds: `
   torchvision CIFAR data (``--dataset torch/cifar100 --data-dir DATA``, the CIFAR recipes'
   ``--dataset-download``) a tiny npz of CIFAR-100's classes, ``<run>`` the newest run folder, ``<recipe>`` a
   CIFAR recipe, a trailing ``...`` the tiny data. A command with a stand-in, and every recipe but the
-  quickstart, gets a one-epoch schedule on that data (later words win in argparse); the others run exactly
-  as written. Commands that need many processes, large models or the development data (``../shared``) run
+  quickstart, gets a one-epoch schedule on that data (later words win in argparse), as does ``python -m
+  timm_mixplug -c hparams/quickstart.yaml`` (the same entry as ``train.py``, whose full quickstart run is
+  checked once); the others run exactly as written. Commands that need many processes, large models or the development data (``../shared``) run
   with ``MIXPLUG_SLOW=1``.
 * Blocks that are not code (a folder tree, a JSON schema with "..." holes) are listed in ``NOT_CODE``.
 
@@ -118,7 +119,9 @@ def stand_in(line: str, ws: Path):
         data = '' if f'{s}/' in line else f'--dataset npz --data-dir {s}/tiny10'
         line = line.replace(' ...', f' {data}', 1).replace(' ...', '')
     line = re.sub(r' \[(--[^]]*)\]', '', line)  # optional words
-    recipe = re.search(r'-c hparams/(?!quickstart)', line)
+    # a recipe line runs one epoch; so does the module entry on the quickstart recipe, whose full run (and
+    # printed top-1) README's first block already checks
+    recipe = re.search(r'-c hparams/(?!quickstart)', line) or line.startswith('python -m timm_mixplug -c ')
     if line != before or recipe:
         sep = ' ' if ' compare ' not in line or ' -- ' in line else ' -- '
         line = line + sep + SMOKE
