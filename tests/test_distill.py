@@ -178,6 +178,7 @@ def test_tile_labels_name_both_classes_and_the_ratio():
     assert tile_labels(soft, ['cat', 'dog', 'airplane_long_name'], 3) == [
         'cat 0.70\ndog 0.30', 'airplane_', 'dog']  # the last: label smoothing only
     assert tile_labels(torch.tensor([2, 0]), ['a', 'b', 'c'], 2) == ['c', 'a']
+    assert tile_labels(torch.tensor([2, 0]), ['a', 'b', 'c'], 4) == ['c', 'a', '', '']  # GLMC: 2 batches, 1 target
 
 
 def test_drop_connect_is_drop_path():
@@ -218,3 +219,14 @@ def test_docs_parity_table_is_the_flag_table():
     begin, end = '<!-- parity table: python -m timm_mixplug.train.flags -->\n', '<!-- end of parity table -->'
     assert begin in text and end in text
     assert text.split(begin)[1].split(end)[0] == parity_table()
+
+
+def test_save_images_with_a_task_that_feeds_two_batches(data_dir, tmp_path):
+    """GLMC's loader gives more images than targets (the batch and its re-sampled twin): the images beyond the
+    targets get unlabelled tiles instead of stopping the run."""
+    from PIL import Image
+    args = tiny_train_args(data_dir, tmp_path, 'g', '--task', 'glmc', '--imb-factor', '2', '--save-images')
+    assert train_script.main(args) == 0
+    with Image.open(tmp_path / 'g' / 'train-batch-0.png') as im:
+        w, h = im.size
+    assert w == 8 * (96 + 2) and h % (96 + 14 + 2) == 0 and h >= 2 * (96 + 14 + 2), (w, h)

@@ -14,11 +14,12 @@ def tile_labels(target: Optional[torch.Tensor], class_names: Optional[Sequence[s
     target whose second class carries weight above the smoothing floor (the two mixed classes and the ratio)."""
     def name(c: int) -> str:
         return (str(class_names[c]) if class_names is not None and c < len(class_names) else str(c))[:9]
-    if target is None or not isinstance(target, torch.Tensor):
+    if target is None or not isinstance(target, torch.Tensor) or target.dim() not in (1, 2):
         return [''] * n
     target = target.detach().float().cpu()
+    blank = [''] * max(0, n - len(target))  # images without a target of their own (GLMC's second batch)
     if target.dim() == 1:
-        return [name(int(c)) for c in target[:n].tolist()]
+        return [name(int(c)) for c in target[:n].tolist()] + blank
     w, c = target[:n].topk(min(2, target.shape[1]), dim=1)
     floor = target[:n].min(dim=1).values  # the label-smoothing share of every class
     out = []
@@ -27,7 +28,7 @@ def tile_labels(target: Optional[torch.Tensor], class_names: Optional[Sequence[s
             out.append(f'{name(ci[0])} {wi[0]:.2f}\n{name(ci[1])} {wi[1]:.2f}')
         else:
             out.append(name(ci[0]))
-    return out
+    return out + blank
 
 
 def batch_grid(images: torch.Tensor, target: Optional[torch.Tensor] = None, *, mean: Sequence[float],
