@@ -126,6 +126,8 @@ def apply_process_options(args) -> List[str]:
                      f'training process(es) {most} core(s)')
         args.workers = most
     load, measure = busy_cores() if args.threads <= 0 and env is None else (0.0, 'busy')
+    if measure == 'busy':  # this job's other local processes (torchrun) are starting up too: not other work
+        load = max(0.0, load - (local - 1))
     n, why = choose_threads(args.threads, args.workers, local, env, cores, load, measure)
     torch.set_num_threads(n)
     notes.append(f'Using {n} torch thread(s) per process ({why})')
