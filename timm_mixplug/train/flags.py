@@ -338,7 +338,6 @@ _f('--kd-token-distill-type', Y, 'token distillation: soft or hard', type=str, d
    choices=['soft', 'hard'])
 
 TIMM_FLAGS: Tuple[TimmFlag, ...] = tuple(_FLAGS)
-TIMM_GROUPS: Tuple[str, ...] = tuple(dict.fromkeys(f.group for f in TIMM_FLAGS))
 _BY_DEST = {f.dest: f for f in TIMM_FLAGS}
 assert len(_BY_DEST) == len(TIMM_FLAGS), 'duplicate dest in TIMM_FLAGS'
 del _FLAGS, _f, _g, Y, N, ST, _TS, _SIZES, _NAFLEX
