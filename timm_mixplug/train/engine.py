@@ -461,9 +461,12 @@ def main(argv=None) -> int:
 
     def on_sigterm(signum, frame):
         raise Terminated()
-    previous = None
+    previous = previous_int = None
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
         previous = signal.signal(signal.SIGTERM, on_sigterm)
+        # SIGINT stops the run with its resume line even where the launching shell ignored it (a background
+        # job of a script starts with SIGINT ignored, and python then installs no handler)
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         args = parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command lines
@@ -499,6 +502,7 @@ def main(argv=None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     return 0
 
 
