@@ -82,6 +82,18 @@ def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any], flags=('-
     return model
 
 
+def _load_strict(model: nn.Module, path: str, flag: str, what: str, num_classes: int) -> None:
+    """Load the weights file ``path`` (ours or timm's, no pickle) strictly into ``model``; a mismatch is one
+    CheckpointError naming ``flag``, the model and the first layer that differs."""
+    from timm_mixplug.train.timm_checkpoint import load_any_weights
+    from timm_mixplug.utils.checkpoint import CheckpointError
+    sd = load_any_weights(path)
+    problem = _state_dict_mismatch(model.state_dict(), sd, num_classes)
+    if problem:
+        raise CheckpointError(f'{flag} {path} does not match {what} with {num_classes} classes: {problem}')
+    model.load_state_dict(sd, strict=True)
+
+
 def _in_chans(args) -> int:
     if args.in_chans is not None:
         return args.in_chans
@@ -92,8 +104,6 @@ def create_teacher(args, num_classes: int) -> nn.Module:
     """The distillation teacher ``--kd-model-name`` with ``--kd-pretrained-path`` weights (ours or timm's,
     loaded strictly), else its pretrained weights from timm's hub cache (upstream train.py's teacher)."""
     import timm
-    from timm_mixplug.train.timm_checkpoint import load_any_weights
-    from timm_mixplug.utils.checkpoint import CheckpointError
     name = args.kd_model_name
     if not timm.is_model(name):
         raise UsageError(f'unknown --kd-model-name {name!r} (see timm.list_models())')
@@ -103,12 +113,7 @@ def create_teacher(args, num_classes: int) -> nn.Module:
         return _create_pretrained(timm, name, what, dict(kw, pretrained=True),
                                   flags=('--kd-model-name', '--kd-model-name', '--kd-pretrained-path'))
     teacher = user_errors(timm.create_model, name, what=what, **kw)
-    sd = load_any_weights(args.kd_pretrained_path)
-    problem = _state_dict_mismatch(teacher.state_dict(), sd, num_classes)
-    if problem:
-        raise CheckpointError(f'--kd-pretrained-path {args.kd_pretrained_path} does not match --kd-model-name '
-                              f'{name} with {num_classes} classes: {problem}')
-    teacher.load_state_dict(sd, strict=True)
+    _load_strict(teacher, args.kd_pretrained_path, '--kd-pretrained-path', f'--kd-model-name {name}', num_classes)
     return teacher
 
 
@@ -116,8 +121,6 @@ def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, 
     """``--model`` (or ``model_name``, e.g. a DML peer) with the user's timm options; ``--initial-checkpoint``
     weights loaded (no pickle)."""
     import timm
-    from timm_mixplug.train.timm_checkpoint import load_any_weights
-    from timm_mixplug.utils.checkpoint import CheckpointError
     kw = dict(pretrained=args.pretrained, num_classes=num_classes, drop_rate=args.drop,
               drop_path_rate=args.drop_path, drop_block_rate=args.drop_block, global_pool=args.gp,
               bn_momentum=args.bn_momentum, bn_eps=args.bn_eps, in_chans=_in_chans(args))
@@ -134,12 +137,7 @@ def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, 
     else:
         model = user_errors(timm.create_model, name, what=what, **kw)
     if args.initial_checkpoint:
-        sd = load_any_weights(args.initial_checkpoint)
-        problem = _state_dict_mismatch(model.state_dict(), sd, num_classes)
-        if problem:
-            raise CheckpointError(f'--initial-checkpoint {args.initial_checkpoint} does not match --model {name} '
-                                  f'with {num_classes} classes: {problem}')
-        model.load_state_dict(sd, strict=True)
+        _load_strict(model, args.initial_checkpoint, '--initial-checkpoint', f'--model {name}', num_classes)
     model = timm_options.apply_model_options(model, args)  # after the weights, as timm
     if args.grad_checkpointing:
         model.set_grad_checkpointing(enable=True)
