@@ -229,8 +229,9 @@ def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Datase
                 f'use --imb-factor {int(full.max())} or less, or more images per class')
     trained = getattr(args, 'trained_data', None)  # what resumed weights were trained on (their state's record)
     if train:
-        check_classes(trained, class_names(full_train), f'--train-split {args.train_split!r}')
-        ds_eval = _check_eval_classes(args, class_names(full_train), ds_eval, info.num_classes,
+        train_names = class_names(full_train)
+        check_classes(trained, train_names, f'--train-split {args.train_split!r}')
+        ds_eval = _check_eval_classes(args, train_names, ds_eval, info.num_classes,
                                       f'--train-split {args.train_split!r}',
                                       named=getattr(full_train, 'classes_given', True))
     elif trained and trained.get('classes'):
