@@ -74,6 +74,10 @@ def test_no_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
     (['--methods', 'ce', '--base-args', '--seed 3'], '--seed is set by compare'),
     (['--methods', 'ce', '--methods-file', 'BAD'], 'expected a list or string of train.py arguments'),
     (['--methods', 'ce', '--config', 'no-such.yaml'], '--config no-such.yaml: no such file'),
+    (['--methods', 'ce', '--devices', 'gpu0'], "--devices 'gpu0': expected comma-separated CUDA device indices"),
+    (['--methods', 'ce', '--devices', '0,0'], '--devices: listed twice: 0'),
+    (['--methods', 'ce', '--devices', '0,1', '--jobs', '1'], 'so 1 would stay idle; use --jobs 2 or more'),
+    (['--methods', 'ce', '--devices', '999'], '--devices 999: '),  # no CUDA here, or not among the devices
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -86,6 +90,39 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypa
     assert not out.exists()
     assert compare.main(['--methods', 'ce', '--output', str(out)]) == 2  # no training setup
     assert 'no training setup' in capsys.readouterr().err and not out.exists()
+
+
+def test_devices_one_per_run_in_turn():
+    """--devices: the runs at once hold distinct slots spread over the devices in turn, and a child's
+    CUDA_VISIBLE_DEVICES is the device as the parent numbers it (through the parent's own variable)."""
+    opts, _ = compare.parse_options(['--methods', 'ce', '--devices', '2,0', '--', '--epochs', '1'])
+    assert opts.device_list == [2, 0] and opts.jobs == 2  # default: one job per device
+    pool = compare.DevicePool([2, 0], jobs=4)
+    with pool.lease() as a, pool.lease() as b, pool.lease() as c, pool.lease() as d:
+        assert [a, b, c, d] == [2, 0, 2, 0]
+    with pool.lease() as a:
+        with pool.lease() as b:
+            assert {a, b} == {2, 0}
+    assert compare.child_device(1, None) == '1'
+    assert compare.child_device(1, '') == '1'
+    assert compare.child_device(1, '4, 6,7') == '6'
+    assert compare.child_device(0, 'GPU-8f2c') == 'GPU-8f2c'
+
+
+def test_runner_gives_each_child_its_device(tmp_path, monkeypatch, capsys):
+    """Four stand-in children, two at a time over --devices 0,1 under a parent CUDA_VISIBLE_DEVICES=5,7:
+    each sees exactly one device, two runs on each, and each run's line names its device."""
+    child = 'import os; print(os.environ["CUDA_VISIBLE_DEVICES"], os.environ["OMP_NUM_THREADS"])'
+    monkeypatch.setattr(compare.Run, 'command', lambda self: [sys.executable, '-c', child])
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '5,7')
+    runs = [compare.Run('ce', s, [], tmp_path) for s in range(4)]
+    runner = compare.Runner('eval_top1', 3, len(runs), compare.DevicePool([0, 1], 2))
+    compare.run_all(runner, runs, 2)
+    seen = sorted(tuple(r.log.read_text().split()) for r in runs)
+    assert seen == [('5', '3'), ('5', '3'), ('7', '3'), ('7', '3')]
+    out = capsys.readouterr().out
+    assert out.count('on CUDA device 0') == 2 and out.count('on CUDA device 1') == 2
+    assert len(runner.failed) == 4  # the stand-ins leave no training state: reported, not kept
 
 
 def test_help_and_dispatch(tmp_path):

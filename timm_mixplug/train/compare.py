@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -146,7 +148,9 @@ train.py arguments, e.g.
   bc_long: [--mix, bc, --epochs, "30"]
 
 Each run: {python} -m timm_mixplug [-c CONFIG] SETUP METHOD-ARGS --seed S --output OUT/runs
---experiment METHOD-sS, with OMP_NUM_THREADS = MKL_NUM_THREADS = --threads (default cores // jobs). Finished
+--experiment METHOD-sS, with OMP_NUM_THREADS = MKL_NUM_THREADS = --threads (default cores // jobs). On GPUs,
+--devices 0,1,2,3 gives each run one device (CUDA_VISIBLE_DEVICES), --jobs runs spread over them in turn
+(default --jobs: one per device); add --device cuda to the training setup. Finished
 runs (OUT/results/*.json) are reused: run the same command again after an interruption, or with more
 methods or seeds. A failed run is reported with its log and command and is not kept; compare then exits 1.
 Exit codes: 0 done, 1 a run failed, 2 bad input (nothing written), 130 interrupted.
@@ -177,7 +181,11 @@ def create_parser() -> argparse.ArgumentParser:
                    help='train.py flags for every run, as one string (with the flags after --, which follow it)')
     p.add_argument('--output', default='output/compare', help='folder for runs, results and report '
                                                               '(default: output/compare)')
-    p.add_argument('--jobs', type=int, default=1, help='training processes at once (default: 1)')
+    p.add_argument('--jobs', type=int, help='training processes at once (default: one per --devices entry, else 1)')
+    p.add_argument('--devices', metavar='IDS',
+                   help='comma-separated CUDA device indices (as this process sees them); each run is given one '
+                        'as its only device (CUDA_VISIBLE_DEVICES), the --jobs runs at once take them in turn, '
+                        'several per device when --jobs is larger (default: every run sees every device)')
     p.add_argument('--threads', type=int, help='OMP / MKL threads per process (default: max(1, cores // jobs))')
     p.add_argument('--report-only', action='store_true', help='train nothing: rebuild the report from the '
                                                               'result files in --output')
@@ -282,8 +290,15 @@ def parse_options(argv: Sequence[str]):
     opts.baseline = opts.baseline or names[0]
     if opts.baseline not in names:
         raise CompareError(f'--baseline {opts.baseline!r} is not one of --methods ({", ".join(names)})')
+    opts.device_list = _parse_devices(opts.devices) if opts.devices is not None else None
+    if opts.jobs is None:
+        opts.jobs = len(opts.device_list) if opts.device_list else 1
     if opts.jobs < 1:
         raise CompareError(f'--jobs {opts.jobs}: must be >= 1')
+    if opts.device_list and opts.jobs < len(opts.device_list):
+        raise CompareError(f'--devices {opts.devices} names {len(opts.device_list)} devices but --jobs {opts.jobs} '
+                           f'runs only {opts.jobs} at once, so {len(opts.device_list) - opts.jobs} would stay idle; '
+                           f'use --jobs {len(opts.device_list)} or more (or name fewer devices)')
     if opts.threads is not None and opts.threads < 1:
         raise CompareError(f'--threads {opts.threads}: must be >= 1')
     try:
@@ -305,6 +320,57 @@ def parse_options(argv: Sequence[str]):
     out = Path(opts.output)
     runs = [Run(m, s, setup + methods[m], out) for s in seeds for m in names]  # seed by seed
     return opts, runs
+
+
+def _parse_devices(text: str) -> List[int]:
+    try:
+        ids = [int(d) for d in _split_list(text, 'devices')]
+    except ValueError:
+        raise CompareError(f'--devices {text!r}: expected comma-separated CUDA device indices, e.g. 0,1') from None
+    if any(d < 0 for d in ids):
+        raise CompareError(f'--devices {text!r}: device indices are >= 0')
+    return ids
+
+
+def check_devices(ids: Sequence[int]) -> None:
+    """Raises CompareError unless every index names a CUDA device this process sees (imports torch: only
+    called when ``--devices`` is given and runs are to be trained)."""
+    import torch
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    given = ','.join(map(str, ids))
+    if n == 0:
+        raise CompareError(f'--devices {given}: no CUDA device is visible here (torch.cuda.is_available() is '
+                           f'False); drop --devices to train on the CPU')
+    bad = [d for d in ids if d >= n]
+    if bad:
+        raise CompareError(f'--devices {given}: {", ".join(map(str, bad))} is not among the {n} CUDA device(s) '
+                           f'visible here (0..{n - 1})')
+
+
+def child_device(index: int, visible: Optional[str]) -> str:
+    """CUDA_VISIBLE_DEVICES for a run given device ``index`` as this process numbers it: through this
+    process's own CUDA_VISIBLE_DEVICES (``visible``) when that is set."""
+    if visible is None or not visible.strip():
+        return str(index)
+    return [v.strip() for v in visible.split(',')][index]
+
+
+class DevicePool:
+    """``jobs`` slots over the devices, in turn (0, 1, ..., 0, 1, ...): a run holds one while it trains, so
+    the runs at once spread evenly over the devices."""
+
+    def __init__(self, devices: Sequence[int], jobs: int):
+        self._free: queue.Queue = queue.Queue()
+        for i in range(jobs):
+            self._free.put(devices[i % len(devices)])
+
+    @contextmanager
+    def lease(self):
+        d = self._free.get()
+        try:
+            yield d
+        finally:
+            self._free.put(d)
 
 
 # ---- one run ----
@@ -356,8 +422,8 @@ def _wait(proc: subprocess.Popen) -> Tuple[int, Optional[float]]:
 class Runner:
     """Trains the runs that have no result, ``jobs`` at a time, and writes their result files."""
 
-    def __init__(self, metric: str, threads: int, total: int):
-        self.metric, self.threads, self.total = metric, threads, total
+    def __init__(self, metric: str, threads: int, total: int, devices: Optional[DevicePool] = None):
+        self.metric, self.threads, self.total, self.devices = metric, threads, total, devices
         self.failed: List[dict] = []
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -387,15 +453,20 @@ class Runner:
             with self._lock:
                 self._started += 1
                 k = self._started
-            self._say(f'[{k}/{self.total}] {run.name}: ' + ('training' if resumed_from is None
-                                                            else f'resuming after epoch {resumed_from}'))
             env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
             run.log.parent.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            with open(run.log, 'w' if resumed_from is None else 'a') as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-                rc, cpu = _wait(proc)
-            wall = time.perf_counter() - t0
+            with (self.devices.lease() if self.devices else _no_device()) as device:
+                where = ''
+                if device is not None:
+                    env['CUDA_VISIBLE_DEVICES'] = child_device(device, os.environ.get('CUDA_VISIBLE_DEVICES'))
+                    where = f' on CUDA device {device}'
+                self._say(f'[{k}/{self.total}] {run.name}: ' + ('training' if resumed_from is None else
+                                                                f'resuming after epoch {resumed_from}') + where)
+                t0 = time.perf_counter()
+                with open(run.log, 'w' if resumed_from is None else 'a') as log:
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                    rc, cpu = _wait(proc)
+                wall = time.perf_counter() - t0
             if rc in (130, -signal.SIGINT):  # Ctrl-C: the run saved its state; start nothing more
                 self.stop.set()
             if rc != 0:
@@ -418,6 +489,11 @@ class Runner:
         times = ('result rebuilt from its finished run folder' if wall is None
                  else f'wall {wall:.0f} s' + (f', CPU {cpu:.0f} s' if cpu is not None else ''))
         self._say(f'{run.name}: {self.metric} {fields["final"]:.2f} ({times})')
+
+
+@contextmanager
+def _no_device():
+    yield None
 
 
 def _write_json(path: Path, obj) -> None:
@@ -608,6 +684,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         opts, runs = parse_options(argv)
         cached = {r.name: load_result(r, opts.metric) for r in runs}
+        if opts.device_list and not opts.report_only and not all(cached.values()):
+            check_devices(opts.device_list)
         if opts.report_only:
             if not any(cached.values()):
                 raise CompareError(f'--report-only: no result files for these runs in {Path(opts.output) / "results"}')
@@ -631,7 +709,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             threads = opts.threads or max(1, _cores() // opts.jobs)
             print(f'compare: {len(todo)} run(s) to train, {opts.jobs} at a time, {threads} thread(s) each',
                   flush=True)
-            runner = Runner(opts.metric, threads, len(todo))
+            pool = DevicePool(opts.device_list, opts.jobs) if opts.device_list else None
+            runner = Runner(opts.metric, threads, len(todo), pool)
             run_all(runner, todo, opts.jobs)
             if runner.stop.is_set():
                 print('compare: interrupted; run the same command again to continue (finished runs are reused, '
