@@ -1,5 +1,6 @@
 """Knowledge distillation through timm's tasks (Hinton et al. 2015): the loss against a hand formula, a frozen
 teacher in eval mode that sees the student's (BC+ zero-mean) input, and train.py's --kd-* flags end to end."""
+import logging
 import os
 import subprocess
 import sys
@@ -221,12 +222,17 @@ def test_docs_parity_table_is_the_flag_table():
     assert text.split(begin)[1].split(end)[0] == parity_table()
 
 
-def test_save_images_with_a_task_that_feeds_two_batches(data_dir, tmp_path):
+def test_save_images_with_a_task_that_feeds_two_batches(data_dir, tmp_path, caplog):
     """GLMC's loader gives more images than targets (the batch and its re-sampled twin): the images beyond the
-    targets get unlabelled tiles instead of stopping the run."""
+    targets get unlabelled tiles instead of stopping the run. GLMC mixes inside the task: one line says that
+    the PNG shows the batch before that."""
     from PIL import Image
     args = tiny_train_args(data_dir, tmp_path, 'g', '--task', 'glmc', '--imb-factor', '2', '--save-images')
-    assert train_script.main(args) == 0
+    with caplog.at_level(logging.INFO, logger='train'):
+        assert train_script.main(args) == 0
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith('--save-images:')]
+    assert said == ['--save-images: --task glmc mixes or augments inside the task, so the PNGs show each epoch\'s '
+                    'first batch as the task receives it, before that'], said
     with Image.open(tmp_path / 'g' / 'train-batch-0.png') as im:
         w, h = im.size
     assert w == 8 * (96 + 2) and h % (96 + 14 + 2) == 0 and h >= 2 * (96 + 14 + 2), (w, h)

@@ -1,5 +1,4 @@
 """Importance-sampled augmentation (seed 003): sampler, task, data layouts."""
-import argparse
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Parity with timm's upstream train.py: the flag table, an upstream args.yaml, and the behaviour of each
 timm option implemented by train.py (BCE, JSD/AugMix, repeated augmentation, compile, checkpoint history,
 recovery, val interval, W&B, model dtype, head init, layer decay, create_dataset keys, loaders)."""
-import ast
 import collections
 import importlib.machinery
 import logging

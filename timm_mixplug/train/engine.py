@@ -325,6 +325,9 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
                     input, target, mean=b.data_config['mean'], std=b.data_config['std'],
                     zero_mean_input=b.zero_mean_input, class_names=b.info.class_names))
         save_images = _save
+        if b.spec.mixes_itself:
+            _logger.info(f'--save-images: --task {args.task} mixes or augments inside the task, so the PNGs show '
+                         f'each epoch\'s first batch as the task receives it, before that')
 
     history = CheckpointHistory(s.output_dir, args.checkpoint_hist, s.decreasing) if primary else None
     recovery = RecoveryWriter(s.output_dir if primary else None, args.recovery_interval, train_state)
