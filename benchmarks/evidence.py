@@ -6,7 +6,7 @@ with ``python -m timm_mixplug compare`` (3 seeds, paired deltas with 95 % interv
 
 Development data: ``--data`` is the CIFAR-10 folder of this project's development layout (``cifar10_train_subset10k``,
 1,000 training images per class, and ``cifar10_test``); substitute any folder with those two npz files.
-Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch, bf16 autocast, batch 64,
+Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch, bf16 autocast except ``aux``, batch 64,
 1 thread per run, evaluation on 3,000 test images, 300 per class, every 5 epochs and at the end):
 
 * ``noaug``: 500 images per class, no augmentation, 30 epochs: plain CE overfits; BC, BC+, mixup against CE.
@@ -17,7 +17,8 @@ Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch, bf16 aut
 * ``nh``: importance-sampled views (M = 4, device pad-crop + flip) against the same views sampled uniformly
   (M = 1: one random view has the distribution of a uniform choice among M i.i.d. views), 60 epochs.
 * ``aux``: auxiliary superclass + crop-position heads (device pad-crop + flip) against CE with the loader's
-  pad-crop + flip (the same augmentation: both pad with the mean colour), 60 epochs.
+  pad-crop + flip (the same augmentation: both pad with the mean colour), 60 epochs, in fp32: it was first run
+  on a CPU without native bf16 (AVX2), where bf16 autocast is emulated and a step takes 10x its fp32 time.
 * ``lt``: CIFAR-10-LT at one fifth scale: all 1,000 images per class made long-tailed with imbalance 100
   (1000 ... 10 images per class, 2,478 in all); CE, GLMC and GLMC + NT-Xent on GLMC's schedule shape (lr 0.01,
   weight decay 5e-3, batch 64, cosine; 100 epochs instead of 200), with many / medium / few-shot top-1.
@@ -39,13 +40,13 @@ KEEP = REPO / 'benchmarks' / 'evidence'
 AUG = ['--pad-crop', '4', '--hflip', '0.5', '--color-jitter', '0']
 
 
-def setup(train_split: str, epochs: int, lr: str, wd: str, aug, extra=()):
+def setup(train_split: str, epochs: int, lr: str, wd: str, aug, extra=(), bf16: bool = True):
     """train.py flags of a regime (``{data}`` is the data folder)."""
     return (['--dataset', 'npz', '--data-dir', '{data}', '--train-split', train_split, '--val-split', 'test3k',
              '--model', 'resnet20_cifar', '--img-size', '32', '--epochs', str(epochs), '-b', '64', '--opt', 'sgd',
              '--momentum', '0.9', '--lr', lr, '--sched', 'cosine', '--warmup-epochs', '1', '--weight-decay', wd,
-             '--smoothing', '0'] + list(aug) + ['--amp', '--amp-dtype', 'bfloat16', '--workers', '0',
-                                                '--val-interval', '5', '--log-interval', '1000'] + list(extra))
+             '--smoothing', '0'] + list(aug) + (['--amp', '--amp-dtype', 'bfloat16'] if bf16 else [])
+            + ['--workers', '0', '--val-interval', '5', '--log-interval', '1000'] + list(extra))
 
 
 WORDNET4 = {'motor_vehicle': ['automobile', 'truck'], 'craft': ['airplane', 'ship'],
@@ -57,7 +58,7 @@ REGIMES = {
     'dml': (['dml', 'dml_superclass', 'ce'], 'dml', ['ce'], setup('train500', 60, '0.1', '5e-4', AUG),
             {'dml_superclass': ['--task', 'dml', '--mix', 'superclass', '--superclass-map', '{data}/wordnet4.yaml']}),
     'nh': (['nh_uniform', 'nh'], 'nh_uniform', [], setup('train500', 60, '0.1', '5e-4', []), {}),
-    'aux': (['ce', 'aux'], 'ce', [], setup('train500', 60, '0.1', '5e-4', []),
+    'aux': (['ce', 'aux'], 'ce', [], setup('train500', 60, '0.1', '5e-4', [], bf16=False),
             {'ce': AUG, 'aux': ['--task', 'aux', '--aux-tasks', 'superclass,crop_pos', '--no-aug',
                                 '--superclass-map', '{data}/wordnet4.yaml']}),
     'lt': (['ce', 'glmc', 'glmc_clr'], 'ce', ['glmc'],

@@ -1,5 +1,4 @@
 """Auxiliary tasks (seed 002): recorded transforms, AuxHeadModel on timm backbones, AuxTask."""
-
 import numpy as np
 import pytest
 import timm

@@ -36,7 +36,6 @@ from timm_mixplug.data.wrappers import TransformOwningWrapper
 
 __all__ = [
     'view_probabilities', 'sample_views', 'view_scores', 'MultiViewDataset', 'multiview_collate', 'NonHarmonicTask',
-    'native_bf16',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -324,13 +323,3 @@ class NonHarmonicTask(SingleModuleTask):
         output = self.trainable_module(chosen)
         loss = self.criterion(output, train_target)
         return {'loss': loss, 'output': output, **stats}
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively: CUDA with bf16 (no emulation), a CPU with AVX512-BF16 or AMX."""
-    if device.type == 'cuda':
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == 'cpu':
-        return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported',
-                                                                    '_is_amx_tile_supported'))
-    return False

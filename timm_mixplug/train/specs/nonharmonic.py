@@ -6,7 +6,8 @@ import torch
 
 from timm_mixplug.data.transforms import DeviceAugment
 from timm_mixplug.task.nonharmonic import (
-    IMPORTANCE, SCORE_MODES, MultiViewDataset, NonHarmonicTask, multiview_collate, native_bf16)
+    IMPORTANCE, SCORE_MODES, MultiViewDataset, NonHarmonicTask, multiview_collate)
+from timm_mixplug.utils.precision import native_bf16
 from timm_mixplug.train.specs.base import TaskSpec, register_task
 
 __all__ = ['NonHarmonicSpec', 'resolve_score_dtype']
