@@ -83,10 +83,10 @@ def make_data(src: Path, dst: Path) -> None:
     (dst / 'wordnet4.yaml').write_text(yaml.safe_dump(WORDNET4))
 
 
-def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None) -> int:
+def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None, jobs: int = 1) -> int:
     methods, base, _, flags, extra = REGIMES[regime]
     cmd = [sys.executable, '-m', 'timm_mixplug', 'compare', '--methods', ','.join(methods), '--seeds', '0,1,2',
-           '--baseline', baseline or base, '--jobs', '1', '--threads', '1', '--output', str(out / regime)]
+           '--baseline', baseline or base, '--jobs', str(jobs), '--threads', '1', '--output', str(out / regime)]
     if extra:
         mf = out / f'{regime}-methods.yaml'
         import yaml
@@ -112,6 +112,7 @@ def main() -> int:
     p.add_argument('--output', default=str(REPO / 'output' / 'evidence'))
     p.add_argument('--regimes', default=','.join(REGIMES))
     p.add_argument('--report', action='store_true', help='rebuild the reports of finished runs only')
+    p.add_argument('--jobs', type=int, default=1, help='runs at once, one thread each (default: 1)')
     a = p.parse_args()
     src = Path(a.data)
     if not (src / 'cifar10_train_subset10k.npz').is_file() or not (src / 'cifar10_test.npz').is_file():
@@ -126,7 +127,7 @@ def main() -> int:
         if regime not in REGIMES:
             print(f'evidence.py: error: unknown regime {regime!r}; known: {", ".join(REGIMES)}', file=sys.stderr)
             return 2
-        rc |= compare(regime, data, out, a.report)
+        rc |= compare(regime, data, out, a.report, jobs=a.jobs)
         for other in REGIMES[regime][2]:
             rc |= compare(regime, data, out, True, baseline=other)
     return rc
