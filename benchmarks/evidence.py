@@ -24,7 +24,9 @@ Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch, bf16 aut
   weight decay 5e-3, batch 64, cosine; 100 epochs instead of 200), with many / medium / few-shot top-1.
 
 Every finished run's small result file is copied to ``benchmarks/evidence/<regime>/`` (committed), so a later
-sitting continues where this one stopped and the tables can be rebuilt without the run folders.
+sitting continues where this one stopped and the tables can be rebuilt without the run folders. On a GPU,
+``--device cuda --jobs 8`` trains 8 runs at once on it, kept apart (``output/evidence-cuda``,
+``benchmarks/evidence/cuda/<regime>/``): a regime's runs are never a mix of devices.
 """
 import argparse
 import os
@@ -83,8 +85,17 @@ def make_data(src: Path, dst: Path) -> None:
     (dst / 'wordnet4.yaml').write_text(yaml.safe_dump(WORDNET4))
 
 
-def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None, jobs: int = 1) -> int:
+def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None, jobs: int = 1,
+            device: str = 'cpu') -> int:
     methods, base, _, flags, extra = REGIMES[regime]
+    if device != 'cpu':
+        flags = flags + ['--device', device]
+    keep = KEEP / regime if device == 'cpu' else KEEP / device / regime
+    results = out / regime / 'results'
+    for f in sorted(keep.glob('*-s*.json')):  # the committed results: reused, not trained again
+        if not (results / f.name).is_file():
+            results.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, results / f.name)
     cmd = [sys.executable, '-m', 'timm_mixplug', 'compare', '--methods', ','.join(methods), '--seeds', '0,1,2',
            '--baseline', baseline or base, '--jobs', str(jobs), '--threads', '1', '--output', str(out / regime)]
     if extra:
@@ -96,9 +107,8 @@ def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None
         cmd.append('--report-only')
     cmd += ['--'] + [a.replace('{data}', str(data)) for a in flags]
     rc = subprocess.call(cmd, cwd=REPO)
-    keep = KEEP / regime
     keep.mkdir(parents=True, exist_ok=True)
-    for f in sorted((out / regime / 'results').glob('*.json')):
+    for f in sorted(results.glob('*.json')):
         shutil.copy2(f, keep / f.name)
     for f in ('compare.md', 'compare.json', 'compare.png'):
         if (out / regime / f).is_file():
@@ -109,27 +119,32 @@ def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data', required=True, help='folder with cifar10_train_subset10k.npz and cifar10_test.npz')
-    p.add_argument('--output', default=str(REPO / 'output' / 'evidence'))
+    p.add_argument('--output', help='runs and reports (default: output/evidence, output/evidence-cuda with '
+                                    '--device cuda)')
     p.add_argument('--regimes', default=','.join(REGIMES))
     p.add_argument('--report', action='store_true', help='rebuild the reports of finished runs only')
     p.add_argument('--jobs', type=int, default=1, help='runs at once, one thread each (default: 1)')
+    p.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
+                   help='train on this device; cuda results are kept apart, in benchmarks/evidence/cuda/<regime> '
+                        '(default: cpu)')
     a = p.parse_args()
     src = Path(a.data)
     if not (src / 'cifar10_train_subset10k.npz').is_file() or not (src / 'cifar10_test.npz').is_file():
-        print(f'evidence.py: error: --data {src} needs cifar10_train_subset10k.npz and cifar10_test.npz',
-              file=sys.stderr)
-        return 2
-    out = Path(a.output)
+        p.error(f'--data {src} needs cifar10_train_subset10k.npz and cifar10_test.npz')
+    regimes = a.regimes.split(',')
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown:
+        p.error(f'unknown regime {", ".join(map(repr, unknown))}; known: {", ".join(REGIMES)}')
+    if a.jobs < 1:
+        p.error(f'--jobs {a.jobs}: must be >= 1')
+    out = Path(a.output or REPO / 'output' / ('evidence' if a.device == 'cpu' else f'evidence-{a.device}'))
     data = Path(os.path.relpath(out / 'data', REPO))  # as the runs record it
     make_data(src, data)
     rc = 0
-    for regime in a.regimes.split(','):
-        if regime not in REGIMES:
-            print(f'evidence.py: error: unknown regime {regime!r}; known: {", ".join(REGIMES)}', file=sys.stderr)
-            return 2
-        rc |= compare(regime, data, out, a.report, jobs=a.jobs)
+    for regime in regimes:
+        rc |= compare(regime, data, out, a.report, jobs=a.jobs, device=a.device)
         for other in REGIMES[regime][2]:
-            rc |= compare(regime, data, out, True, baseline=other)
+            rc |= compare(regime, data, out, True, baseline=other, device=a.device)
     return rc
 
 
