@@ -106,14 +106,24 @@ def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None
     if report_only:
         cmd.append('--report-only')
     cmd += ['--'] + [a.replace('{data}', str(data)) for a in flags]
-    rc = subprocess.call(cmd, cwd=REPO)
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:  # compare has the Ctrl-C too: it waits for its runs to save their state
+        proc.wait()
+        raise
+    finally:  # every finished run is kept, also after Ctrl-C
+        _keep(out, regime, keep, results, baseline)
+    return rc
+
+
+def _keep(out: Path, regime: str, keep: Path, results: Path, baseline) -> None:
     keep.mkdir(parents=True, exist_ok=True)
     for f in sorted(results.glob('*.json')):
         shutil.copy2(f, keep / f.name)
     for f in ('compare.md', 'compare.json', 'compare.png'):
         if (out / regime / f).is_file():
             shutil.copy2(out / regime / f, keep / (f if baseline is None else f.replace('compare', f'vs-{baseline}')))
-    return rc
 
 
 def main() -> int:
@@ -141,10 +151,15 @@ def main() -> int:
     data = Path(os.path.relpath(out / 'data', REPO))  # as the runs record it
     make_data(src, data)
     rc = 0
-    for regime in regimes:
-        rc |= compare(regime, data, out, a.report, jobs=a.jobs, device=a.device)
-        for other in REGIMES[regime][2]:
-            rc |= compare(regime, data, out, True, baseline=other, device=a.device)
+    try:
+        for regime in regimes:
+            rc |= compare(regime, data, out, a.report, jobs=a.jobs, device=a.device)
+            for other in REGIMES[regime][2]:
+                rc |= compare(regime, data, out, True, baseline=other, device=a.device)
+    except KeyboardInterrupt:
+        print('evidence.py: interrupted; the same command continues (finished runs are kept in '
+              f'{KEEP.relative_to(REPO)}/)', file=sys.stderr)
+        return 130
     return rc
 
 
