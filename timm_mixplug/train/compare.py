@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -455,7 +455,7 @@ class Runner:
                 k = self._started
             env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
             run.log.parent.mkdir(parents=True, exist_ok=True)
-            with (self.devices.lease() if self.devices else _no_device()) as device:
+            with (self.devices.lease() if self.devices else nullcontext()) as device:
                 where = ''
                 if device is not None:
                     env['CUDA_VISIBLE_DEVICES'] = child_device(device, os.environ.get('CUDA_VISIBLE_DEVICES'))
@@ -489,11 +489,6 @@ class Runner:
         times = ('result rebuilt from its finished run folder' if wall is None
                  else f'wall {wall:.0f} s' + (f', CPU {cpu:.0f} s' if cpu is not None else ''))
         self._say(f'{run.name}: {self.metric} {fields["final"]:.2f} ({times})')
-
-
-@contextmanager
-def _no_device():
-    yield None
 
 
 def _write_json(path: Path, obj) -> None:
