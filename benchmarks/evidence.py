@@ -42,11 +42,11 @@ KEEP = REPO / 'benchmarks' / 'evidence'
 AUG = ['--pad-crop', '4', '--hflip', '0.5', '--color-jitter', '0']
 
 
-def setup(train_split: str, epochs: int, lr: str, wd: str, aug, extra=(), bf16: bool = True):
+def setup(train_split: str, epochs: int, lr: str, wd: str, aug, extra=(), bf16: bool = True, warmup: int = 1):
     """train.py flags of a regime (``{data}`` is the data folder)."""
     return (['--dataset', 'npz', '--data-dir', '{data}', '--train-split', train_split, '--val-split', 'test3k',
              '--model', 'resnet20_cifar', '--img-size', '32', '--epochs', str(epochs), '-b', '64', '--opt', 'sgd',
-             '--momentum', '0.9', '--lr', lr, '--sched', 'cosine', '--warmup-epochs', '1', '--weight-decay', wd,
+             '--momentum', '0.9', '--lr', lr, '--sched', 'cosine', '--warmup-epochs', str(warmup), '--weight-decay', wd,
              '--smoothing', '0'] + list(aug) + (['--amp', '--amp-dtype', 'bfloat16'] if bf16 else [])
             + ['--workers', '0', '--val-interval', '5', '--log-interval', '1000'] + list(extra))
 
@@ -57,7 +57,7 @@ WORDNET4 = {'motor_vehicle': ['automobile', 'truck'], 'craft': ['airplane', 'shi
 REGIMES = {
     'noaug': (['ce', 'bc', 'bcplus', 'mixup'], 'ce', [], setup('train500', 30, '0.1', '5e-4', ['--no-aug']), {}),
     'aug_long': (['ce', 'bc', 'bcplus', 'mixup'], 'ce', [], setup('train500', 120, '0.1', '5e-4', AUG), {}),
-    'dml': (['dml', 'dml_superclass', 'ce'], 'dml', ['ce'], setup('train500', 60, '0.1', '5e-4', AUG),
+    'dml': (['dml', 'dml_superclass', 'ce'], 'dml', ['ce'], setup('train500', 60, '0.1', '5e-4', AUG, warmup=5),
             {'dml_superclass': ['--task', 'dml', '--mix', 'superclass', '--superclass-map', '{data}/wordnet4.yaml']}),
     'nh': (['nh_uniform', 'nh'], 'nh_uniform', [], setup('train500', 60, '0.1', '5e-4', []), {}),
     'aux': (['ce', 'aux'], 'ce', [], setup('train500', 60, '0.1', '5e-4', [], bf16=False),
