@@ -6,14 +6,16 @@ with ``python -m timm_mixplug compare`` (3 seeds, paired deltas with 95 % interv
 
 Development data: ``--data`` is the CIFAR-10 folder of this project's development layout (``cifar10_train_subset10k``,
 1,000 training images per class, and ``cifar10_test``); substitute any folder with those two npz files.
-Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch, bf16 autocast except ``aux``, batch 64,
+Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch (``dml``: 5), bf16 autocast except ``aux``, batch 64,
 1 thread per run, evaluation on 3,000 test images, 300 per class, every 5 epochs and at the end):
 
 * ``noaug``: 500 images per class, no augmentation, 30 epochs: plain CE overfits; BC, BC+, mixup against CE.
 * ``aug_long``: the same with pad-crop 4 + flip for 120 epochs, long enough for the augmented CE to overfit.
 * ``dml``: two ResNet-20 peers with and without superclass mixup, against one model (pad-crop + flip, 60
-  epochs). CIFAR-10's classes grouped by their WordNet hypernyms into 4 superclasses: motor vehicles
-  (automobile, truck), craft (airplane, ship), mammals (cat, deer, dog, horse), other vertebrates (bird, frog).
+  epochs, 5 warm-up epochs: with 1, the jump to lr 0.1 sent every DML run's peers to chance, loss ln 10, and
+  one seed's peer never left it; those runs are kept in ``benchmarks/evidence/dml-warmup1/``). CIFAR-10's
+  classes grouped by their WordNet hypernyms into 4 superclasses: motor vehicles (automobile, truck), craft
+  (airplane, ship), mammals (cat, deer, dog, horse), other vertebrates (bird, frog).
 * ``nh``: importance-sampled views (M = 4, device pad-crop + flip) against the same views sampled uniformly
   (M = 1: one random view has the distribution of a uniform choice among M i.i.d. views), 60 epochs.
 * ``aux``: auxiliary superclass + crop-position heads (device pad-crop + flip) against CE with the loader's
