@@ -6,8 +6,9 @@ with ``python -m timm_mixplug compare`` (3 seeds, paired deltas with 95 % interv
 
 Development data: ``--data`` is the CIFAR-10 folder of this project's development layout (``cifar10_train_subset10k``,
 1,000 training images per class, and ``cifar10_test``); substitute any folder with those two npz files.
-Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch (``dml``: 5), bf16 autocast except ``aux``, batch 64,
-1 thread per run, evaluation on 3,000 test images, 300 per class, every 5 epochs and at the end):
+Regimes (all ResNet-20, SGD with momentum 0.9, cosine, 1 warm-up epoch (``dml``: 5), bf16 autocast except
+``aux``, batch 64, 1 thread per run, evaluation on 3,000 test images, 300 per class, every 5 epochs and at the
+end):
 
 * ``noaug``: 500 images per class, no augmentation, 30 epochs: plain CE overfits; BC, BC+, mixup against CE.
 * ``aug_long``: the same with pad-crop 4 + flip for 120 epochs, long enough for the augmented CE to overfit.
