@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from timm_mixplug.utils.checkpoint import (
-    CheckpointError, capture_rng, load_stateful, load_train_state, load_weights, resolve_resume_path,
-    restore_rng, save_train_state, save_weights, scheduler_state)
+    CheckpointError, capture_rng, load_stateful, load_train_meta, load_train_state, load_weights,
+    resolve_resume_path, restore_rng, save_train_state, save_weights, scheduler_state)
 
 
 def _model():
@@ -134,6 +134,26 @@ def test_corrupt_and_foreign_files(tmp_path):
         load_train_state(weights)
     with pytest.raises(CheckpointError, match='not found'):
         load_train_state(str(tmp_path / 'missing.safetensors'))
+
+
+def test_train_meta_is_read_from_the_header_alone(tmp_path, monkeypatch):
+    path = str(tmp_path / 'last-state.safetensors')
+    meta = dict(epoch=3, num_epochs=9, args={'model': 'resnet20_cifar', 'lr': 0.1})
+    save_train_state(path, dict(model=_model().state_dict()), meta)
+    assert load_train_state(path)[1] == meta
+    import safetensors
+    monkeypatch.setattr(safetensors.safe_open, 'get_tensor', lambda *a: pytest.fail('a tensor was read'),
+                        raising=False)
+    assert load_train_meta(path) == meta
+    weights = str(tmp_path / 'w.safetensors')
+    save_weights(weights, _model().state_dict())
+    with pytest.raises(CheckpointError, match='not a timm_mixplug training state'):
+        load_train_meta(weights)
+    open(path, 'wb').write(b'not a safetensors file at all')
+    with pytest.raises(CheckpointError, match='corrupt or unreadable'):
+        load_train_meta(path)
+    with pytest.raises(CheckpointError, match='not found'):
+        load_train_meta(str(tmp_path / 'missing.safetensors'))
 
 
 class _Evil:

@@ -150,12 +150,12 @@ def restore_plateau(lr_scheduler, optimizer, saved_sched: Optional[Dict[str, Any
 def apply_run_settings(argv, args: argparse.Namespace):
     """For ``validate --resume RUN``: parse ``argv`` again with the run's settings as defaults (a ``-c`` config
     and the command line still win) and refuse values that contradict what the weights need."""
-    from timm_mixplug.train.timm_checkpoint import load_resume_state
+    from timm_mixplug.train.timm_checkpoint import load_resume_meta
     from timm_mixplug.utils.checkpoint import resolve_resume_path
     from timm_mixplug.train.config import create_parser
     from timm_mixplug.train.config import _coerce, parse_args
     state_path = resolve_resume_path(args.resume)
-    _, meta = load_resume_state(state_path)
+    meta = load_resume_meta(state_path)
     run = saved_args(state_path, meta)
     parser = create_parser()
     actions = {a.dest: a for a in parser._actions}

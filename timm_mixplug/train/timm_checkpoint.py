@@ -12,10 +12,10 @@ from typing import Any, Dict, Tuple
 import torch
 
 from timm_mixplug.utils.checkpoint import (
-    CheckpointError, load_train_state, load_weights, state_dict_from_checkpoint, tensor_dict)
+    CheckpointError, load_train_meta, load_train_state, load_weights, state_dict_from_checkpoint, tensor_dict)
 
 __all__ = ['torch_load_safe', 'is_timm_checkpoint', 'load_timm_train_state', 'load_resume_state',
-           'load_any_weights']
+           'load_resume_meta', 'load_any_weights']
 
 
 def torch_load_safe(path: str) -> Any:
@@ -82,6 +82,11 @@ def load_timm_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 def load_resume_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(sections, meta) of a training-state file: ours (``save_train_state``) or timm's ``.pth.tar``."""
     return (load_timm_train_state if is_timm_checkpoint(path) else load_train_state)(path)
+
+
+def load_resume_meta(path: str) -> Dict[str, Any]:
+    """The meta of ``load_resume_state`` alone: from the header of ours, from the whole of timm's pickle."""
+    return load_timm_train_state(path)[1] if is_timm_checkpoint(path) else load_train_meta(path)
 
 
 def load_any_weights(path: str) -> Dict[str, torch.Tensor]:

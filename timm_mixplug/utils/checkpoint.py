@@ -28,9 +28,9 @@ import torch
 from timm_mixplug.errors import UsageError
 
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
-           'save_train_state', 'load_train_state', 'resolve_resume_path', 'capture_rng', 'restore_rng',
-           'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'remove_stale_temp', 'STATE_FORMAT',
-           'state_dict_from_checkpoint', 'tensor_dict']
+           'save_train_state', 'load_train_state', 'load_train_meta', 'resolve_resume_path', 'capture_rng',
+           'restore_rng', 'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'remove_stale_temp',
+           'STATE_FORMAT', 'state_dict_from_checkpoint', 'tensor_dict']
 
 STATE_FORMAT = 'timm_mixplug.train_state'
 STATE_VERSION = 1
@@ -134,6 +134,11 @@ def save_weights(path: str, state_dict: Dict[str, torch.Tensor], **meta) -> None
     save_safetensors(path, dict(state_dict), md)
 
 
+def _unreadable(path: str, e: Exception) -> CheckpointError:
+    return CheckpointError(f'corrupt or unreadable checkpoint {path}: '
+                           f'{str(e).splitlines()[0] if str(e) else type(e).__name__}')
+
+
 def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     from safetensors import safe_open
     if not os.path.isfile(path):
@@ -148,8 +153,7 @@ def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str
     except CheckpointError:
         raise
     except Exception as e:
-        raise CheckpointError(f'corrupt or unreadable checkpoint {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}'
-                              ) from None
+        raise _unreadable(path, e) from None
 
 
 def load_weights(path: str) -> Dict[str, torch.Tensor]:
@@ -316,21 +320,44 @@ def save_train_state(path: str, sections: Dict[str, Any], meta: Dict[str, Any]) 
     save_safetensors(path, tensors, {'format': STATE_FORMAT, 'state': json.dumps(doc)})
 
 
-def load_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(sections, meta) from ``save_train_state``; raises CheckpointError if missing, corrupt or foreign."""
-    tensors, md = _read_safetensors(path)
+def _state_document(path: str, md: Dict[str, str]) -> Dict[str, Any]:
+    """The JSON document of a ``save_train_state`` file from its safetensors metadata, checked."""
     if md.get('format') != STATE_FORMAT or 'state' not in md:
         raise CheckpointError(f'{path} is not a timm_mixplug training state (model weights only? use '
                               f'--initial-checkpoint for those)')
     try:
         doc = json.loads(md['state'])
-        sections = {k: decode_state(v, tensors) for k, v in doc['sections'].items()}
-        meta = doc['meta']
+        if not isinstance(doc.get('sections'), dict) or not isinstance(doc.get('meta'), dict):
+            raise ValueError('no sections or meta')
     except Exception as e:
         raise CheckpointError(f'corrupt training state in {path}: {e}') from None
     if doc.get('version', 0) > STATE_VERSION:
         raise CheckpointError(f'{path} was written by a newer timm_mixplug (state version {doc["version"]})')
-    return sections, meta
+    return doc
+
+
+def load_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(sections, meta) from ``save_train_state``; raises CheckpointError if missing, corrupt or foreign."""
+    tensors, md = _read_safetensors(path)
+    doc = _state_document(path, md)
+    try:
+        sections = {k: decode_state(v, tensors) for k, v in doc['sections'].items()}
+    except Exception as e:
+        raise CheckpointError(f'corrupt training state in {path}: {e}') from None
+    return sections, doc['meta']
+
+
+def load_train_meta(path: str) -> Dict[str, Any]:
+    """The meta of a ``save_train_state`` file, read from its header alone (no tensor is loaded)."""
+    from safetensors import safe_open
+    if not os.path.isfile(path):
+        raise CheckpointError(f'checkpoint not found: {path}')
+    try:
+        with safe_open(path, framework='pt', device='cpu') as f:
+            md = f.metadata() or {}
+    except Exception as e:
+        raise _unreadable(path, e) from None
+    return _state_document(path, md)['meta']
 
 
 def resolve_resume_path(path: str) -> str:
