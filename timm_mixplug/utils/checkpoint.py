@@ -134,26 +134,18 @@ def save_weights(path: str, state_dict: Dict[str, torch.Tensor], **meta) -> None
     save_safetensors(path, dict(state_dict), md)
 
 
-def _unreadable(path: str, e: Exception) -> CheckpointError:
-    return CheckpointError(f'corrupt or unreadable checkpoint {path}: '
-                           f'{str(e).splitlines()[0] if str(e) else type(e).__name__}')
-
-
-def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+def _read_safetensors(path: str, tensors: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; ``tensors=False`` reads the header alone (no tensor)."""
     from safetensors import safe_open
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path}')
     try:
-        tensors = {}
         with safe_open(path, framework='pt', device='cpu') as f:
             meta = f.metadata() or {}
-            for k in f.keys():
-                tensors[k] = f.get_tensor(k)
-        return tensors, meta
-    except CheckpointError:
-        raise
+            return {k: f.get_tensor(k) for k in f.keys()} if tensors else {}, meta
     except Exception as e:
-        raise _unreadable(path, e) from None
+        raise CheckpointError(f'corrupt or unreadable checkpoint {path}: '
+                              f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
 
 
 def load_weights(path: str) -> Dict[str, torch.Tensor]:
@@ -349,15 +341,7 @@ def load_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 def load_train_meta(path: str) -> Dict[str, Any]:
     """The meta of a ``save_train_state`` file, read from its header alone (no tensor is loaded)."""
-    from safetensors import safe_open
-    if not os.path.isfile(path):
-        raise CheckpointError(f'checkpoint not found: {path}')
-    try:
-        with safe_open(path, framework='pt', device='cpu') as f:
-            md = f.metadata() or {}
-    except Exception as e:
-        raise _unreadable(path, e) from None
-    return _state_document(path, md)['meta']
+    return _state_document(path, _read_safetensors(path, tensors=False)[1])['meta']
 
 
 def resolve_resume_path(path: str) -> str:
