@@ -21,9 +21,6 @@ from .task.glmc import GLMCModel, GLMCTask
 from .task.nonharmonic import NonHarmonicTask
 from .timm_compat import add_zero_mean_input, setup_timm_mixing
 from .utils.checkpoint import CheckpointError, load_train_state, load_weights, save_train_state, save_weights
-from ._moved import install as _install_moved
-
-_install_moved()
 
 __all__ = [
     'ArrayImageDataset', 'DigitsDataset', 'NpzDataset', 'make_image_folder', 'BUILTIN_HIERARCHIES', 'Hierarchy',
