@@ -1,4 +1,4 @@
-"""Every flag train.py accepts has a valid range (timm_mixplug/validation.py); every invalid value ends with one
+"""Every flag train.py accepts has a valid range (timm_mixplug/train/ranges.py and each method's spec); every invalid value ends with one
 ``train.py: error:`` line naming the flag, exit code 2, no traceback and nothing written."""
 import os
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT, TRAIN_PY, load_train_script, make_tiny_images, run_torchrun
 from timm_mixplug.train.config import create_parser
 from timm_mixplug.train.flags import refused
-from timm_mixplug.train.ranges import NO_INVALID, RANGES, flag_name
+from timm_mixplug.train.ranges import all_no_invalid, all_ranges, flag_name
 
 train_script = load_train_script('mixplug_train_contract')
 
@@ -20,9 +20,12 @@ def _actions():
     return {a.dest: a for a in create_parser()._actions if a.dest not in refused()}
 
 
+RANGES, NO_INVALID = all_ranges(), all_no_invalid()
+
+
 def test_every_flag_has_a_range():
     missing = sorted(d for d in _actions() if d not in RANGES and d not in NO_INVALID)
-    assert not missing, f'flags without an entry in validation.RANGES (or NO_INVALID): {missing}'
+    assert not missing, f'flags without a range (ranges.py or their spec) and not a switch: {missing}'
     stale = sorted(d for d in list(RANGES) + list(NO_INVALID) if d not in _actions())
     assert not stale, f'entries for flags the parser does not have: {stale}'
     for dest, rule in RANGES.items():

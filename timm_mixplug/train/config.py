@@ -1,8 +1,8 @@
 """Command line and YAML config for ``train.py``, using timm ``train.py``'s flag names and meanings.
 
-A timm YAML config (flat mapping of arg dests to values) loads with ``-c``: values become defaults and
-flags on the command line override them, as in timm. Every upstream option is accepted (``timm_flags``);
-those we do not implement are reported once when their value differs from timm's default; keys that are
+A timm YAML config (flat mapping of arg dests to values) loads with ``-c`` (``yaml_config``): values become
+defaults and flags on the command line override them, as in timm. Every upstream option is accepted
+(``flags.TIMM_FLAGS``); those we do not implement are refused when set away from timm's default; keys that are
 neither ours nor timm's (typos) are errors.
 
 The parser is timm's flags (``flags``), ours, and every registered method spec's group (``specs``); after
@@ -10,20 +10,23 @@ parsing, every value goes through the range table (``ranges``), the selected met
 check that every method option set away from its default is read by a selected method.
 """
 import argparse
-import difflib
-import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 import yaml
 
-from timm_mixplug.data.mixing import get_mixer_spec
+from timm_mixplug.data.mixing import get_mixer_spec, list_mixups
 from timm_mixplug.errors import UsageError
+from timm_mixplug.train.data import add_longtail_args
 from timm_mixplug.train.flags import REFUSED, TIMM_FLAGS, refused_settings
+from timm_mixplug.train.options import check_args as check_timm_options
 from timm_mixplug.train.ranges import KwargsAction, check_ranges
+from timm_mixplug.train.specs import (
+    add_method_args, check_flags_consumed, get_mix_spec, get_task_spec, list_tasks)
+from timm_mixplug.train.yaml_config import config_defaults
 
-__all__ = ['UsageError', 'create_parser', 'parse_args', 'load_yaml_config', 'args_to_yaml', 'resolve_args']
+__all__ = ['UsageError', 'create_parser', 'parse_args', 'args_to_yaml', 'resolve_args']
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,17 +76,14 @@ def _add_timm_flags(p: argparse.ArgumentParser) -> None:
 def create_parser() -> argparse.ArgumentParser:
     """train.py's parser: timm train.py's options (``flags``), ours, the long-tail options and every registered
     method spec's group (``specs.add_method_args``, which records the options each method owns)."""
-    from timm_mixplug.data.mixing import list_mixups
-    from timm_mixplug.train.data import add_longtail_args
-    from timm_mixplug.train.specs import add_method_args, list_tasks
     p = _Parser(prog='train.py', allow_abbrev=False, formatter_class=_HelpFormatter,
                 description='timm-style training with BC/BC+, superclass mixup, DML, GLMC, ... '
                             '(timm_mixplug). Every option of timm\'s train.py is accepted (with -c too); '
                             'those marked [not implemented] are warned about when set. '
                             '`train.py validate ...` == `train.py --evaluate ...`.')
     p.add_argument('-c', '--config', default='', metavar='FILE',
-                   help='YAML config (flat mapping of option names to values, as timm\'s args.yaml); command-line '
-                        'flags override it')
+                   help='YAML config (flat mapping of option names to values, as timm\'s args.yaml); several -c '
+                        'apply in order (a later file overrides an earlier one); command-line flags override them')
     _add_timm_flags(p)
 
     g = p.add_argument_group('Distributed (ours)')
@@ -115,58 +115,6 @@ def create_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_yaml_config(path: str) -> Dict[str, Any]:
-    """Read a flat YAML mapping; keys may use - or _."""
-    if not os.path.isfile(path):
-        raise UsageError(f'-c/--config file not found: {path}')
-    try:
-        with open(path) as f:
-            cfg = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise UsageError(f'cannot parse config {path}: {str(e).splitlines()[0]}') from None
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise UsageError(f'config {path} must be a mapping of option names to values, got {type(cfg).__name__}')
-    return {str(k).replace('-', '_'): v for k, v in cfg.items()}
-
-
-def _coerce(action: argparse.Action, key: str, value, source: str):
-    """Convert a YAML value exactly as the command line converts its text: the option's type applied to the value
-    written as a command-line word (``epochs: 1.5`` fails as ``--epochs 1.5`` does; ``batch_size: true`` fails as
-    ``--batch-size True`` does); then the choices."""
-    if value is None:
-        return None
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-        if not isinstance(value, bool):
-            raise UsageError(f'{source}: {key} must be true or false, got {value!r}')
-        return value
-    typ = action.type
-
-    def one(v):
-        if isinstance(v, (dict, list, tuple)):
-            raise UsageError(f'{source}: {key} takes a single value, got {v!r}')
-        try:
-            v = (typ or str)(str(v))
-        except (TypeError, ValueError):
-            raise UsageError(f'{source}: {key} expects {getattr(typ, "__name__", typ)} values, got {v!r}') from None
-        if action.choices is not None and v not in action.choices:
-            raise UsageError(f'{source}: invalid {key} {v!r} (choose from {", ".join(map(str, action.choices))})')
-        return v
-
-    if isinstance(action, argparse._StoreAction) and action.nargs not in (None, '?'):
-        vals = value if isinstance(value, (list, tuple)) else [value]
-        if isinstance(action.nargs, int) and len(vals) != action.nargs:
-            raise UsageError(f'{source}: {key} takes {action.nargs} values, got {value!r}')
-        return [one(v) for v in vals]
-    if isinstance(action, argparse._StoreAction):
-        return one(value)
-    if isinstance(action, KwargsAction):
-        if not isinstance(value, dict):
-            raise UsageError(f'{source}: {key} must be a mapping, got {value!r}')
-    return value
-
-
 def _split_argv(argv: Sequence[str]):
     """Handle the ``validate`` sub-command (== --evaluate)."""
     argv = list(argv)
@@ -180,26 +128,10 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
     timm option set away from timm's default, ``flags.REFUSED``). ``parser`` (default
     ``create_parser()``) may carry defaults of its own, e.g. a run's settings for ``validate``."""
     argv = _split_argv(sys.argv[1:] if argv is None else argv)
-    pre = _Parser(add_help=False, allow_abbrev=False)
-    pre.add_argument('-c', '--config', default='')
-    cfg_args, _ = pre.parse_known_args(argv)
     parser = parser or create_parser()
     actions = {a.dest: a for a in parser._actions if a.dest not in ('help',)}
     pristine = {d: a.default for d, a in actions.items()}  # before the config's values become defaults
-    if cfg_args.config:
-        cfg = load_yaml_config(cfg_args.config)
-        defaults = {}
-        for key, value in cfg.items():
-            if key == 'local_rank':  # set by the launcher, never by a config
-                continue
-            elif key in actions and key != 'config':
-                defaults[key] = _coerce(actions[key], key, value, cfg_args.config)
-            else:
-                options = [d for d, a in actions.items() if a.help is not argparse.SUPPRESS]
-                close = difflib.get_close_matches(key, options, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ''
-                raise UsageError(f"unknown option '{key}' in config {cfg_args.config}{hint}")
-        parser.set_defaults(**defaults)
+    parser.set_defaults(**config_defaults(argv, actions, pristine))
     args = parser.parse_args(argv)
     refused = refused_settings(vars(args))
     if refused:
@@ -210,9 +142,9 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
 
 
 def resolve_args(args: argparse.Namespace, defaults: Dict[str, Any]) -> argparse.Namespace:
-    """Check every value's range (``ranges.RANGES``), fill defaults that depend on other options, check
-    combinations and that every method option away from its value in ``defaults`` is read (UsageError)."""
-    from timm_mixplug.train.specs import check_flags_consumed, get_mix_spec, get_task_spec
+    """Check every value's range (``ranges.all_ranges``), fill defaults that depend on other options (the
+    selected methods' ``resolve_defaults`` among them), check combinations and that every method option away from
+    its value in ``defaults`` is read (UsageError)."""
     check_ranges(args)
     if args.data and args.data_dir and args.data != args.data_dir:
         raise UsageError(f'two dataset folders: DIR {args.data} and --data-dir {args.data_dir}; give only --data-dir')
@@ -232,9 +164,7 @@ def resolve_args(args: argparse.Namespace, defaults: Dict[str, Any]) -> argparse
         args.smoothing = 0.1 if args.mix == 'none' else get_mixer_spec(args.mix).label_smoothing
     if args.imb_seed != defaults.get('imb_seed') and not args.imb_factor:
         raise UsageError('--imb-seed seeds the long-tailed subset of --imb-factor; add --imb-factor or drop it')
-    if args.superclass_map is None and args.mix == 'superclass' and args.dataset.lower() == 'torch/cifar100':
-        args.superclass_map = 'cifar100'
-    if args.mix != 'none' and args.batch_size % 2:
+    if args.mix != 'none' and get_mixer_spec(args.mix).even_batch and args.batch_size % 2:
         raise UsageError(f'--mix {args.mix} pairs the images of a batch, so --batch-size (per process) must be '
                          f'even; got {args.batch_size}')
     if args.warmup_epochs and args.warmup_epochs >= args.epochs and not args.evaluate:
@@ -254,10 +184,10 @@ def resolve_args(args: argparse.Namespace, defaults: Dict[str, Any]) -> argparse
                          + (' when resuming (--resume continues the run)' if args.resume else ''))
     if args.resume and args.initial_checkpoint and not args.evaluate:
         raise UsageError('use either --resume (continue a run) or --initial-checkpoint (weights only), not both')
-    from timm_mixplug.train.options import check_args as check_timm_options
     check_timm_options(args)
     for spec in (get_task_spec(args.task), get_mix_spec(args.mix)):
         if spec is not None:
+            spec.resolve_defaults(args)
             try:
                 spec.check_args(args)
             except ValueError as e:

@@ -474,7 +474,7 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command lines
         if args.evaluate and args.resume:  # the weights' own settings
-            from timm_mixplug.train.resume import apply_run_settings
+            from timm_mixplug.train.run_settings import apply_run_settings
             args = apply_run_settings(sys.argv[1:] if argv is None else argv, args)
         run(args)
     except UsageError as e:

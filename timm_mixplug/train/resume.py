@@ -9,9 +9,9 @@ counter, reduced LR) is restored when the checkpoint was trained with ``plateau`
 (seed, step), so it needs no state. An unchanged command line therefore resumes bit-exactly, and a changed
 one continues exactly as an uninterrupted run with the new settings would.
 
-Evaluation (``validate --resume RUN``): the run's ``args.yaml`` (next to the state) provides the defaults,
-so the weights get the model, classes and preprocessing they were trained with; an explicit flag that
-contradicts what the weights need is an error.
+Evaluation (``validate --resume RUN``, ``run_settings.py``): the run's settings provide the defaults, so the
+weights get the model, classes and preprocessing they were trained with; an explicit flag that contradicts what
+the weights need (``WEIGHT_SETTINGS``) is an error.
 """
 import argparse
 import os
@@ -19,17 +19,17 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
+from timm_mixplug.utils.checkpoint import StateDictValue
 
-__all__ = ['saved_args', 'changed_settings', 'restore_optimizer', 'restore_plateau', 'apply_run_settings',
-           'data_record', 'check_classes', 'check_data_config', 'WEIGHT_SETTINGS']
+__all__ = ['saved_args', 'changed_settings', 'restore_optimizer', 'restore_plateau', 'data_record', 'check_classes',
+           'check_data_config', 'WEIGHT_SETTINGS', 'LOCAL_SETTINGS']
 
-# Settings the weights depend on: ``validate --resume`` refuses an explicit flag that contradicts them.
-WEIGHT_SETTINGS = ('model', 'task', 'num_classes', 'in_chans', 'mean', 'std', 'gp', 'model_kwargs', 'dml_peers',
-                   'aux_tasks', 'aux_random_classes', 'aux_seg_grid', 'glmc_proj_dim', 'glmc_clr')
+# Settings the weights depend on: ``validate --resume`` refuses an explicit flag that contradicts them (with each
+# method's own, ``MethodSpec.weight_settings``).
+WEIGHT_SETTINGS = ('model', 'task', 'num_classes', 'in_chans', 'mean', 'std', 'gp', 'model_kwargs')
 # Settings of this machine or invocation, never taken from the run for evaluation.
-_LOCAL = ('device', 'dist_backend', 'dist_url', 'workers', 'pin_mem', 'output', 'experiment',
+LOCAL_SETTINGS = ('device', 'dist_backend', 'dist_url', 'workers', 'pin_mem', 'output', 'experiment',
           'overwrite_experiment', 'amp', 'amp_dtype')
 
 
@@ -135,7 +135,6 @@ def restore_plateau(lr_scheduler, optimizer, saved_sched: Optional[Dict[str, Any
                     lr_ratio: float) -> bool:
     """Restore a ``plateau`` scheduler's history (ReduceLROnPlateau counters, the reduced and pre-noise LRs,
     scaled by new / old ``--lr``); True if restored."""
-    from timm_mixplug.utils.checkpoint import StateDictValue
     inner = (saved_sched or {}).get('lr_scheduler')
     if not isinstance(inner, StateDictValue) or not hasattr(lr_scheduler, 'lr_scheduler'):
         return False
@@ -145,35 +144,3 @@ def restore_plateau(lr_scheduler, optimizer, saved_sched: Optional[Dict[str, Any
     for group, lr in zip(optimizer.param_groups, saved_lrs):
         group['lr'] = lr * lr_ratio
     return True
-
-
-def apply_run_settings(argv, args: argparse.Namespace):
-    """For ``validate --resume RUN``: parse ``argv`` again with the run's settings as defaults (a ``-c`` config
-    and the command line still win) and refuse values that contradict what the weights need."""
-    from timm_mixplug.train.timm_checkpoint import load_resume_meta
-    from timm_mixplug.utils.checkpoint import resolve_resume_path
-    from timm_mixplug.train.config import create_parser
-    from timm_mixplug.train.config import _coerce, parse_args
-    state_path = resolve_resume_path(args.resume)
-    meta = load_resume_meta(state_path)
-    run = saved_args(state_path, meta)
-    parser = create_parser()
-    actions = {a.dest: a for a in parser._actions}
-    defaults = {k: _coerce(actions[k], k, v, state_path) for k, v in run.items()
-                if k in actions and k not in _LOCAL and actions[k].help is not argparse.SUPPRESS}
-    parser.set_defaults(**defaults)
-    new = parse_args(argv, parser=parser)
-    for k in WEIGHT_SETTINGS + ('mix',):
-        if k not in run or not hasattr(new, k):
-            continue
-        mine, theirs = getattr(new, k), run[k]
-        mine = list(mine) if isinstance(mine, tuple) else mine
-        if k == 'mix':  # only BC+'s zero-mean input changes what the weights see
-            mine, theirs = (mix != 'none' and get_mixer_spec(mix).zero_mean_input for mix in (mine, theirs))
-            if mine != theirs:
-                raise UsageError(f'--mix {new.mix}: the weights in {state_path} were trained with --mix {run["mix"]}'
-                                 f', which {"" if theirs else "does not "}zero-means the input; drop --mix')
-        elif mine != theirs:
-            raise UsageError(f'--{k.replace("_", "-")} {mine}: the weights in {state_path} were trained with '
-                             f'{theirs}; drop the flag')
-    return new

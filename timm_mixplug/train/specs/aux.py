@@ -1,7 +1,10 @@
 """--task aux: auxiliary heads on any timm backbone, trained jointly, from train.py's flags."""
+from types import MappingProxyType
+
 from timm_mixplug.data.hierarchy import load_hierarchy
 from timm_mixplug.data.transforms import DeviceAugment
 from timm_mixplug.task.aux import AUGMENT_TASKS, AUX_TASKS, AuxTask, IndexedDataset, parse_aux_tasks
+from timm_mixplug.train.rules import SEED, Rule, number, superclass_map
 from timm_mixplug.train.specs.base import TaskSpec, register_task
 
 __all__ = ['AuxSpec']
@@ -35,12 +38,46 @@ def _input_size(args):
     return None
 
 
+def _check_aux_tasks(v, a):
+    try:
+        parse_aux_tasks(v)
+    except ValueError:
+        return f'must be a comma list of distinct tasks from {", ".join(AUX_TASKS)}'
+    return None
+
+
+def _check_aux_weights(v, a):
+    try:
+        parse_aux_tasks(a.aux_tasks or '', v)
+    except ValueError:
+        return "must give one weight per --aux-tasks entry: '0.5,1', one value for all, or 'crop_pos=0.5'"
+    return None
+
+
 @register_task('aux')
 class AuxSpec(TaskSpec):
     help = ('auxiliary tasks: superclass / random labels, crop position, cutout and RICAP segmentation heads '
             'on any timm backbone')
     mixes_itself = True  # the task augments (and, for the superclass task, mixes) on the device itself
     reads = ('superclass_map',)  # the superclass task's hierarchy when --aux-hierarchy is not given
+    ranges = MappingProxyType({
+        'aux_tasks': Rule(_check_aux_tasks, 'must be a comma list of auxiliary tasks', ('no_such_task', 'cutout,cutout')),
+        'aux_weights': Rule(_check_aux_weights, 'must give a weight per --aux-tasks entry', ('x', '1,2,3'),
+                            ('--aux-tasks', 'cutout,superclass')),
+        'aux_hierarchy': Rule(superclass_map, 'must be a built-in hierarchy or a file', ('missing.yaml',), io=True),
+        'aux_random_classes': number(lo=0, integer=True),
+        'aux_random_seed': number(**SEED),
+        'aux_crop_padding': number(lo=0, integer=True),
+        'aux_cutout_length': number(lo=0, integer=True),
+        'aux_ricap_beta': number(lo=0, lo_open=True),
+        'aux_ricap_border_margin': number(lo=0, integer=True),
+        'aux_seg_grid': number(lo=1, integer=True),
+    })
+    switches = ('aux_no_flip', 'aux_crop_preflip')
+    weight_settings = ('aux_tasks', 'aux_random_classes', 'aux_seg_grid')
+
+    def compare_presets(self):
+        return {'aux': ['--task', 'aux', '--aux-tasks', 'superclass,crop_pos', '--no-aug']}
 
     def add_args(self, parser):
         g = parser.add_argument_group('Auxiliary tasks (--task aux)')

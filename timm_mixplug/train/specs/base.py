@@ -33,17 +33,22 @@ Mixer flags (``@register_mix('name')`` on a ``MixSpec``): ``add_args`` / ``reads
 ``register_mixup`` alone gets a ``MixSpec`` without flags.
 """
 import argparse
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from timm.task import ClassificationTask
 
+from timm_mixplug.data.mixing import list_mixups
 from timm_mixplug.errors import UsageError
+from timm_mixplug.train.rules import Rule, number
 
 __all__ = ['DataInfo', 'MethodSpec', 'TaskSpec', 'MixSpec', 'register_task', 'register_mix', 'list_tasks',
-           'get_task_spec', 'get_mix_spec', 'add_method_args', 'check_flags_consumed']
+           'get_task_spec', 'get_mix_spec', 'all_specs', 'compare_presets', 'weight_settings', 'add_method_args',
+           'check_flags_consumed']
 
 
 @dataclass
@@ -57,11 +62,17 @@ class DataInfo:
 
 
 class MethodSpec:
-    """Flags of one selectable method (``--task NAME`` or ``--mix NAME``) and which of them a run reads."""
+    """Everything ``train.py`` and ``compare`` need to know about one selectable method (``--task NAME`` or
+    ``--mix NAME``): its flags and which of them a run reads, their valid ranges, the settings its weights depend
+    on, the defaults it fills in and its ``compare`` presets. The application collects these from the registry
+    and holds no method names."""
     kind: str = ''
     name: str = ''
     help: str = ''
     reads: Tuple[str, ...] = ()  # options added elsewhere (timm's flags) that this method reads
+    ranges: Mapping[str, Rule] = MappingProxyType({})  # valid range of each option it adds or reads (ranges.py)
+    switches: Tuple[str, ...] = ()  # its options that cannot take a bad value (store_true)
+    weight_settings: Tuple[str, ...] = ()  # options the trained weights depend on (validate refuses a change)
 
     def __init__(self):
         self.owned: Tuple[str, ...] = ()  # the options its add_args added (recorded by add_method_args)
@@ -79,6 +90,13 @@ class MethodSpec:
     def unused_flags(self, args: argparse.Namespace) -> Dict[str, str]:
         """Own options (dest -> what they need) that this configuration of the method does not read."""
         return {}
+
+    def resolve_defaults(self, args: argparse.Namespace) -> None:
+        """Fill in the defaults of its options that depend on other options (after the range checks)."""
+
+    def compare_presets(self) -> Dict[str, List[str]]:
+        """``compare`` method name -> the train.py arguments that select this method (default: its selector)."""
+        return {self.name: [f'--{self.kind}', self.name]}
 
 
 class TaskSpec(MethodSpec):
@@ -104,6 +122,7 @@ class MixSpec(MethodSpec):
     """A ``--mix`` method's flags; ``mixer_kwargs`` turns them into ``create_mixup`` keyword arguments."""
     kind = 'mix'
     reads = ('mixup_off_epoch',)
+    ranges = MappingProxyType({'mixup_off_epoch': number(lo=0, integer=True)})
 
     def mixer_kwargs(self, args: argparse.Namespace, info: DataInfo) -> Dict[str, Any]:
         return {}
@@ -137,7 +156,6 @@ def register_mix(name: str, spec=None):
 
 def load_builtin_specs() -> None:
     """Import the package's spec modules so they register themselves."""
-    import importlib
     for mod in _BUILTIN_MODULES:
         importlib.import_module(f'timm_mixplug.train.specs.{mod}')
 
@@ -164,17 +182,30 @@ def get_mix_spec(name: str) -> Optional[MixSpec]:
     return _MIXES[name]
 
 
-def _all_specs() -> List[MethodSpec]:
-    from timm_mixplug.data.mixing import list_mixups
+def all_specs() -> List[MethodSpec]:
+    """Every registered task and mix spec (a flag-less ``MixSpec`` for each mixer registered without one)."""
     load_builtin_specs()
     for name in list_mixups():
         get_mix_spec(name)
     return list(_TASKS.values()) + list(_MIXES.values())
 
 
+def compare_presets() -> Dict[str, List[str]]:
+    """Every registered method's ``compare`` presets: name -> train.py arguments added to the training setup."""
+    presets: Dict[str, List[str]] = {}
+    for spec in all_specs():
+        presets.update(spec.compare_presets())
+    return presets
+
+
+def weight_settings() -> Tuple[str, ...]:
+    """The options of any registered method that trained weights depend on."""
+    return tuple(sorted({d for spec in all_specs() for d in spec.weight_settings}))
+
+
 def add_method_args(parser: argparse.ArgumentParser) -> None:
     """Every registered spec's ``add_args``, recording which options each one added (``spec.owned``)."""
-    for spec in _all_specs():
+    for spec in all_specs():
         before = {a.dest for a in parser._actions}
         spec.add_args(parser)
         spec.owned = tuple(a.dest for a in parser._actions if a.dest not in before)
@@ -195,7 +226,7 @@ def check_flags_consumed(args: argparse.Namespace, defaults: Dict[str, Any]) -> 
         unused.update(why)
         consumed |= (set(s.owned) | set(s.reads)) - set(why)
     owners: Dict[str, List[MethodSpec]] = {}
-    for s in _all_specs():
+    for s in all_specs():
         for dest in set(s.owned) | set(s.reads):
             owners.setdefault(dest, []).append(s)
     for dest, specs in owners.items():

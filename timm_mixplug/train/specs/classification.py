@@ -1,7 +1,10 @@
 """--task classification (default): timm's ``ClassificationTask``, with shot-group evaluation on long-tailed data,
 or with ``--kd-model-name`` timm's distillation tasks (upstream train.py's ``--kd-*`` options)."""
+from types import MappingProxyType
+
 from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.task.classification import LongTailClassificationTask
+from timm_mixplug.train.rules import Rule, choice, existing_file, later, number, parser_choice, with_context
 from timm_mixplug.train.specs.base import TaskSpec, register_task
 from timm_mixplug.train.data import is_longtail
 
@@ -12,11 +15,29 @@ _NOT_READ = {'logit': ('kd_student_feature_dim', 'kd_teacher_feature_dim', 'kd_t
              'feature': ('kd_loss_type', 'kd_temperature', 'kd_token_distill_type'),
              'token': ('kd_loss_type', 'kd_student_feature_dim', 'kd_teacher_feature_dim')}
 
+_TEACHER = ('--kd-model-name', 'resnet20_cifar')  # the distillation flags are read with a teacher
+
 
 @register_task('classification')
 class ClassificationSpec(TaskSpec):
     help = "timm's ClassificationTask with the --mix method's loss (default); a teacher with --kd-model-name"
     reads = KD_FLAGS
+    ranges = MappingProxyType({
+        'kd_model_name': later('creating the teacher', 'no_such_model', expect='--kd-model-name'),
+        'kd_pretrained_path': with_context(
+            Rule(existing_file, 'must be an existing file', ('missing.safetensors',), io=True), *_TEACHER),
+        'kd_distill_type': parser_choice(),
+        'kd_loss_type': with_context(choice(('kl',), bad='mse'), *_TEACHER),
+        'distill_loss_weight': with_context(number(lo=0), *_TEACHER),
+        'task_loss_weight': with_context(number(lo=0), *_TEACHER),
+        'kd_temperature': with_context(number(lo=0, lo_open=True), *_TEACHER),
+        'kd_student_feature_dim': with_context(number(lo=1, integer=True), *_TEACHER, '--kd-distill-type', 'feature'),
+        'kd_teacher_feature_dim': with_context(number(lo=1, integer=True), *_TEACHER, '--kd-distill-type', 'feature'),
+        'kd_token_distill_type': parser_choice(),
+    })
+
+    def compare_presets(self):
+        return {'ce': []}
 
     def add_args(self, parser):
         g = parser.add_argument_group('Knowledge distillation (--task classification with --kd-model-name)')

@@ -1,10 +1,12 @@
 """--task dml: Deep Mutual Learning (Zhang et al., CVPR 2018) from train.py's flags."""
+from types import MappingProxyType
 from typing import List, Optional
 
 import torch.nn as nn
 
 from timm_mixplug.task.dml import KL_REDUCTIONS, DMLTask
 from timm_mixplug.train.data import is_longtail
+from timm_mixplug.train.rules import later, number, parser_choice
 from timm_mixplug.train.specs.base import TaskSpec, register_task
 
 __all__ = ['DMLSpec', 'parse_dml_peers']
@@ -29,6 +31,16 @@ def parse_dml_peers(spec: Optional[str], default_model: str) -> List[str]:
 @register_task('dml')
 class DMLSpec(TaskSpec):
     help = 'Deep Mutual Learning (Zhang et al. 2018): K peers, each trained with its task loss + KL to the others'
+    ranges = MappingProxyType({
+        'dml_peers': later('creating --task dml', 'resnet20_cifar,no_such_model', ('--task', 'dml')),
+        'dml_kl_weight': number(lo=0),
+        'dml_temperature': number(lo=0, lo_open=True),
+        'dml_kl_reduction': parser_choice(),
+    })
+    weight_settings = ('dml_peers',)
+
+    def compare_presets(self):
+        return {'dml': ['--task', 'dml'], 'dml_superclass': ['--task', 'dml', '--mix', 'superclass']}
 
     def add_args(self, parser):
         g = parser.add_argument_group('Deep Mutual Learning (--task dml)')

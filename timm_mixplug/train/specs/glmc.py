@@ -1,5 +1,8 @@
 """--task glmc: GLMC (Du et al., CVPR 2023) and the mix-ratio NT-Xent on top of it, from train.py's flags."""
+from types import MappingProxyType
+
 from timm_mixplug.task.glmc import GLMCDataset, GLMCTask, glmc_collate
+from timm_mixplug.train.rules import number
 from timm_mixplug.train.specs.base import TaskSpec, register_task
 
 __all__ = ['GLMCSpec']
@@ -9,6 +12,20 @@ __all__ = ['GLMCSpec']
 class GLMCSpec(TaskSpec):
     help = "GLMC (Du et al. 2023) for long-tailed data; --glmc-clr adds the mix-ratio-weighted NT-Xent"
     mixes_itself = True  # GLMC mixes its own two batches; --mix must be none
+    ranges = MappingProxyType({
+        'glmc_contrast_weight': number(lo=0),
+        'glmc_beta': number(lo=0, lo_open=True),
+        'glmc_reweight_power': number(lo=0),
+        'glmc_resample_power': number(lo=0),
+        'glmc_proj_dim': number(lo=1, integer=True),
+        'glmc_clr_weight': number(lo=0),
+        'glmc_clr_tau': number(lo=0, lo_open=True),
+    })
+    switches = ('glmc_joint_forward', 'glmc_clr')
+    weight_settings = ('glmc_proj_dim', 'glmc_clr')
+
+    def compare_presets(self):
+        return {'glmc': ['--task', 'glmc'], 'glmc_clr': ['--task', 'glmc', '--glmc-clr']}
 
     def add_args(self, parser):
         g = parser.add_argument_group('GLMC (--task glmc) and the mix-ratio NT-Xent (--glmc-clr)')

@@ -4,7 +4,10 @@ The mixers themselves, and what they need from a training loop (loss, default la
 input, collate support), are declared where they are registered (``timm_mixplug.data.mixing``); BC and BC+
 have no flags of their own and need no spec here.
 """
+from types import MappingProxyType
+
 from timm_mixplug.data.hierarchy import load_hierarchy
+from timm_mixplug.train.rules import PROB, Rule, choice, number, parser_choice, superclass_map
 from timm_mixplug.train.specs.base import MixSpec, register_mix
 
 __all__ = ['TimmMixupSpec', 'SuperclassSpec']
@@ -17,6 +20,15 @@ _CHOICE = ('superclass_choice_same', 'superclass_choice_diff')
 class TimmMixupSpec(MixSpec):
     """timm's ``Mixup`` (``--mix mixup`` / ``--mix cutmix``, or implied by ``--mixup`` / ``--cutmix`` > 0)."""
     reads = MixSpec.reads + _TIMM_MIXUP_FLAGS
+    ranges = MappingProxyType({
+        **MixSpec.ranges,
+        'mixup': number(lo=0),
+        'cutmix': number(lo=0),
+        'cutmix_minmax': number(counted=True, lo=0, hi=1, lo_open=True, n=2, ordered=True),
+        'mixup_prob': number(**PROB),
+        'mixup_switch_prob': number(**PROB),
+        'mixup_mode': choice(('batch', 'pair', 'elem')),
+    })
 
     def mixer_kwargs(self, args, info):
         mixup = args.mixup if args.mixup > 0 else (1.0 if self.name == 'mixup' else 0.0)
@@ -32,6 +44,15 @@ register_mix('cutmix', TimmMixupSpec)
 @register_mix('superclass')
 class SuperclassSpec(MixSpec):
     """Superclass mixup: the mixing ratio drawn by whether a pair shares a superclass."""
+    ranges = MappingProxyType({
+        **MixSpec.ranges,
+        'superclass_map': Rule(superclass_map, 'must be a built-in hierarchy or a file', ('missing.yaml',), io=True),
+        'superclass_mode': parser_choice(),
+        'superclass_alpha_same': number(lo=0, lo_open=True),
+        'superclass_alpha_diff': number(lo=0, lo_open=True),
+        'superclass_choice_same': number(**PROB),
+        'superclass_choice_diff': number(**PROB, n=2, ordered=True),
+    })
 
     def add_args(self, parser):
         g = parser.add_argument_group('Superclass mixup (--mix superclass)')
@@ -48,6 +69,10 @@ class SuperclassSpec(MixSpec):
                        help='mixing ratio for same-superclass pairs (--superclass-mode choice)')
         g.add_argument('--superclass-choice-diff', type=float, nargs=2, default=[0.1, 0.9],
                        help='the two mixing ratios for different-superclass pairs (--superclass-mode choice)')
+
+    def resolve_defaults(self, args):
+        if args.superclass_map is None and args.dataset.lower() == 'torch/cifar100':
+            args.superclass_map = 'cifar100'
 
     def check_args(self, args):
         if not args.superclass_map:

@@ -1,5 +1,6 @@
 """--task nonharmonic: importance-sampled augmentation (non-harmonic learning) from train.py's flags."""
 import logging
+from types import MappingProxyType
 from typing import Optional
 
 import torch
@@ -8,6 +9,7 @@ from timm_mixplug.data.transforms import DeviceAugment
 from timm_mixplug.task.nonharmonic import (
     IMPORTANCE, SCORE_MODES, MultiViewDataset, NonHarmonicTask, multiview_collate)
 from timm_mixplug.utils.precision import native_bf16
+from timm_mixplug.train.rules import PROB, number, parser_choice
 from timm_mixplug.train.specs.base import TaskSpec, register_task
 
 __all__ = ['NonHarmonicSpec', 'resolve_score_dtype']
@@ -29,6 +31,23 @@ def resolve_score_dtype(name: str, device: torch.device, amp: bool) -> Optional[
 class NonHarmonicSpec(TaskSpec):
     help = 'importance-sampled augmentation: score M views per image, train on one sampled by its loss'
     mixes_itself = True  # the mixer is applied to the sampled views
+    ranges = MappingProxyType({
+        'nh_views': number(lo=1, integer=True),
+        'nh_temperature': number(lo=0),
+        'nh_uniform': number(**PROB),
+        'nh_importance': parser_choice(),
+        'nh_score_mode': parser_choice(),
+        'nh_score_dtype': parser_choice(),
+        'nh_score_scale': number(lo=0, hi=1, lo_open=True),
+        'nh_score_batch': number(lo=0, integer=True),
+        'nh_view_padding': number(lo=0, integer=True),
+        'nh_view_cutout': number(lo=0, integer=True),
+    })
+    switches = ('nh_device_views', 'nh_view_no_flip')
+
+    def compare_presets(self):
+        views = ['--task', 'nonharmonic', '--nh-device-views', '--no-aug']
+        return {'nh': views + ['--nh-views', '4'], 'nh_uniform': views + ['--nh-views', '1']}
 
     def add_args(self, parser):
         g = parser.add_argument_group('Importance-sampled augmentation (--task nonharmonic)')
