@@ -114,3 +114,44 @@ def test_subset_wrapper_keeps_targets_and_forwards_transform():
     assert apply_longtail(ds, args) is ds
     assert get_targets(Subset(base, [1, 7, 13])).tolist() == [0, 1, 2]
 
+
+
+def _npz_folder(root, per_class=150, C=4, size=8):
+    """``train`` / ``test`` npz splits: class c's pixels all equal 10 * c, labels shuffled."""
+    import numpy as np
+    g = np.random.RandomState(0)
+    for split, n in (('train', per_class), ('test', 5)):
+        y = g.permutation(np.repeat(np.arange(C), n))
+        x = np.repeat((10 * y).astype(np.uint8)[:, None, None, None], size, 1).repeat(size, 2).repeat(3, 3)
+        np.savez(root / f'{split}.npz', x=x, y=y, classes=np.array([f'c{c}' for c in range(C)]))
+    return str(root)
+
+
+def test_train_py_long_tail_counts_groups_and_glmc_weights_point_the_same_way(tmp_path):
+    """End to end on known data (no training): --imb-factor keeps class 0 as the head, the counts train.py hands
+    GLMC and the evaluator are the subset's, 'many' holds the head, GLMC's re-balancing weights the tail most,
+    and an always-head classifier scores 100 % many-shot and 0 % few-shot. A reversal anywhere fails here."""
+    from timm_mixplug.train.config import parse_args
+    from timm_mixplug.train.data import create_datasets
+    from timm_mixplug.train.specs.base import get_task_spec
+    from timm_mixplug.models.cifar_resnet import resnet20_cifar
+    args = parse_args(['--dataset', 'npz', '--data-dir', _npz_folder(tmp_path), '--train-split', 'train',
+                       '--val-split', 'test', '--model', 'resnet20_cifar', '--imb-factor', '10', '--task', 'glmc',
+                       '--device', 'cpu', '--output', str(tmp_path / 'out')])
+    ds_train, ds_eval, info = create_datasets(args)
+    want = longtail_counts(150, 4, 10)
+    assert want == [150, 69, 32, 15]
+    seen = torch.bincount(torch.tensor([int(ds_train[i][1]) for i in range(len(ds_train))]), minlength=4)
+    pixel = torch.bincount(torch.tensor([int(ds_train[i][0].getpixel((0, 0))[0]) // 10
+                                         for i in range(len(ds_train))]), minlength=4)  # content agrees with label
+    assert seen.tolist() == pixel.tolist() == info.class_counts == want
+    spec = get_task_spec('glmc')
+    task = spec.create_task(args, resnet20_cifar(num_classes=4), None, None, info, torch.device('cpu'))
+    assert task.class_counts == want
+    assert torch.argsort(task.cb_weights).tolist() == [0, 1, 2, 3]  # head weighted least, tail most
+    ev = task.create_evaluator()
+    assert [ev.groups[k].nonzero().flatten().tolist() for k in ('many', 'medium', 'few')] == [[0], [1, 2], [3]]
+    target = torch.arange(4).repeat(5)
+    ev.update(torch.eye(4)[[0] * len(target)], target)  # always predicts the head class
+    out = ev.compute()
+    assert (out['many'], out['medium'], out['few']) == (100.0, 0.0, 0.0)
