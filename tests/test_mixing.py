@@ -130,9 +130,7 @@ def test_deterministic_under_seed(name, kw):
 
 def test_bad_input_errors():
     bc = tm.create_mixup('bc', 4)
-    with pytest.raises(ValueError, match='even batch size'):
-        bc(torch.randn(3, 3, 2, 2), torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match='different classes.*at least two classes'):
+    with pytest.raises(ValueError, match='different classes.*partners=DatasetPartners'):
         bc(torch.randn(4, 3, 2, 2), torch.tensor([2, 2, 2, 2]))
     with pytest.raises(ValueError, match=r'Labels must lie in \[0, 3\].*--num-classes'):
         bc(torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 4]))
@@ -341,7 +339,7 @@ def test_kl_loss_value_and_gradient():
 @pytest.mark.parametrize('name', ['bc', 'bcplus'])
 def test_single_class_batch_takes_partners_from_the_previous_batch(name):
     """A batch of one class is mixed with images of other classes kept (unmixed) from the previous batch, by
-    the paper's rule; only a first batch of one class is an error."""
+    the paper's rule; a first batch of one class, without a training set to draw from, is an error."""
     torch.manual_seed(0)
     mixer = tm.create_mixup(name, num_classes=3)
     with pytest.raises(ValueError, match='all 4 images to draw partners from have class 2'):
@@ -379,8 +377,3 @@ def test_bc_collate_single_class_batch_uses_the_pool():
         assert abs(float(out[i].float().mean()) - expect) <= 0.5 + 1e-3
 
 
-def test_single_class_chance_by_hand():
-    from timm_mixplug.data.mixing.bc import single_class_chance
-    assert single_class_chance([2, 2], 2) == pytest.approx(2 * (2 / 4) * (1 / 3))  # 1/3
-    assert single_class_chance([5, 5], 1) == pytest.approx(1.0)
-    assert single_class_chance([1, 1, 1], 2) == 0.0

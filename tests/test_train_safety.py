@@ -251,19 +251,6 @@ def test_plateau_history_restored_after_reductions(tmp_path, noise):
     assert resumed == lrs[3:]
 
 
-def test_bc_refuses_a_batch_size_whose_first_batches_may_hold_one_class(tmp_path, capsys):
-    from timm_mixplug.data.datasets import make_image_folder
-    from timm_mixplug.train import engine
-    data = make_image_folder(str(tmp_path / 'd'), num_classes=4, per_class=8, val_per_class=1, size=16)
-    argv = ['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '--epochs', '1',
-            '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu', '--output', str(tmp_path), '--mix', 'bc']
-    assert engine.main(argv + ['-b', '2', '--experiment', 'small']) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and 'holds a single class with chance 2.3e-01; use --batch-size 8 or more' in err[0], err
-    assert not os.path.exists(tmp_path / 'small')
-    assert engine.main(argv + ['-b', '8', '--experiment', 'ok']) == 0
-
-
 def test_warmup_longer_than_the_run_is_refused(tmp_path, capsys):
     """timm's default --warmup-epochs 5 with --epochs 1 would train every step at the warm-up LR."""
     from timm_mixplug.train import engine

@@ -8,14 +8,25 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, Optional
 
+import timm
 import torch
 import torch.nn as nn
-from timm.utils import random_seed
+from timm.data import ImageDataset, create_loader, resolve_data_config
+from timm.data.loader import fast_collate
+from timm.layers import convert_sync_batchnorm
+from timm.utils import NativeScaler, random_seed
+from torch.utils.data import default_collate
 
-from timm_mixplug.data.mixing import create_mixup, get_mixer_spec
+from timm_mixplug.data.datasets import apply_pad_crop
+from timm_mixplug.data.mixing import create_mixup, get_mixer_spec, set_dataset_partners
+from timm_mixplug.data.wrappers import ExcludeUnreadable
 from timm_mixplug.errors import UsageError
+from timm_mixplug.task.distill import set_student_normalization
 from timm_mixplug.train import options as timm_options
+from timm_mixplug.train.data import create_datasets, is_longtail
 from timm_mixplug.train.specs import DataInfo, TaskSpec, get_mix_spec, get_task_spec
+from timm_mixplug.train.timm_checkpoint import load_any_weights
+from timm_mixplug.utils.checkpoint import CheckpointError
 from timm_mixplug.utils.precision import native_bf16
 
 _logger = logging.getLogger('train')
@@ -86,8 +97,6 @@ def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any], flags=('-
 def _load_strict(model: nn.Module, path: str, flag: str, what: str, num_classes: int) -> None:
     """Load the weights file ``path`` (ours or timm's, no pickle) strictly into ``model``; a mismatch is one
     CheckpointError naming ``flag``, the model and the first layer that differs."""
-    from timm_mixplug.train.timm_checkpoint import load_any_weights
-    from timm_mixplug.utils.checkpoint import CheckpointError
     sd = load_any_weights(path)
     problem = _state_dict_mismatch(model.state_dict(), sd, num_classes)
     if problem:
@@ -104,7 +113,6 @@ def _in_chans(args) -> int:
 def create_teacher(args, num_classes: int) -> nn.Module:
     """The distillation teacher ``--kd-model-name`` with ``--kd-pretrained-path`` weights (ours or timm's,
     loaded strictly), else its pretrained weights from timm's hub cache (upstream train.py's teacher)."""
-    import timm
     name = args.kd_model_name
     if not timm.is_model(name):
         raise UsageError(f'unknown --kd-model-name {name!r} (see timm.list_models())')
@@ -121,7 +129,6 @@ def create_teacher(args, num_classes: int) -> nn.Module:
 def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, **overrides) -> nn.Module:
     """``--model`` (or ``model_name``, e.g. a DML peer) with the user's timm options; ``--initial-checkpoint``
     weights loaded (no pickle)."""
-    import timm
     kw = dict(pretrained=args.pretrained, num_classes=num_classes, drop_rate=args.drop,
               drop_path_rate=args.drop_path, drop_block_rate=args.drop_block, global_pool=args.gp,
               bn_momentum=args.bn_momentum, bn_eps=args.bn_eps, in_chans=_in_chans(args))
@@ -169,7 +176,6 @@ def amp_setup(args, device):
     autocast = partial(torch.autocast, device_type=device.type, dtype=dtype)
     scaler = None
     if dtype == torch.float16 and device.type == 'cuda':
-        from timm.utils import NativeScaler
         scaler = NativeScaler(device=device.type)
     return autocast, scaler
 
@@ -208,10 +214,6 @@ class Built:
 def _loaders(args, spec: TaskSpec, info: DataInfo, data_config, ds_train, ds_eval, collate_mixer, device,
              use_prefetcher: bool):
     """(train loader or None, eval loader): timm's ``create_loader`` with the run's augmentation flags."""
-    from timm.data import create_loader
-    from timm.data.loader import fast_collate
-    from torch.utils.data import default_collate
-    from timm_mixplug.data.datasets import apply_pad_crop
     common = dict(mean=data_config['mean'], std=data_config['std'], num_workers=args.workers,
                   distributed=args.distributed, pin_memory=args.pin_mem, device=device,
                   use_prefetcher=use_prefetcher, persistent_workers=False)
@@ -247,32 +249,8 @@ def _loaders(args, spec: TaskSpec, info: DataInfo, data_config, ds_train, ds_eva
     return loader, loader_eval
 
 
-# A run is refused when its first batches (one per epoch and loader worker) hold one class with a chance above this.
-SINGLE_CLASS_LIMIT = 1e-5
-
-
-def _check_single_class_chance(args, class_counts) -> None:
-    """BC / BC+ take partners of another class; a single-class batch draws them from the previous batch, so only a
-    mixer's first batch can fail: one per run in this process, or one per epoch and loader worker (each epoch
-    restarts the workers, each with its own copy of the collate). Refuse a batch size that makes it likely."""
-    from timm_mixplug.data.mixing.bc import single_class_chance
-    starts = args.epochs * args.workers if args.workers else 1
-    chance = single_class_chance(class_counts, args.batch_size) * starts
-    if chance <= SINGLE_CLASS_LIMIT:
-        return
-    need = args.batch_size
-    while single_class_chance(class_counts, need) * starts > SINGLE_CLASS_LIMIT and need < sum(class_counts):
-        need += 2
-    raise UsageError(f'--mix {args.mix} mixes images of different classes: with --batch-size {args.batch_size} and '
-                     f'{len(class_counts)} classes, a first batch ({starts}: one per run, or per epoch and loader worker) '
-                     f'holds a single class with chance {chance:.1e}; use --batch-size {need} or more')
-
-
 def build(args, device, training: bool) -> Built:
     """Create data, model(s), mixer, criterion, task and loaders; no files are written here."""
-    from timm.data import ImageDataset, resolve_data_config
-    from timm_mixplug.data.wrappers import ExcludeUnreadable
-    from timm_mixplug.train.data import create_datasets, is_longtail
 
     spec = get_task_spec(args.task)
     # the training split also gives the per-class counts for long-tailed evaluation in --evaluate
@@ -296,22 +274,18 @@ def build(args, device, training: bool) -> Built:
 
     use_prefetcher = not args.no_prefetcher and spec.use_prefetcher is not False
     mixer_spec = get_mixer_spec(args.mix) if args.mix != 'none' else None
-    if training and mixer_spec is not None and mixer_spec.distinct_classes and info.class_counts:
-        _check_single_class_chance(args, info.class_counts)
     collate_mix = training and use_prefetcher and not spec.mixes_itself and mixer_spec is not None and mixer_spec.collate
     collate_mixer = create_mixer(args, info, data_config, collate=True) if collate_mix else None
     device_mixer = None if collate_mix else create_mixer(args, info, data_config, collate=False)
     task = user_errors(spec.create_task, args, model, timm_options.create_train_loss(args),
                        device_mixer if spec.mixes_itself else None, info, device, what=f'--task {args.task}')
     if getattr(args, 'kd_model_name', None):  # the teacher's input is renormalised from the data pipeline's
-        from timm_mixplug.task.distill import set_student_normalization
         set_student_normalization(task, data_config['mean'], data_config['std'])
     task.to(device=device, dtype=timm_options.model_dtype(args))
     if args.channels_last:
         task.get_trainable_module().to(memory_format=torch.channels_last)
     if args.distributed and args.sync_bn and training:
         if device.type == 'cuda':
-            from timm.layers import convert_sync_batchnorm
             convert_sync_batchnorm(task.get_trainable_module())
         elif args.rank == 0:
             _logger.warning('--sync-bn needs CUDA; ignored on this device.')
@@ -323,6 +297,9 @@ def build(args, device, training: bool) -> Built:
         ds_eval = ExcludeUnreadable(ds_eval)
     loader_train, loader_eval = _loaders(args, spec, info, data_config, ds_train, ds_eval, collate_mixer, device,
                                          use_prefetcher)
+    if loader_train is not None:  # BC / BC+: partners from the training set where a batch holds one class
+        set_dataset_partners(collate_mixer or device_mixer, loader_train.dataset, mean=data_config['mean'],
+                             std=data_config['std'])
     return Built(spec=spec, info=info, data_config=data_config, task=task, prefetched=use_prefetcher,
                  zero_mean_input=mixer_spec is not None and mixer_spec.zero_mean_input,
                  collate_mixer=collate_mixer, mixer=None if spec.mixes_itself else device_mixer,

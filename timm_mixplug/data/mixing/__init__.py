@@ -1,4 +1,5 @@
 """Batch mixers, drop-ins for timm's ``Mixup`` / ``FastCollateMixup``: the registry, BC / BC+ and superclass mixup."""
 from .base import MixerSpec, PairMixCollate, PairMixer, create_mixup, get_mixer_spec, list_mixups, register_mixup
-from .bc import BetweenClassMixer, BetweenClassPlusMixer, sample_other_class_partner, zero_mean
+from .bc import (BetweenClassMixer, BetweenClassPlusMixer, DatasetPartners, sample_other_class_partner,
+                 set_dataset_partners, zero_mean)
 from .superclass import SuperclassMixer

@@ -32,7 +32,9 @@ class MixerSpec:
         zero_mean_input: the method zero-means every normalised input image, at train and test time (BC+).
         collate: ``collate=True`` is supported and equals the device mixer up to rounding.
         collate_needs_norm: the collate takes the data config's ``mean`` / ``std`` (it mixes in pixel space).
-        distinct_classes: partners must be of another class, so a single-class first batch cannot be mixed.
+        distinct_classes: partners must be of another class (drawn from the training set where a batch and
+            the mixer's memory hold one class).
+        even_batch: the mixer pairs a batch with its reverse (timm's ``Mixup``), so the batch size must be even.
     """
     name: str
     factory: Callable
@@ -42,6 +44,7 @@ class MixerSpec:
     collate: bool = True
     collate_needs_norm: bool = False
     distinct_classes: bool = False
+    even_batch: bool = False
 
 
 def register_mixup(name: str, factory: Optional[Callable] = None, **spec):
@@ -100,15 +103,13 @@ def _timm_mixup(default_mixup: float, default_cutmix: float):
     return factory
 
 
-register_mixup('mixup', _timm_mixup(1.0, 0.0), label_smoothing=0.1)
-register_mixup('cutmix', _timm_mixup(0.0, 1.0), label_smoothing=0.1)
+register_mixup('mixup', _timm_mixup(1.0, 0.0), label_smoothing=0.1, even_batch=True)
+register_mixup('cutmix', _timm_mixup(0.0, 1.0), label_smoothing=0.1, even_batch=True)
 
 
-def check_labels(target: torch.Tensor, num_classes: int, batch_size: int) -> None:
-    """One clear error for an odd batch or class indices outside [0, num_classes)."""
-    if batch_size % 2:
-        raise ValueError(f'Mixing needs an even batch size, got {batch_size}; use an even --batch-size '
-                         f'and drop_last=True (timm\'s training loader drops the last batch).')
+def check_labels(target: torch.Tensor, num_classes: int) -> None:
+    """One clear error for labels that are not class indices in [0, num_classes) (pair mixers draw partners
+    independently, so any batch size works)."""
     if target.ndim != 1 or target.is_floating_point():
         raise ValueError(f'Mixing expects integer class indices shaped (batch,), got a {target.dtype} tensor '
                          f'shaped {tuple(target.shape)}; apply the mixer before any one-hot encoding.')
@@ -216,7 +217,7 @@ class PairMixer:
         return pair_target(target, partner_t, lam, self.num_classes, self.label_smoothing)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
-        check_labels(target, self.num_classes, len(x))
+        check_labels(target, self.num_classes)
         if not self.mixup_enabled:
             ones = torch.ones(len(target), device=target.device)
             return x, pair_target(target, target, ones, self.num_classes, self.label_smoothing)
@@ -272,7 +273,7 @@ class PairMixCollate(FastCollateMixup):
 
     def __call__(self, batch, _=None):
         images, target = stack_uint8(batch)
-        check_labels(target, self.mixer.num_classes, len(images))
+        check_labels(target, self.mixer.num_classes)
         if not self.mixer.mixup_enabled:
             ones = torch.ones(len(target))
             return images, pair_target(target, target, ones, self.mixer.num_classes, self.mixer.label_smoothing)

@@ -8,12 +8,13 @@ r ~ U(0, 1) per element; the target is r t_i + (1 - r) t_j (eq. (2)'s label rule
   p = 1 / (1 + sigma_i / sigma_j * (1 - r) / r), mu and sigma the mean and population standard deviation over
   all C*H*W values of each (normalised) image.
 
-Difference from the reference code (documented): partners are drawn from the current batch, not from the
-whole training set, so the method is a vectorised batch operation that plugs in where timm's ``Mixup`` goes.
-A batch that holds a single class (possible with small batches) draws its partners from up to ``POOL_SIZE``
-images of other classes kept, unmixed, from the previous batch -- images of the training set, as the
-reference's partners are; only the first batch a mixer sees has no such pool, and train.py refuses a batch
-size for which that batch is single-class with a non-negligible chance (``single_class_chance``).
+Partners come from the current batch, a vectorised stand-in for the paper's draw from the whole training set
+(it plugs in where timm's ``Mixup`` goes). A batch that holds a single class (likely with small batches or
+imbalanced classes) draws its partners from up to ``POOL_SIZE`` images of other classes kept, unmixed, from the
+previous batch; when that memory holds no other class (a worker's first batch, or a run of single-class
+batches), from the training set itself, the paper's own definition (``DatasetPartners``: items of other
+classes drawn uniformly, through the dataset's transforms). So BC is defined for every batch size >= 1 and
+every class balance.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -21,6 +22,7 @@ import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from timm_mixplug.loss.kl import SoftTargetKLDiv
+from timm_mixplug.data.longtail import get_targets
 from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, bshape, chunks, register_mixup
 
 _EPS = 1e-8
@@ -42,48 +44,114 @@ def sample_other_class_partner(target: torch.Tensor, source: Optional[torch.Tens
     size = torch.searchsorted(sorted_y, target, right=True).sub_(start)
     if bool((size == m).any()):
         raise ValueError(f'BC learning mixes images of different classes, but all {m} images to draw partners '
-                         f'from have class {int(source[0])}; shuffle the training set (and use a larger batch) '
-                         f'so batches hold at least two classes.')
+                         f'from have class {int(source[0])}; give the mixer partners=DatasetPartners(training set) '
+                         f'to draw them from the training set.')
     # float64 keeps floor(u * m) < m for u < 1 (float32 rounding could reach m)
     k = torch.rand(n, device=target.device, dtype=torch.float64).mul_(m - size).long()
     return order[torch.where(k >= start, k + size, k)]
 
 
-def single_class_chance(class_counts: Sequence[int], batch_size: int) -> float:
-    """The chance that a batch of ``batch_size`` images drawn without replacement from a training set with these
-    per-class counts holds one class only: sum_c prod_{k<B} (n_c - k) / (N - k)."""
-    n_total = float(sum(class_counts))
-    chance = 0.0
-    for n_c in class_counts:  # per class, not per sample
-        p = 1.0
-        for k in range(batch_size):
-            p *= max(n_c - k, 0) / max(n_total - k, 1.0)
-            if p == 0.0:
-                break
-        chance += p
-    return chance
+class DatasetPartners:
+    """Partners drawn from the training set itself, BC's own definition (Tokozume et al., "Between-class Learning
+    for Image Classification", CVPR 2018, Sec. 3: two training examples of different classes): for a batch of
+    class c, items drawn uniformly from the items of the other classes, read through the dataset's transforms.
+
+    Args:
+        dataset: the map-style training dataset as the loader reads it, (image, label) items, or (tuple of views,
+            label) items, of which the first view is taken.
+        labels: the label of every item; by default read without loading images (``get_targets``), or, where
+            that is not possible, items are drawn until one has another label (the paper's rule), at most
+            ``max_tries`` times.
+        mean, std: timm's normalisation (data config values in [0, 1]); used only where uint8 items (timm's
+            prefetcher transforms) meet a float batch (mixing on the device), normalised as timm's
+            ``PrefetchLoader`` does.
+    """
+
+    def __init__(self, dataset, labels: Optional[Sequence[int]] = None, mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None, max_tries: int = 1000):
+        self.dataset = dataset
+        if labels is None:
+            try:
+                labels = get_targets(dataset)
+            except ValueError:
+                labels = None
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if self.labels is not None and len(self.labels) != len(dataset):
+            raise ValueError(f'labels has {len(self.labels)} entries for a dataset of {len(dataset)} items')
+        self.mean, self.std, self.max_tries = mean, std, max_tries
+
+    def _item(self, index: int):
+        image, label = self.dataset[index][:2]
+        if isinstance(image, (tuple, list)):  # multi-view items: the first view
+            image = image[0]
+        return torch.as_tensor(image), int(label)
+
+    def _draw_items(self, exclude: int, count: int):
+        if self.labels is not None:
+            other = (self.labels != exclude).nonzero().flatten()
+            if not len(other):
+                raise ValueError(f'BC learning mixes images of different classes, but every item of the training '
+                                 f'set has class {exclude}; it needs at least two classes.')
+            picked = other[torch.randint(len(other), (count,))]
+            return [self._item(int(i))[0] for i in picked], self.labels[picked].tolist()
+        images, labels = [], []
+        for _ in range(self.max_tries):
+            image, label = self._item(int(torch.randint(len(self.dataset), ())))
+            if label != exclude:
+                images.append(image)
+                labels.append(label)
+                if len(images) == count:
+                    return images, labels
+        raise ValueError(f'BC learning mixes images of different classes, but {self.max_tries} items drawn from the '
+                         f'training set all have class {exclude}; pass labels= (every item\'s label).')
+
+    def draw(self, exclude: int, count: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``count`` (images, labels) of classes other than ``exclude``, in the format of the batch ``like``."""
+        images, labels = self._draw_items(exclude, count)
+        x = torch.stack(images).to(like.device)
+        if like.is_floating_point() and not x.is_floating_point():
+            if self.mean is None or self.std is None:
+                raise ValueError('the training set yields uint8 images but the batch is float: give mean= and std= '
+                                 '(timm\'s normalisation) to normalise them as the prefetcher does.')
+            mean = torch.tensor([m * 255 for m in self.mean], device=like.device).view(1, -1, 1, 1)
+            std = torch.tensor([s * 255 for s in self.std], device=like.device).view(1, -1, 1, 1)
+            x = x.float().sub_(mean).div_(std)
+        elif x.is_floating_point() and not like.is_floating_point():
+            raise ValueError('the training set yields float images but the batch is uint8; draw partners from the '
+                             'dataset the loader reads.')
+        return x.to(like.dtype), torch.as_tensor(labels, dtype=torch.long, device=like.device)
 
 
 class BetweenClassMixer(PairMixer):
-    """BC: linear mix with a different-class partner, r ~ U(0, 1) per element (see the module docstring for
-    single-class batches)."""
+    """BC: linear mix with a different-class partner, r ~ U(0, 1) per element. A single-class batch takes its
+    partners from the memory of the previous batch, else from ``partners`` (the training set, see the module
+    docstring); without ``partners`` such a batch is an error."""
 
-    def __init__(self, num_classes: int, label_smoothing: float = 0.0):
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, partners: Optional[DatasetPartners] = None):
         super().__init__(num_classes, label_smoothing)
         self._pool: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self.partners = partners
 
     def partner_source(self, x, target):
-        """The batch; for a single-class batch, the batch and the pool kept from the previous batch. Keeps the
-        first image of up to ``POOL_SIZE`` classes of this (still unmixed) batch as the next pool."""
+        """The batch; for a single-class batch, the batch and the pool kept from the previous batch, or, when
+        that holds no other class, the batch and items drawn from ``partners``. Keeps the first image of up to
+        ``POOL_SIZE`` classes of this (still unmixed) batch as the next pool."""
         pool = self._pool
         sorted_y, order = torch.sort(target, stable=True)
         first = torch.ones_like(sorted_y, dtype=torch.bool)
         first[1:] = sorted_y[1:] != sorted_y[:-1]
         keep = order[first][:POOL_SIZE]
         self._pool = (x.index_select(0, keep), target.index_select(0, keep))
-        if len(keep) > 1 or pool is None:  # two classes in the batch (or nothing else to draw from)
+        if len(keep) > 1:  # two classes in the batch
             return x, target
-        return torch.cat([x, pool[0].to(device=x.device, dtype=x.dtype)]), torch.cat([target, pool[1].to(x.device)])
+        cls = int(sorted_y[0])
+        if pool is not None and bool((pool[1] != cls).any()):
+            extra = pool[0].to(device=x.device, dtype=x.dtype), pool[1].to(x.device)
+        elif self.partners is not None:
+            extra = self.partners.draw(cls, min(len(target), POOL_SIZE), like=x)
+        else:  # nothing else to draw from: sample() names the fix
+            return x, target
+        return torch.cat([x, extra[0]]), torch.cat([target, extra[1]])
 
     def sample(self, target, source=None):
         partner = sample_other_class_partner(target, source)
@@ -101,8 +169,9 @@ class BetweenClassPlusMixer(BetweenClassMixer):
     """
 
     def __init__(self, num_classes, label_smoothing=0.0, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-                 std: Sequence[float] = IMAGENET_DEFAULT_STD, out_dtype: torch.dtype = torch.float16):
-        super().__init__(num_classes, label_smoothing)
+                 std: Sequence[float] = IMAGENET_DEFAULT_STD, out_dtype: torch.dtype = torch.float16,
+                 partners: Optional[DatasetPartners] = None):
+        super().__init__(num_classes, label_smoothing, partners=partners)
         if out_dtype not in (torch.float16, torch.float32):  # bfloat16 would round pixels coarser than uint8
             raise ValueError(f'out_dtype must be torch.float16 or torch.float32, got {out_dtype}')
         self.mean = torch.tensor([float(m) * 255 for m in mean])
@@ -173,16 +242,29 @@ def zero_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 @register_mixup('bc', loss=SoftTargetKLDiv, distinct_classes=True)
-def create_bc(num_classes, label_smoothing=0.0, collate=False):
-    mixer = BetweenClassMixer(num_classes, label_smoothing)
+def create_bc(num_classes, label_smoothing=0.0, collate=False, partners=None):
+    """``partners``: a :class:`DatasetPartners` for single-class batches (see the module docstring)."""
+    mixer = BetweenClassMixer(num_classes, label_smoothing, partners=partners)
     return PairMixCollate(mixer) if collate else mixer
 
 
 @register_mixup('bcplus', loss=SoftTargetKLDiv, zero_mean_input=True, collate_needs_norm=True,
                 distinct_classes=True)
 def create_bcplus(num_classes, label_smoothing=0.0, collate=False, mean=IMAGENET_DEFAULT_MEAN,
-                  std=IMAGENET_DEFAULT_STD, out_dtype=torch.float16):
+                  std=IMAGENET_DEFAULT_STD, out_dtype=torch.float16, partners=None):
     """``mean``/``std`` (timm's data config values, in [0, 1]) and ``out_dtype`` (the float dtype of the
-    pixel-space images it emits) are used only by the collate."""
-    mixer = BetweenClassPlusMixer(num_classes, label_smoothing, mean=mean, std=std, out_dtype=out_dtype)
+    pixel-space images it emits) are used only by the collate; ``partners`` as for ``bc``."""
+    mixer = BetweenClassPlusMixer(num_classes, label_smoothing, mean=mean, std=std, out_dtype=out_dtype,
+                                  partners=partners)
     return PairMixCollate(mixer) if collate else mixer
+
+
+def set_dataset_partners(mixer, dataset, mean: Optional[Sequence[float]] = None,
+                         std: Optional[Sequence[float]] = None) -> bool:
+    """Give a BC / BC+ mixer (or its collate) the training set ``dataset`` to draw partners from where a batch
+    and the memory hold one class (:class:`DatasetPartners`); returns False for any other mixer."""
+    inner = getattr(mixer, 'mixer', mixer)
+    if not isinstance(inner, BetweenClassMixer):
+        return False
+    inner.partners = DatasetPartners(dataset, mean=mean, std=std)
+    return True

@@ -1,0 +1,147 @@
+"""Hostile data and faults (issue 30): BC at any batch size and class balance, a full disk while saving, data
+layouts timm reads surprisingly, weights that match nothing, OpenMP's list form and a deleted run folder."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import timm_mixplug as tm
+from timm_mixplug.data.mixing import DatasetPartners
+
+from conftest import ROOT, TRAIN_PY
+
+
+class _Patterns(Dataset):
+    """Item k: a fixed random image through a fixed transform (x -> x * 2 + 1), label ``labels[k]``."""
+
+    def __init__(self, labels, uint8=False, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.targets = list(labels)
+        self.raw = torch.randint(0, 256, (len(labels), 3, 4, 4), generator=g, dtype=torch.uint8)
+        self.uint8 = uint8
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, k):
+        img = self.raw[k].numpy() if self.uint8 else self.raw[k].float() / 255 * 2 + 1
+        return img, self.targets[k]
+
+
+def _bc_plus(xi, xj, r):
+    """formula (2) with the population std over C*H*W."""
+    si, sj = xi.std(unbiased=False), xj.std(unbiased=False)
+    p = 1 / (1 + si / sj * (1 - r) / r)
+    return (p * (xi - xi.mean()) + (1 - p) * (xj - xj.mean())) / torch.sqrt(p ** 2 + (1 - p) ** 2)
+
+
+def _check_batch(name, ds, x, y, out, soft, atol=1e-4):
+    """Every output has a partner of another class from the training set (through its transform), and image and
+    target follow the paper's formulas with the same r."""
+    items = torch.stack([torch.as_tensor(ds[k][0]).float() for k in range(len(ds))])
+    labels = torch.as_tensor(ds.targets)
+    for i in range(len(y)):
+        nz = (soft[i] > 0).nonzero().flatten().tolist()
+        assert len(nz) == 2 and int(y[i]) in nz, soft[i]  # two classes: its own and the partner's
+        other = [c for c in nz if c != int(y[i])][0]
+        r = soft[i, int(y[i])]
+        assert torch.allclose(soft[i].sum(), torch.tensor(1.0)) and 0 < r < 1
+        cand = items[labels == other]
+        expect = [r * x[i].float() + (1 - r) * c if name == 'bc' else _bc_plus(x[i].float(), c, r) for c in cand]
+        err = torch.stack([(e - out[i].float()).abs().max() for e in expect]).min()
+        assert err <= atol, (i, float(err))
+
+
+@pytest.mark.parametrize('name', ['bc', 'bcplus'])
+@pytest.mark.parametrize('counts', [(20, 20), (95, 5)])
+@pytest.mark.parametrize('batch_size', [2, 8])
+def test_bc_mixes_every_batch_at_any_batch_size_and_balance(name, counts, batch_size):
+    """A 2-class and a 95/5 training set at batch 2 and 8: single-class batches (most of them at 95/5) with no
+    other class in the memory draw partners from the training set; every element is mixed."""
+    torch.manual_seed(0)
+    ds = _Patterns([0] * counts[0] + [1] * counts[1])
+    mixer = tm.create_mixup(name, num_classes=2, partners=DatasetPartners(ds))
+    calls = []
+    draw = mixer.partners.draw
+    mixer.partners.draw = lambda *a, **k: calls.append(a) or draw(*a, **k)
+    first = [(torch.stack([ds[k][0] for k in range(batch_size)]), torch.zeros(batch_size, dtype=torch.long))]
+    for x, y in first + list(DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True)):
+        out, soft = mixer(x.clone(), y)
+        _check_batch(name, ds, x, y, out, soft)
+    assert calls  # the case under test happened: a first batch of one class drew from the training set
+
+
+def test_bc_collate_draws_uint8_partners_from_the_training_set():
+    """The prefetcher path: uint8 items, the collate mixes in uint8 with a partner drawn from the dataset."""
+    torch.manual_seed(1)
+    ds = _Patterns([0] * 19 + [1], uint8=True)
+    collate = tm.create_mixup('bc', num_classes=2, collate=True, partners=DatasetPartners(ds))
+    for idx in ([0, 1], [2], [3, 4, 5]):  # the first batch has no memory; an odd batch and a batch of one work
+        batch = [ds[k] for k in idx]
+        out, soft = collate(batch)
+        x = torch.stack([torch.as_tensor(b[0]) for b in batch])
+        _check_batch('bc', ds, x, torch.zeros(len(idx), dtype=torch.long), out, soft, atol=0.5 + 1e-3)
+
+
+def test_bc_device_mixer_normalises_uint8_partners_as_the_prefetcher():
+    """A float batch on the device with a uint8 training set: partners are normalised as timm's PrefetchLoader."""
+    torch.manual_seed(2)
+    ds = _Patterns([0] * 9 + [1], uint8=True)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    m, s = torch.tensor(mean).view(3, 1, 1) * 255, torch.tensor(std).view(3, 1, 1) * 255
+    mixer = tm.create_mixup('bc', num_classes=2, partners=DatasetPartners(ds, mean=mean, std=std))
+    x = (torch.as_tensor(ds[0][0]).float() - m) / s
+    out, soft = mixer(x[None].clone(), torch.tensor([0]))
+    r = soft[0, 0]
+    partner = (torch.as_tensor(ds[9][0]).float() - m) / s  # the only item of class 1
+    assert torch.allclose(out[0], r * x + (1 - r) * partner, atol=1e-5)
+    with pytest.raises(ValueError, match='mean= and std='):
+        tm.create_mixup('bc', num_classes=2, partners=DatasetPartners(ds))(x[None].clone(), torch.tensor([0]))
+
+
+def test_dataset_partners_without_labels_redraw_until_the_class_differs():
+    """A dataset whose labels cannot be read without loading: items are drawn until one has another class."""
+
+    class NoTargets(Dataset):
+        labels = [0] * 5 + [1] * 5
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, k):
+            return torch.full((3, 4, 4), float(k)), self.labels[k]
+
+    ds = NoTargets()
+    partners = DatasetPartners(ds)
+    assert partners.labels is None
+    x, y = partners.draw(0, 6, like=torch.zeros(1, 3, 4, 4))
+    assert x.shape == (6, 3, 4, 4) and (y == 1).all() and (x[:, 0, 0, 0] >= 5).all()
+    with pytest.raises(ValueError, match='every item of the training set has class 0'):
+        DatasetPartners(_Patterns([0] * 4)).draw(0, 2, like=torch.zeros(1, 3, 4, 4))
+
+
+def _npz_set(root, counts, size=8, val=2):
+    """``root/train.npz`` with ``counts[c]`` images of class c (class c brighter), ``root/validation.npz``."""
+    rng = np.random.RandomState(0)
+    os.makedirs(root, exist_ok=True)
+    for split, per in (('train', counts), ('validation', [val] * len(counts))):
+        y = np.concatenate([np.full(n, c) for c, n in enumerate(per)])
+        x = (rng.rand(len(y), size, size, 3) * 60 + 120 * y[:, None, None, None]).astype(np.uint8)
+        np.savez(os.path.join(root, f'{split}.npz'), x=x, y=y)
+    return str(root)
+
+
+@pytest.mark.parametrize('mix,counts,batch,workers', [('bc', (6, 6), 2, 0), ('bcplus', (95, 5), 8, 1),
+                                                      ('bc', (15, 5), 3, 0)])
+def test_train_bc_at_small_batches_on_two_and_imbalanced_classes(tmp_path, mix, counts, batch, workers):
+    """train.py --mix bc|bcplus trains at -b 2 on a 2-class set, -b 8 on a 95/5 set (a loader worker) and an odd
+    -b 3: no batch-size refusal."""
+    from timm_mixplug.train import engine
+    data = _npz_set(tmp_path / 'd', counts)
+    argv = ['--dataset', 'npz', '--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '8', '--epochs', '1',
+            '--warmup-epochs', '0', '--workers', str(workers), '--device', 'cpu', '--output', str(tmp_path),
+            '--mix', mix, '-b', str(batch), '--experiment', 'run', '--lr', '0.01']
+    assert engine.main(argv) == 0
+    assert os.path.isfile(tmp_path / 'run' / 'last.safetensors')
