@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
+import yaml
 
 __all__ = ['BUILTIN_HIERARCHIES', 'Hierarchy', 'load_hierarchy']
 
@@ -176,7 +177,6 @@ def _load_named(spec, num_classes, class_names) -> Hierarchy:
         except json.JSONDecodeError as e:
             raise ValueError(f'{what} is not valid JSON: {e}') from None
     elif suffix in ('.yaml', '.yml'):
-        import yaml
         try:
             obj = yaml.safe_load(path.read_text(encoding='utf-8'))
         except yaml.YAMLError as e:

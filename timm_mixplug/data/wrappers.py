@@ -3,8 +3,10 @@
 At the bottom of the import graph (no timm_mixplug imports), so ``datasets`` can use ``longtail`` and
 ``longtail`` can use these without a cycle.
 """
+import logging
 from typing import Callable, Optional
 
+from PIL import Image
 from torch.utils.data import Dataset
 
 __all__ = ['ForwardingDatasetWrapper', 'TransformOwningWrapper', 'ExcludeUnreadable']
@@ -61,8 +63,6 @@ class ExcludeUnreadable(ForwardingDatasetWrapper):
         return getattr(self.dataset, name)
 
     def __getitem__(self, index):
-        import logging
-        from PIL import Image
         ds = self.dataset
         img, target, *_ = ds.reader[index]
         mode = ds.input_img_mode or 'RGB'

@@ -22,15 +22,15 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
+from timm.models import group_parameters
+from timm.utils.model import unwrap_model
 from torch.utils.data import default_collate
 
-from timm.loss import SoftTargetCrossEntropy
-from timm.utils.model import unwrap_model
-
-from timm_mixplug.task.base import SingleModuleTask
-from timm_mixplug.data.wrappers import ForwardingDatasetWrapper
-from timm_mixplug.task.classification import resolve_eval_model
 from timm_mixplug.data.transforms import DeviceAugment, crop_position_class
+from timm_mixplug.data.wrappers import ForwardingDatasetWrapper
+from timm_mixplug.task.base import SingleModuleTask
+from timm_mixplug.task.classification import resolve_eval_model
 
 __all__ = [
     'AUX_TASKS', 'AuxTaskSpec', 'AuxHeadModel', 'AuxTask', 'IndexedDataset', 'aux_collate', 'parse_aux_tasks',
@@ -188,7 +188,6 @@ class AuxHeadModel(nn.Module):
         return {'backbone.' + n for n in nwd()} if nwd is not None else set()
 
     def group_matcher(self, coarse: bool = False):
-        from timm.models import group_parameters
         if not hasattr(self.backbone, 'group_matcher'):
             raise AttributeError(f'{type(self.backbone).__name__} has no group_matcher')
         layer_map = group_parameters(self.backbone, self.backbone.group_matcher(coarse=coarse), reverse=True)

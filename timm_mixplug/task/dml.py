@@ -36,13 +36,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from timm.task import ClassificationEvaluator, TrainingTask
 from timm.task.classification import resolve_classification_loss
 from timm.utils import unwrap_model
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from timm_mixplug.loss.mutual import KL_REDUCTIONS, dml_losses
 from timm_mixplug.task.classification import resolve_eval_model
+from timm_mixplug.task.evaluators import ShotAccuracyEvaluator
+from timm_mixplug.utils.checkpoint import save_weights
 
 __all__ = [
     'DMLEnsemble', 'DMLTask', 'DMLEvaluator', 'peer_state_dicts',
@@ -89,7 +91,6 @@ class DMLEvaluator:
         if num_peers is not None:
             self.num_peers = num_peers
         if train_counts is not None:
-            from timm_mixplug.task.evaluators import ShotAccuracyEvaluator
             self.ensemble = ShotAccuracyEvaluator(train_counts, device, max_samples=max_samples)
         else:
             self.ensemble = ClassificationEvaluator(device, max_samples=max_samples)
@@ -193,7 +194,6 @@ class DMLTask(TrainingTask):
     # ---- distributed / compile ----
     def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs) -> 'DMLTask':
         """Wrap every peer in its own ``DistributedDataParallel``; the trainable module keeps the bare peers."""
-        from torch.nn.parallel import DistributedDataParallel as DDP
         self.__dict__['_ddp_peers'] = [DDP(p, device_ids=device_ids, **ddp_kwargs) for p in self.trainable_module]
         return self
 
@@ -275,7 +275,6 @@ def peer_state_dicts(state_dict: Dict[str, torch.Tensor]) -> List[Dict[str, torc
 def save_peer_weights(task_or_state: Union[DMLTask, Dict[str, torch.Tensor]], path_pattern: str,
                       ema: bool = False, **meta) -> List[str]:
     """Write each peer to ``path_pattern.format(k)`` (e.g. ``'best-peer{}.safetensors'``), timm-loadable."""
-    from timm_mixplug.utils.checkpoint import save_weights
     if isinstance(task_or_state, DMLTask):
         sd = unwrap_model(task_or_state.get_eval_model(ema=ema)).state_dict()
     else:

@@ -48,13 +48,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from timm.loss import SoftTargetCrossEntropy
 from timm.utils import unwrap_model
 
-from timm_mixplug.task.base import SingleModuleTask
+from timm_mixplug.data.longtail import get_targets
 from timm_mixplug.data.wrappers import TransformOwningWrapper
 from timm_mixplug.loss.contrastive import mixed_nt_xent, negative_cosine
+from timm_mixplug.task.base import SingleModuleTask
+from timm_mixplug.task.evaluators import ShotAccuracyEvaluator
 
 _soft_ce = SoftTargetCrossEntropy()  # -mean_b sum_c t_c log softmax(z)_c, targets as given
 
@@ -131,7 +132,6 @@ class GLMCDataset(TransformOwningWrapper):
 
     def __init__(self, dataset, resample_power: float = 0.0, targets=None, num_views: int = 2,
                  transform: Optional[Callable] = None):
-        from timm_mixplug.data.longtail import get_targets
         if num_views not in (1, 2):
             raise ValueError(f'num_views must be 1 or 2, got {num_views}')
         self.dataset = dataset
@@ -284,6 +284,8 @@ class GLMCTask(SingleModuleTask):
         beta_alpha: lam ~ Beta(alpha, alpha) (1).
         reweight_power: q of the class-balanced target weights n_c^-q (1.2).
         clr_weight / clr_tau: weight and temperature of the mix-ratio contrastive GLMC paper's NT-Xent loss (0 = off).
+        clr_exclude_same_class: ours, not the paper's (its stated future work): leave the negatives that share a
+            class with the anchor out of every NT-Xent denominator (a mixed feature holds both source classes).
         proj_dim: projection / predictor width (128).
         num_epochs: epochs of the run, for the schedule (``set_epoch(epoch, num_epochs)`` overrides it).
         joint_forward: one backbone call over all groups (faster; shared batch-norm statistics).
@@ -303,6 +305,7 @@ class GLMCTask(SingleModuleTask):
             reweight_power: float = 1.2,
             clr_weight: float = 0.0,
             clr_tau: float = 0.5,
+            clr_exclude_same_class: bool = False,
             proj_dim: int = 128,
             num_epochs: int = 200,
             joint_forward: bool = False,
@@ -326,6 +329,7 @@ class GLMCTask(SingleModuleTask):
         self.beta_alpha = float(beta_alpha)
         self.clr_weight = float(clr_weight)
         self.clr_tau = float(clr_tau)
+        self.clr_exclude_same_class = bool(clr_exclude_same_class)
         self.joint_forward = bool(joint_forward)
         self.epoch, self.num_epochs = 0, int(num_epochs)
 
@@ -386,11 +390,12 @@ class GLMCTask(SingleModuleTask):
                 raise RuntimeError(f'GLMC task state has no {k!r} head.')
 
     def create_evaluator(self, **kwargs):
-        from timm_mixplug.task.evaluators import ShotAccuracyEvaluator
         return ShotAccuracyEvaluator(self.class_counts, device=self.device, **kwargs)
 
     # ---- training ----
-    def forward(self, input, target) -> Dict[str, torch.Tensor]:
+    def loss_terms(self, input, target) -> Tuple[Dict[str, torch.Tensor], Dict[str, float], torch.Tensor]:
+        """(terms, weights, fc_cb logits on the mixup batch): the loss is sum_k weights[k] * terms[k] over 'ib',
+        'cb', 'consistency' and, with CLR, 'clr' (terms keep their graphs: per-term gradients can be taken)."""
         (x_a1, x_a2, x_b1, x_b2), y_a, y_b = _split_batch(input, target)
         B = y_a.shape[0]
         C = self.cb_weights.numel()
@@ -408,21 +413,30 @@ class GLMCTask(SingleModuleTask):
         logits, logits_cb, z, p = self.trainable_module(groups, train=True, joint=self.joint_forward)
 
         a = self.cumulative_weight
-        l_ib = _soft_ce(logits[:B].float(), y_mix) + _soft_ce(logits[B:2 * B].float(), y_mix)
-        l_cb = _soft_ce(logits_cb[:B].float(), y_w) + _soft_ce(logits_cb[B:2 * B].float(), y_w)
         z_m, z_c, p_m, p_c = z[:B], z[B:2 * B], p[:B], p[B:2 * B]
-        l_cons = negative_cosine(p_m, z_c) + negative_cosine(p_c, z_m)
-        loss = a * l_ib + (1.0 - a) * l_cb + self.contrast_weight * l_cons
+        terms = {
+            'ib': _soft_ce(logits[:B].float(), y_mix) + _soft_ce(logits[B:2 * B].float(), y_mix),
+            'cb': _soft_ce(logits_cb[:B].float(), y_w) + _soft_ce(logits_cb[B:2 * B].float(), y_w),
+            'consistency': negative_cosine(p_m, z_c) + negative_cosine(p_c, z_m),
+        }
+        weights = {'ib': a, 'cb': 1.0 - a, 'consistency': self.contrast_weight}
+        if use_clr:
+            labels = (y_a, y_b) if self.clr_exclude_same_class else None
+            terms['clr'] = mixed_nt_xent(z[2 * B:3 * B], z[3 * B:], z_m, z_c, lam, self.clr_tau, labels)[0]
+            weights['clr'] = self.clr_weight
+        return terms, weights, logits_cb[:B]
+
+    def forward(self, input, target) -> Dict[str, torch.Tensor]:
+        terms, weights, output = self.loss_terms(input, target)
+        loss = sum(weights[k] * v for k, v in terms.items())
         out = {
             'loss': loss,
-            'output': logits_cb[:B],
-            'glmc_ib': l_ib.detach(),
-            'glmc_cb': l_cb.detach(),
-            'glmc_consistency': l_cons.detach(),
-            'glmc_a': torch.tensor(a, device=loss.device),
+            'output': output,
+            'glmc_ib': terms['ib'].detach(),
+            'glmc_cb': terms['cb'].detach(),
+            'glmc_consistency': terms['consistency'].detach(),
+            'glmc_a': torch.tensor(weights['ib'], device=loss.device),
         }
-        if use_clr:
-            l_clr, _, _ = mixed_nt_xent(z[2 * B:3 * B], z[3 * B:], z_m, z_c, lam, self.clr_tau)
-            out['loss'] = loss + self.clr_weight * l_clr
-            out['clr_loss'] = l_clr.detach()
+        if 'clr' in terms:
+            out['clr_loss'] = terms['clr'].detach()
         return out

@@ -8,11 +8,13 @@ import os
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+from timm.data import create_dataset
 from torch.utils.data import Dataset
 
 from timm_mixplug.data.datasets import EVAL_SPLITS, TRAIN_SPLITS, DigitsDataset, NpzDataset, class_names
 from timm_mixplug.data.longtail import LongTailSubset, get_targets, make_longtail_indices
 from timm_mixplug.errors import UsageError
+from timm_mixplug.train.options import dataset_kwargs
 from timm_mixplug.train.resume import check_classes
 from timm_mixplug.train.specs.base import DataInfo
 
@@ -119,8 +121,6 @@ def _create_one(args, split: str, is_training: bool, class_map=None):
 
 
 def _create_split(args, split: str, is_training: bool, class_map=None):
-    from timm.data import create_dataset
-    from timm_mixplug.train.options import dataset_kwargs
     flag = '--train-split' if is_training else '--val-split'
     name = args.dataset or ''
     prefix, sep, rest = name.partition('/')

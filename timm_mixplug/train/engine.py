@@ -6,8 +6,13 @@ loader workers are restarted, so each epoch's data order, augmentation, mixing a
 (seed, epoch, rank) only: ranks draw different mixing randomness, the same seed gives the same run, and a
 resumed run repeats the uninterrupted run exactly (on CPU).
 """
+import errno
+import inspect
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,14 +22,31 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import torch
 import yaml
-from timm.utils import random_seed
+from timm.models import safe_model_name
+from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+from timm.utils import (
+    distribute_bn, get_outdir, get_state_dict, init_distributed_device, random_seed, trim_summary, unwrap_model)
+from torch.nn.parallel import DistributedDataParallel
 
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train import options as timm_options
 from timm_mixplug.train.build import Built, amp_setup, build, resolve_lr, user_errors
-from timm_mixplug.train.config import args_to_yaml
+from timm_mixplug.train.config import args_to_yaml, parse_args
 from timm_mixplug.train.loop import train_one_epoch, validate
-from timm_mixplug.train.run_folder import NonFiniteLoss
+from timm_mixplug.train.ranges import check_ranges
+from timm_mixplug.train.resume import (
+    changed_settings, check_data_config, data_record, restore_optimizer, restore_plateau, saved_args)
+from timm_mixplug.train.run_folder import (
+    NonFiniteLoss, Terminated, interrupted_message, lock_run_folder, prepare_run_folder, resume_command)
+from timm_mixplug.train.run_settings import apply_run_settings
+from timm_mixplug.train.timm_checkpoint import load_resume_state
+from timm_mixplug.train.wandb_log import start_wandb
+from timm_mixplug.utils.batch_images import batch_grid
+from timm_mixplug.utils.checkpoint import (
+    CheckpointError, atomic_write_bytes, capture_rng, remove_stale_temp, resolve_resume_path, restore_rng,
+    save_train_state, save_weights, scheduler_state)
+from timm_mixplug.utils.checkpoint_history import CheckpointHistory, RecoveryWriter
 from timm_mixplug.utils.random import epoch_seed
 from timm_mixplug.utils.summary import plot_summary, write_summary_row
 
@@ -61,7 +83,6 @@ def _setup_logging(primary: bool) -> None:
 
 
 def _init_distributed(args) -> torch.device:
-    from timm.utils import init_distributed_device
     try:
         return init_distributed_device(args)
     except AssertionError as e:
@@ -69,7 +90,6 @@ def _init_distributed(args) -> torch.device:
 
 
 def _eval_state(task, ema: bool = False):
-    from timm.utils import get_state_dict, unwrap_model
     return get_state_dict(task.get_eval_model(ema=ema), unwrap_model)
 
 
@@ -77,8 +97,6 @@ def _open_resume(args):
     """``--resume``: (state path, sections, meta) of the training state, read before the build so that the data
     can be checked against what the weights were trained on (``args.trained_data``). A bare state dict (weights
     only) is refused: it has no epoch, optimizer or settings to resume."""
-    from timm_mixplug.train.timm_checkpoint import load_resume_state
-    from timm_mixplug.utils.checkpoint import CheckpointError, resolve_resume_path
     state_path = resolve_resume_path(args.resume)
     sections, meta = load_resume_state(state_path)
     if meta.get('_weights_only'):
@@ -92,7 +110,6 @@ def _open_resume(args):
 def _check_state_settings(args, state_path: str, meta) -> None:
     """The model, task and class count the state was trained with must be this run's (the class count is
     known once the data is read: checked again after the build)."""
-    from timm_mixplug.utils.checkpoint import CheckpointError
     for key in ('model', 'task', 'num_classes'):
         if key in meta and getattr(args, key) is not None and meta[key] != getattr(args, key):
             raise CheckpointError(f'cannot resume {state_path}: it was trained with {key}={meta[key]!r}, '
@@ -101,9 +118,6 @@ def _check_state_settings(args, state_path: str, meta) -> None:
 
 def _load_resume(b: Built, args, optimizer, loss_scaler, opened):
     """Load an opened training state (``_open_resume``) into the (not yet DDP-wrapped) task; returns its meta."""
-    from timm.utils import unwrap_model
-    from timm_mixplug.utils.checkpoint import CheckpointError, restore_rng
-    from timm_mixplug.train.resume import check_data_config, restore_optimizer
     state_path, sections, meta = opened
     _check_state_settings(args, state_path, meta)
     try:
@@ -159,13 +173,6 @@ def evaluate(args) -> Dict[str, float]:
 
 def train(args) -> Dict[str, Any]:
     """Train with the resolved ``args``; returns the final summary (best metric, output dir...)."""
-    from timm.models import safe_model_name
-    from timm.optim import create_optimizer_v2, optimizer_kwargs
-    from timm.scheduler import create_scheduler_v2, scheduler_kwargs
-    from timm.utils import get_outdir, trim_summary, unwrap_model
-    from timm_mixplug.utils.checkpoint import atomic_write_bytes, remove_stale_temp
-    from timm_mixplug.train.resume import changed_settings, restore_plateau, saved_args
-    from timm_mixplug.train.run_folder import lock_run_folder, prepare_run_folder
 
     device = _init_distributed(args)
     primary = args.rank == 0
@@ -259,7 +266,6 @@ def train(args) -> Dict[str, Any]:
         args.args_yaml_pending = resolved if meta is not None and os.path.abspath(output_dir) == run_dir else None
         if args.args_yaml_pending is None:
             atomic_write_bytes(os.path.join(output_dir, 'args.yaml'), resolved.encode())
-        from timm_mixplug.train.wandb_log import start_wandb
         b.wandb = start_wandb(args, os.path.basename(output_dir), yaml.safe_load(resolved))
         trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
         log_file = logging.FileHandler(os.path.join(output_dir, 'train.log'))
@@ -284,10 +290,6 @@ def train(args) -> Dict[str, Any]:
 
 def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
     """Epochs ``s.start_epoch`` .. end (or ``--max-epochs-this-run``): train, evaluate, write the epoch's files."""
-    from timm.utils import distribute_bn, unwrap_model
-    from timm_mixplug.utils.checkpoint import (
-        atomic_write_bytes, capture_rng, save_train_state, save_weights, scheduler_state)
-    from timm_mixplug.utils.checkpoint_history import CheckpointHistory, RecoveryWriter
     task = b.task
     primary = args.rank == 0
     mixers = [m for m in (b.collate_mixer, b.mixer, b.task_mixer) if m is not None]
@@ -296,7 +298,6 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
     stop_at = s.num_epochs if args.max_epochs_this_run is None else min(s.num_epochs, s.start_epoch + args.max_epochs_this_run)
     eval_metrics: Dict[str, float] = {}
 
-    from timm_mixplug.train.resume import data_record
     trained_data = data_record(b.info, b.data_config, b.zero_mean_input)
     settings = yaml.safe_load(args_to_yaml(args))  # the settings that produced each state, kept with it
 
@@ -317,7 +318,6 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
 
     save_images = None
     if args.save_images and primary:
-        from timm_mixplug.utils.batch_images import batch_grid
 
         def _save(epoch, input, target):  # --save-images: the epoch's first batch, after mixing
             if isinstance(input, torch.Tensor) and input.ndim == 4:
@@ -399,7 +399,6 @@ def _train_loop(args, b: Built, device, s: RunState) -> Dict[str, Any]:
         if s.best_metric is not None:
             _logger.info(f'*** Best {args.eval_metric}: {s.best_metric:.4f} (epoch {s.best_epoch}); run folder {s.output_dir}')
         if stop_at < s.num_epochs:
-            from timm_mixplug.train.run_folder import resume_command
             rest = _without_flag(getattr(args, 'argv', []), '--max-epochs-this-run')
             _logger.info(f'Unfinished: stopped after epoch {stop_at - 1} of 0..{s.num_epochs - 1} '
                          f'(--max-epochs-this-run {args.max_epochs_this_run}); continue with: '
@@ -423,8 +422,6 @@ def _without_flag(argv, flag: str):
 def _ddp_buffer_kwargs(sync: bool) -> Dict[str, bool]:
     """``--no-ddp-bb`` for DDP: ``forward_sync_buffers`` where torch has it (>= 2.13 deprecates
     ``broadcast_buffers`` with a FutureWarning per rank), else ``broadcast_buffers``."""
-    import inspect
-    from torch.nn.parallel import DistributedDataParallel
     new = 'forward_sync_buffers' in inspect.signature(DistributedDataParallel.__init__).parameters
     return {'forward_sync_buffers' if new else 'broadcast_buffers': sync}
 
@@ -438,11 +435,10 @@ def _log_process_notes(args) -> None:
 
 def run(args) -> Dict[str, Any]:
     """``--evaluate`` or training with parsed ``args``. Raises UsageError for bad input."""
-    from timm_mixplug.train.ranges import check_ranges
     try:
         check_ranges(args, io=True)
         _setup_logging(int(os.environ.get('RANK', '0')) == 0)
-        args.process_notes = timm_options.apply_process_options(args)
+        args.process_notes = list(getattr(args, 'notes', ())) + timm_options.apply_process_options(args)
         if args.evaluate:
             return evaluate(args)
         return train(args)
@@ -454,11 +450,6 @@ def run(args) -> Dict[str, Any]:
 def main(argv=None) -> int:
     """Command line entry (train.py, ``python -m timm_mixplug.train.engine``): 0 on success, 2 on bad input, 1 when
     the loss became NaN / inf, 130 on Ctrl-C, 143 on SIGTERM; each failure prints one ``train.py: ...`` line."""
-    import signal
-    import sys
-    import threading
-    from timm_mixplug.train.config import parse_args
-    from timm_mixplug.train.run_folder import Terminated, interrupted_message
     primary = int(os.environ.get('RANK', '0')) == 0  # under torchrun: one error line, from rank 0
     args = None
 
@@ -474,7 +465,6 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command lines
         if args.evaluate and args.resume:  # the weights' own settings
-            from timm_mixplug.train.run_settings import apply_run_settings
             args = apply_run_settings(sys.argv[1:] if argv is None else argv, args)
         run(args)
     except UsageError as e:
@@ -488,7 +478,6 @@ def main(argv=None) -> int:
             print(f'train.py: error: {e}{kept}', file=sys.stderr)
         return 1
     except OSError as e:  # a full disk or a folder that became unwritable: the previous files are intact
-        import errno
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
         if primary:

@@ -9,7 +9,10 @@ from typing import Dict
 import numpy as np
 import torch
 import torch.nn as nn
+from timm.task import evaluation_sample_limit
+from timm.utils import dispatch_clip_grad
 
+from timm_mixplug.data.mixing.bc import zero_mean
 from timm_mixplug.train.run_folder import NonFiniteLoss
 
 _logger = logging.getLogger('train')
@@ -45,7 +48,6 @@ def _prep_input(input, args, zero_mean_input: bool):
         if args.model_dtype:
             input = input.to(getattr(torch, args.model_dtype))
         if zero_mean_input:
-            from timm_mixplug.data.mixing.bc import zero_mean
             input = zero_mean(input)
         if args.channels_last and input.ndim == 4:
             input = input.contiguous(memory_format=torch.channels_last)
@@ -70,7 +72,6 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
     """One epoch; returns (metrics, num_updates). metrics: loss (+ task extras) averaged over all samples of
     all ranks, samples_per_sec (all ranks), lr. ``on_update(epoch, num_updates, batch_idx)`` after each update;
     ``on_first_batch(epoch, input, target)`` with the epoch's first batch as the task gets it (``--save-images``)."""
-    from timm.utils import dispatch_clip_grad
     task.train()
     accum = args.grad_accum_steps
     n_batches = len(loader)
@@ -169,7 +170,6 @@ def validate(task, loader, args, device, *, ema: bool = False, amp_autocast=null
              zero_mean_input: bool = False) -> Dict[str, float]:
     """Evaluate ``task``'s eval model (or EMA) with the task's evaluator; metrics over all ranks. An evaluation
     that takes longer than ``PROGRESS_SECONDS`` logs a progress line every ``PROGRESS_SECONDS`` (rank 0)."""
-    from timm.task import evaluation_sample_limit
     task.eval()
     model = task.get_eval_model(ema=ema)
     if isinstance(model, nn.Module):

@@ -11,14 +11,19 @@
 - ``check_args``: the cross-flag rules of these options (called by ``config.resolve_args``).
 """
 import argparse
+import importlib
 import importlib.util
 import logging
+import os
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-
-from timm.loss import SoftTargetCrossEntropy
+from timm.data import AugMixDataset
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.layers import convert_splitbn_model, set_fast_norm
+from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
@@ -75,8 +80,6 @@ def busy_cores(interval: float = 0.25) -> Tuple[float, str]:
     """(cores kept busy by other processes now, how it was measured): the machine's busy CPU time over
     ``interval`` seconds (``/proc/stat``) minus this process's own, so a job that just ended does not count as
     the 1-minute load average would; the load average where ``/proc/stat`` is missing."""
-    import os
-    import time
 
     def busy_ticks():
         with open('/proc/stat') as f:
@@ -114,8 +117,6 @@ def apply_process_options(args) -> List[str]:
     the torch thread count (``choose_threads``, logged in one line), import
     ``--device-modules`` (device backends), enable ``--fast-norm``. Returns the lines to log once the run is
     built (an error must come first and alone)."""
-    import importlib
-    import os
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
     env = os.environ.get('OMP_NUM_THREADS') if 'OMP_NUM_THREADS' in os.environ else None
@@ -138,7 +139,6 @@ def apply_process_options(args) -> List[str]:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UsageError(f'--device-modules: cannot import {name!r}: {msg}') from None
     if args.fast_norm:
-        from timm.layers import set_fast_norm
         set_fast_norm()
     return notes
 
@@ -179,7 +179,6 @@ def wrap_train_dataset(dataset, args):
     """``--aug-splits N``: timm's ``AugMixDataset`` (the clean image + N-1 augmented copies per sample)."""
     if not num_aug_splits(args):
         return dataset
-    from timm.data import AugMixDataset
     return AugMixDataset(dataset, num_splits=num_aug_splits(args))
 
 
@@ -188,7 +187,6 @@ def apply_repeat_aug(loader, args) -> None:
     batch sampler, as create_loader does per rank when distributed."""
     if not args.aug_repeats or args.distributed:
         return
-    from timm.data.distributed_sampler import RepeatAugSampler
     inner = getattr(loader, 'loader', loader)  # timm's PrefetchLoader wraps the DataLoader
     bs = inner.batch_sampler
     if bs is None or not hasattr(bs, 'sampler'):
@@ -227,7 +225,6 @@ def apply_model_options(model: nn.Module, args) -> nn.Module:
                     raise UsageError(f'--head-init-bias: the classifier of --model {args.model} has no bias')
                 nn.init.constant_(head.bias, args.head_init_bias)
     if args.split_bn:
-        from timm.layers import convert_splitbn_model
         model = convert_splitbn_model(model, max(num_aug_splits(args), 2))
     return model
 
@@ -252,7 +249,6 @@ def create_train_loss(args) -> nn.Module:
     for BC / BC+), replaced by BinaryCrossEntropy with --bce-loss where that is timm's SoftTargetCrossEntropy;
     no mixing: BinaryCrossEntropy(smoothing) (--bce-loss), LabelSmoothingCrossEntropy (--smoothing > 0) or
     CrossEntropyLoss."""
-    from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy
     bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
     if args.jsd_loss:
         return JsdCrossEntropy(num_splits=num_aug_splits(args), smoothing=args.smoothing)

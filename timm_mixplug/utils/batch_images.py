@@ -5,6 +5,7 @@ import math
 from typing import List, Optional, Sequence
 
 import torch
+from PIL import Image, ImageDraw
 
 __all__ = ['batch_grid', 'tile_labels']
 
@@ -39,7 +40,6 @@ def batch_grid(images: torch.Tensor, target: Optional[torch.Tensor] = None, *, m
     Pixels are de-normalised with ``mean`` / ``std``; a zero-mean (BC+) input has lost each image's mean, so
     each tile is stretched to its own min..max instead, which shows both mixed sources. Tiles smaller than
     ``min_tile`` pixels are enlarged (nearest) so that the labels under them stay readable."""
-    from PIL import Image, ImageDraw
     x = images[:max_tiles].detach().float().cpu()
     n, c = x.shape[0], x.shape[1]
     if zero_mean_input:

@@ -8,6 +8,8 @@ import os
 import re
 from typing import Callable, List, Optional, Tuple
 
+from safetensors import safe_open
+
 from timm_mixplug.utils.checkpoint import save_train_state, save_weights
 
 __all__ = ['CheckpointHistory', 'RecoveryWriter', 'RECOVERY_FILE', 'history_files']
@@ -22,7 +24,6 @@ def history_files(output_dir: str) -> List[str]:
 
 
 def _read_metric(path: str) -> Optional[float]:
-    from safetensors import safe_open
     try:
         with safe_open(path, framework='pt', device='cpu') as f:
             return float((f.metadata() or {}).get('metric'))

@@ -4,9 +4,11 @@ from types import MappingProxyType
 
 from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.task.classification import LongTailClassificationTask
+from timm_mixplug.task.distill import create_distillation_task
+from timm_mixplug.train.build import create_teacher
+from timm_mixplug.train.data import is_longtail
 from timm_mixplug.train.rules import Rule, choice, existing_file, later, number, parser_choice, with_context
 from timm_mixplug.train.specs.base import TaskSpec, register_task
-from timm_mixplug.train.data import is_longtail
 
 KD_FLAGS = ('kd_model_name', 'kd_distill_type', 'kd_loss_type', 'distill_loss_weight', 'task_loss_weight',
             'kd_temperature', 'kd_student_feature_dim', 'kd_teacher_feature_dim', 'kd_token_distill_type')
@@ -60,8 +62,6 @@ class ClassificationSpec(TaskSpec):
 
     def create_task(self, args, model, criterion, mixer, info, device):
         if args.kd_model_name:
-            from timm_mixplug.task.distill import create_distillation_task
-            from timm_mixplug.train.build import create_teacher
             zero_mean = args.mix != 'none' and get_mixer_spec(args.mix).zero_mean_input
             return create_distillation_task(
                 model, create_teacher(args, info.num_classes), args.kd_distill_type, criterion=criterion,

@@ -2,6 +2,7 @@
 from types import MappingProxyType
 from typing import List, Optional
 
+import timm
 import torch.nn as nn
 
 from timm_mixplug.task.dml import KL_REDUCTIONS, DMLTask
@@ -53,7 +54,6 @@ class DMLSpec(TaskSpec):
                        help='mean (paper) or sum (reference code) over the other peers')
 
     def check_args(self, args):
-        import timm
         names = parse_dml_peers(args.dml_peers, args.model)
         unknown = [n for n in names if not timm.is_model(n)]
         if unknown:

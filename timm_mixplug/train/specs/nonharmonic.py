@@ -4,13 +4,13 @@ from types import MappingProxyType
 from typing import Optional
 
 import torch
+from timm.data.loader import fast_collate
 
 from timm_mixplug.data.transforms import DeviceAugment
-from timm_mixplug.task.nonharmonic import (
-    IMPORTANCE, SCORE_MODES, MultiViewDataset, NonHarmonicTask, multiview_collate)
-from timm_mixplug.utils.precision import native_bf16
+from timm_mixplug.task.nonharmonic import IMPORTANCE, SCORE_MODES, MultiViewDataset, NonHarmonicTask, multiview_collate
 from timm_mixplug.train.rules import PROB, number, parser_choice
 from timm_mixplug.train.specs.base import TaskSpec, register_task
+from timm_mixplug.utils.precision import native_bf16
 
 __all__ = ['NonHarmonicSpec', 'resolve_score_dtype']
 
@@ -89,7 +89,6 @@ class NonHarmonicSpec(TaskSpec):
     def create_collate(self, args, info, collate):
         if args.nh_device_views:
             return collate
-        from timm.data.loader import fast_collate
         # prefetcher: timm's fast_collate flattens the view tuples view-major (M*B, ...), which the task reads
         return collate if collate is fast_collate else multiview_collate
 
