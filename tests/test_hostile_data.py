@@ -145,3 +145,65 @@ def test_train_bc_at_small_batches_on_two_and_imbalanced_classes(tmp_path, mix, 
             '--mix', mix, '-b', str(batch), '--experiment', 'run', '--lr', '0.01']
     assert engine.main(argv) == 0
     assert os.path.isfile(tmp_path / 'run' / 'last.safetensors')
+
+
+def _limit_file_size(limit):
+    def apply():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def _train_argv(data, out, exp, *extra):
+    return ['--dataset', 'npz', '--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '8',
+            '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu', '--output', str(out), '-b', '4',
+            '--experiment', exp, '--lr', '0.01', *extra]
+
+
+def test_save_safetensors_turns_the_writers_file_size_error_into_oserror(tmp_path):
+    """safetensors raises SafetensorError ("File too large (os error 27)"), not OSError: save_safetensors
+    raises OSError(EFBIG) naming the file, removes its temporary and leaves the previous file intact."""
+    import subprocess
+    import sys
+    code = ('import errno, os, sys, torch\n'
+            'from timm_mixplug.utils.checkpoint import save_safetensors, load_weights\n'
+            'p = sys.argv[1]\n'
+            'try:\n'
+            '    save_safetensors(p, {"w": torch.zeros(100000)})\n'
+            'except OSError as e:\n'
+            '    assert e.errno == errno.EFBIG and e.filename == p, e\n'
+            '    assert os.listdir(os.path.dirname(p)) == ["w.safetensors"]\n'
+            '    assert load_weights(p)["w"].tolist() == [1.0]\n'
+            '    print("ok")\n')
+    path = tmp_path / 'w.safetensors'
+    from timm_mixplug.utils.checkpoint import save_safetensors
+    save_safetensors(str(path), {'w': torch.ones(1)})
+    proc = subprocess.run([sys.executable, '-c', code, str(path)], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limit_file_size(50_000), cwd=ROOT)
+    assert proc.stdout.strip() == 'ok', proc.stderr[-2000:]
+
+
+def test_file_size_limit_while_saving_is_one_line_and_the_state_stays(tmp_path):
+    """``ulimit -f`` below the state's size on a resumed run: one line naming the file, exit 1, the previous
+    state intact and resumable."""
+    import subprocess
+    import sys
+    from timm_mixplug.utils.checkpoint import load_train_meta
+    data = _npz_set(tmp_path / 'd', (8, 8))
+    first = subprocess.run([sys.executable, TRAIN_PY, *_train_argv(data, tmp_path, 'run', '--epochs', '1')],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = tmp_path / 'run'
+    before = {f: os.path.getsize(run / f) for f in os.listdir(run) if f.endswith('.safetensors')}
+    epoch = load_train_meta(str(run / 'last-state.safetensors'))['epoch']
+    proc = subprocess.run([sys.executable, TRAIN_PY, *_train_argv(data, tmp_path, 'run', '--epochs', '2'),
+                           '--resume', str(run)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          preexec_fn=_limit_file_size(100_000))
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith('train.py: error:')]
+    assert proc.returncode == 1 and len(errors) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert 'File too large' in errors[0] and f'--resume {run}' in errors[0], errors
+    assert {f: os.path.getsize(run / f) for f in os.listdir(run) if f.endswith('.safetensors')} == before
+    assert load_train_meta(str(run / 'last-state.safetensors'))['epoch'] == epoch
+    assert not [f for f in os.listdir(run) if f.endswith('.tmp')]

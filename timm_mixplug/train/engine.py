@@ -6,7 +6,6 @@ loader workers are restarted, so each epoch's data order, augmentation, mixing a
 (seed, epoch, rank) only: ranks draw different mixing randomness, the same seed gives the same run, and a
 resumed run repeats the uninterrupted run exactly (on CPU).
 """
-import errno
 import inspect
 import logging
 import os
@@ -33,6 +32,7 @@ from timm_mixplug.errors import UsageError
 from timm_mixplug.train import options as timm_options
 from timm_mixplug.train.build import Built, amp_setup, build, resolve_lr, user_errors
 from timm_mixplug.train.config import args_to_yaml, parse_args
+from timm_mixplug.train.faults import write_fault_message
 from timm_mixplug.train.loop import train_one_epoch, validate
 from timm_mixplug.train.ranges import check_ranges
 from timm_mixplug.train.resume import (
@@ -477,14 +477,12 @@ def main(argv=None) -> int:
             kept = f'; the last good state is {state}' if os.path.isfile(state) else ''
             print(f'train.py: error: {e}{kept}', file=sys.stderr)
         return 1
-    except OSError as e:  # a full disk or a folder that became unwritable: the previous files are intact
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+    except OSError as e:  # a full disk, a deleted run folder...: the previous files are intact
+        message = write_fault_message(e, getattr(args, 'run_dir', None))
+        if message is None:
             raise
         if primary:
-            state = os.path.join(getattr(args, 'run_dir', '') or '', 'last-state.safetensors')
-            kept = (f'; the last complete state is {state}, resume with --resume {args.run_dir}'
-                    if getattr(args, 'run_dir', None) and os.path.isfile(state) else '')
-            print(f'train.py: error: {e.filename or "file access"}: {e.strerror or e}{kept}', file=sys.stderr)
+            print(f'train.py: error: {message}', file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         term = isinstance(e, Terminated)

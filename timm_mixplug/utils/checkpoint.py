@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from timm_mixplug.errors import UsageError
 
@@ -113,6 +114,9 @@ def _cpu_tensors(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
+_OS_ERROR = re.compile(r'\(os error (\d+)\)')  # how safetensors' Rust writer reports an I/O error
+
+
 def save_safetensors(path: str, tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None):
     """Atomically write ``tensors`` (+ string metadata) to ``path``."""
     from safetensors.torch import save_file
@@ -122,6 +126,11 @@ def save_safetensors(path: str, tensors: Dict[str, torch.Tensor], metadata: Opti
         _fsync_replace(tmp, path)
     except OSError as e:  # name the file being written, not its temporary (which is removed)
         raise OSError(e.errno, e.strerror, path) from None
+    except SafetensorError as e:  # its writer's I/O errors (a full disk, ulimit -f) are no OSError
+        code = _OS_ERROR.search(str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
