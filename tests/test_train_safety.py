@@ -252,9 +252,11 @@ def test_plateau_history_restored_after_reductions(tmp_path, noise):
 
 
 def test_warmup_longer_than_the_run_is_refused(tmp_path, capsys):
-    """timm's default --warmup-epochs 5 with --epochs 1 would train every step at the warm-up LR."""
+    """A --warmup-epochs 5 the user gives with --epochs 1 would train every step at the warm-up LR (timm's default
+    5 is shortened instead: tests/test_hostile_config.py)."""
     from timm_mixplug.train import engine
-    assert engine.main(['--dataset', 'mixplug/digits', '--epochs', '1', '--lr', '0.05', '--output', str(tmp_path)]) == 2
+    assert engine.main(['--dataset', 'mixplug/digits', '--epochs', '1', '--lr', '0.05', '--warmup-epochs', '5',
+                        '--output', str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ['train.py: error: --warmup-epochs 5 is not shorter than --epochs 1: every step would train at the '
                    'warm-up LR (from --warmup-lr 1e-05), never at --lr 0.05; use --warmup-epochs 0 or fewer']

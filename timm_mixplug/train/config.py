@@ -24,7 +24,8 @@ from timm_mixplug.train.options import check_args as check_timm_options
 from timm_mixplug.train.ranges import KwargsAction, check_ranges
 from timm_mixplug.train.specs import (
     add_method_args, check_flags_consumed, get_mix_spec, get_task_spec, list_tasks)
-from timm_mixplug.train.yaml_config import config_defaults
+from timm_mixplug.train.fit_defaults import fit_warmup
+from timm_mixplug.train.yaml_config import config_defaults, given_options
 
 __all__ = ['UsageError', 'create_parser', 'parse_args', 'args_to_yaml', 'resolve_args']
 
@@ -131,8 +132,10 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
     parser = parser or create_parser()
     actions = {a.dest: a for a in parser._actions if a.dest not in ('help',)}
     pristine = {d: a.default for d, a in actions.items()}  # before the config's values become defaults
-    parser.set_defaults(**config_defaults(argv, actions, pristine))
+    from_config = config_defaults(argv, actions, pristine)
+    parser.set_defaults(**from_config)
     args = parser.parse_args(argv)
+    args.given = given_options(argv, actions, from_config)  # the rest is at its default (fit_defaults)
     refused = refused_settings(vars(args))
     if refused:
         dest, why = next(iter(refused.items()))
@@ -167,11 +170,7 @@ def resolve_args(args: argparse.Namespace, defaults: Dict[str, Any]) -> argparse
     if args.mix != 'none' and get_mixer_spec(args.mix).even_batch and args.batch_size % 2:
         raise UsageError(f'--mix {args.mix} pairs the images of a batch, so --batch-size (per process) must be '
                          f'even; got {args.batch_size}')
-    if args.warmup_epochs and args.warmup_epochs >= args.epochs and not args.evaluate:
-        lr = f'--lr {args.lr}' if args.lr is not None else 'the scaled --lr-base'
-        raise UsageError(f'--warmup-epochs {args.warmup_epochs} is not shorter than --epochs {args.epochs}: every step '
-                         f'would train at the warm-up LR (from --warmup-lr {args.warmup_lr}), never at {lr}; use '
-                         f'--warmup-epochs {max(0, args.epochs - 1)} or fewer')
+    args.notes = [n for n in [fit_warmup(args, getattr(args, 'given', None))] if n]
     if args.pad_crop and args.no_aug:
         raise UsageError('--pad-crop is a training augmentation; it cannot be combined with --no-aug')
     if args.pad_crop and args.train_crop_mode not in (None, '', 'rrc'):

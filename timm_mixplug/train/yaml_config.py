@@ -8,14 +8,14 @@ None (timm's ``args.yaml`` writes ``lr: null``); anywhere else it is refused in 
 import argparse
 import difflib
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Set
 
 import yaml
 
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train.ranges import KwargsAction
 
-__all__ = ['load_yaml_config', 'coerce_value', 'config_paths', 'config_defaults']
+__all__ = ['load_yaml_config', 'coerce_value', 'config_paths', 'config_defaults', 'given_options']
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,13 +64,12 @@ def load_yaml_config(path: str) -> Dict[str, Any]:
         return {}
     if not isinstance(cfg, dict):
         raise UsageError(f'config {path} must be a mapping of option names to values, got {type(cfg).__name__}')
-    out = {}
+    out, spelled = {}, {}
     for k, v in cfg.items():
         key = str(k).replace('-', '_')
         if key in out:
-            raise UsageError(f'config {path}: {key!r} is given twice (as {k!r} and with the other spelling); '
-                             f'keep one')
-        out[key] = v
+            raise UsageError(f'config {path}: {spelled[key]!r} and {k!r} are the same option; keep one')
+        out[key], spelled[key] = v, k
     return out
 
 
@@ -81,7 +80,7 @@ def _type_name(action: argparse.Action) -> str:
         return 'a mapping'
     if action.choices is not None:
         return 'one of ' + ', '.join(map(str, action.choices))
-    return f'a {getattr(action.type, "__name__", "str")} value'
+    return {int: 'an integer', float: 'a number'}.get(action.type, 'a value')
 
 
 def coerce_value(action: argparse.Action, key: str, value, source: str, default=None):
@@ -104,7 +103,7 @@ def coerce_value(action: argparse.Action, key: str, value, source: str, default=
         if isinstance(v, (dict, list, tuple)):
             raise UsageError(f'{source}: {key} takes a single value, got {v!r}')
         if v is None:
-            raise UsageError(f'{source}: {key} has an empty item; give {_type_name(action)}s')
+            raise UsageError(f'{source}: {key} has an empty item; give each {_type_name(action)}')
         try:
             v = (typ or str)(str(v))
         except (TypeError, ValueError):
@@ -148,5 +147,13 @@ def config_defaults(argv: Sequence[str], actions: Dict[str, argparse.Action],
                 close = difflib.get_close_matches(key, options, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ''
                 raise UsageError(f"unknown option '{key}' in config {path}{hint}")
-            defaults[key] = coerce_value(actions[key], key, value, path, defaults_before.get(key))
+            defaults[key] = coerce_value(actions[key], key, value, f'config {path}', defaults_before.get(key))
     return defaults
+
+
+def given_options(argv: Sequence[str], actions: Dict[str, argparse.Action], config: Dict[str, Any]) -> Set[str]:
+    """The dests the user set: an option string in ``argv`` (``--flag value`` or ``--flag=value``) or a key of
+    the ``-c`` files (``config``, as ``config_defaults`` returns it). Everything else is at its default."""
+    words = {w.split('=', 1)[0] for w in argv if w.startswith('-')}
+    words |= {w[:2] for w in argv if len(w) > 2 and w[0] == '-' and w[1] != '-'}  # -b8
+    return {d for d, a in actions.items() if words & set(a.option_strings)} | set(config)

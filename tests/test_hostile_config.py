@@ -1,0 +1,139 @@
+"""Hostile configurations (issue 30, part B): several -c files, duplicate and empty YAML keys, settings that cannot
+mean anything, a run folder that must describe its weights, and a new user's first hour (short runs with timm's
+default warm-up, --pretrained without the network, torch/cifar10 without its files)."""
+import os
+import time
+
+import pytest
+
+from timm_mixplug.errors import UsageError
+from timm_mixplug.train import engine
+from timm_mixplug.train.config import parse_args
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('train.py: error: '), err
+    return err[0]
+
+
+# ---- several -c files ---------------------------------------------------------------------------------------------
+
+def test_several_configs_apply_in_order_and_the_command_line_wins(tmp_path):
+    a = write(tmp_path, 'a.yaml', 'model: resnet20_cifar\nepochs: 7\nlr: 0.3\nwarmup_epochs: 0\n')
+    b = write(tmp_path, 'b.yaml', 'epochs: 9\nbatch_size: 32\n')
+    args = parse_args(['-c', a, '-c', b])
+    assert (args.model, args.epochs, args.lr, args.batch_size) == ('resnet20_cifar', 9, 0.3, 32)  # b over a
+    args = parse_args(['-c', b, '--config', a])
+    assert (args.epochs, args.batch_size) == (7, 32)  # the order given decides, not the file names
+    args = parse_args(['-c', a, f'--config={b}', '--epochs', '11', '-b', '16'])
+    assert (args.epochs, args.batch_size, args.lr) == (11, 16, 0.3)
+
+
+def test_an_error_in_the_second_config_names_that_file(tmp_path):
+    a = write(tmp_path, 'a.yaml', 'epochs: 7\n')
+    b = write(tmp_path, 'b.yaml', 'epochs: seven\n')
+    with pytest.raises(UsageError, match=r'config .*b\.yaml: epochs expects int'):
+        parse_args(['-c', a, '-c', b])
+    with pytest.raises(UsageError, match=r"unknown option 'epoch' in config .*b\.yaml; did you mean 'epochs'"):
+        parse_args(['-c', a, '-c', write(tmp_path, 'b.yaml', 'epoch: 3\n')])
+
+
+# ---- a key given twice --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('text, match', [
+    ('epochs: 3\nlr: 0.1\nepochs: 4\n', r"key 'epochs' is given twice \(lines 1 and 3\); keep one"),
+    ('batch-size: 8\nbatch_size: 16\n', r"'batch-size' and 'batch_size' are the same option; keep one"),
+    ('model_kwargs: {a: 1, a: 2}\n', r"key 'a' is given twice"),
+])
+def test_a_key_given_twice_is_refused_naming_key_and_file(tmp_path, text, match):
+    path = write(tmp_path, 'dup.yaml', text)
+    with pytest.raises(UsageError, match=match) as e:
+        parse_args(['-c', path])
+    assert path in str(e.value)
+
+
+def test_yaml_merge_keys_still_override_what_they_merge(tmp_path):
+    """`<<: *base` then `lr:` is YAML's own override, not a duplicate."""
+    from timm_mixplug.train.yaml_config import load_yaml_config
+    text = 'x: &b {lr: 0.1, epochs: 3}\ny:\n  <<: *b\n  lr: 0.2\n'
+    path = write(tmp_path, 'merge.yaml', text)
+    assert load_yaml_config(path)['y'] == {'lr': 0.2, 'epochs': 3}
+
+
+def test_main_prints_one_line_exit_2_for_a_duplicate_key(tmp_path, capsys):
+    path = write(tmp_path, 'dup.yaml', 'epochs: 3\nepochs: 4\n')
+    out = tmp_path / 'out'
+    assert engine.main(['-c', path, '--dataset', 'mixplug/digits', '--output', str(out)]) == 2
+    assert "key 'epochs' is given twice" in one_error_line(capsys)
+    assert not out.exists()
+
+
+# ---- a key left empty ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('text, match', [
+    ('batch_size:\n', r'batch_size is empty; give it an integer or drop the key \(its default is 128\)'),
+    ('epochs:\n', r'epochs is empty; give it an integer or drop the key \(its default is 300\)'),
+    ('amp:\n', 'amp is empty; give it true or false'),
+    ('sched:\n', "sched is empty; give it a value or drop the key \\(its default is 'cosine'\\)"),
+    ('task:\n', 'task is empty; give it one of aux, classification, '),
+    ('scale: [0.08, null]\n', 'scale has an empty item'),
+])
+def test_an_empty_value_is_checked_like_every_other_value(tmp_path, text, match):
+    with pytest.raises(UsageError, match=match):
+        parse_args(['-c', write(tmp_path, 'empty.yaml', text)])
+
+
+def test_an_empty_value_is_the_default_where_the_default_is_none(tmp_path):
+    """timm's args.yaml writes `lr: null`: an option whose default is None takes it."""
+    args = parse_args(['-c', write(tmp_path, 'ok.yaml', 'lr:\nsmoothing:\nepochs: 10\n')])
+    assert args.epochs == 10 and args.lr is None and args.smoothing == 0.1  # resolved as without the key
+
+
+def test_main_prints_one_line_for_an_empty_batch_size(tmp_path, capsys):
+    out = tmp_path / 'out'
+    path = write(tmp_path, 'empty.yaml', 'batch_size:\n')
+    assert engine.main(['-c', path, '--dataset', 'mixplug/digits', '--output', str(out)]) == 2
+    line = one_error_line(capsys)
+    assert 'batch_size is empty' in line and path in line
+    assert not out.exists()
+
+
+# ---- first hour: short runs and timm's default warm-up -------------------------------------------------------------
+
+@pytest.mark.parametrize('epochs, warmup', [(1, 0), (2, 1), (5, 2), (6, 5)])
+def test_the_default_warmup_is_shortened_to_fit_a_short_run(epochs, warmup):
+    args = parse_args(['--epochs', str(epochs)])
+    assert args.warmup_epochs == warmup
+    if epochs <= 5:
+        assert args.notes == [f'--epochs {epochs} is not longer than the default 5 warm-up epochs: warm-up '
+                              + ('off' if not warmup else f'shortened to {warmup} epoch' + ('s' if warmup > 1 else ''))
+                              + ' (set --warmup-epochs to choose)']
+    else:
+        assert args.notes == []
+
+
+@pytest.mark.parametrize('argv', [
+    ['--epochs', '3', '--warmup-epochs', '5'],
+    ['--epochs', '3', '--warmup-epochs=3'],
+    ['-c', 'WARM', '--epochs', '2'],
+])
+def test_a_warmup_the_user_set_that_does_not_fit_is_refused(tmp_path, argv):
+    argv = [write(tmp_path, 'warm.yaml', 'warmup_epochs: 5\n') if a == 'WARM' else a for a in argv]
+    with pytest.raises(UsageError, match=r'--warmup-epochs \d is not shorter than --epochs \d'):
+        parse_args(argv)
+
+
+def test_a_one_epoch_run_trains_and_says_the_warmup_was_shortened(tmp_path, caplog):
+    out = tmp_path / 'out'
+    assert engine.main(['--dataset', 'mixplug/digits', '--model', 'resnet20_cifar', '--img-size', '8',
+                        '--epochs', '1', '-b', '128', '--workers', '0', '--output', str(out),
+                        '--experiment', 'e']) == 0
+    assert '--epochs 1 is not longer than the default 5 warm-up epochs: warm-up off' in caplog.text
+    assert 'warmup_epochs: 0' in (out / 'e' / 'args.yaml').read_text()  # the run folder describes the run
