@@ -66,6 +66,92 @@ def _fmt_eta(seconds: float) -> str:
     return str(timedelta(seconds=int(max(0.0, seconds))))
 
 
+class _EpochMeter:
+    """Sums over one epoch's samples (loss, the task's extra scalars, the first step with a non-finite loss),
+    reduced over all ranks at the end; the progress line of timm's train.py."""
+
+    def __init__(self, device, n_batches: int):
+        self.device, self.n_batches = device, n_batches
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.extra_sums: Dict[str, torch.Tensor] = OrderedDict()
+        self.n_local = 0
+        self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
+        self.start = time.perf_counter()
+
+    def add(self, batch_idx: int, out: Dict, input, target) -> None:
+        loss = out['loss']
+        self.bad_step = torch.where((self.bad_step < 0) & ~torch.isfinite(loss.detach()), batch_idx, self.bad_step)
+        bs = int(out['output'].shape[0]) if isinstance(out.get('output'), torch.Tensor) else _batch_size(input, target)
+        self.n_local += bs
+        self.loss_sum += loss.detach().to(torch.float64) * bs
+        for k, v in out.items():
+            if k not in ('loss', 'output') and isinstance(v, torch.Tensor) and v.numel() == 1:
+                if k not in self.extra_sums:
+                    self.extra_sums[k] = torch.zeros((), dtype=torch.float64, device=self.device)
+                self.extra_sums[k] += v.detach().to(torch.float64).reshape(()) * bs
+
+    def log(self, epoch: int, batch_idx: int, loss, optimizer, args, num_epochs: int) -> None:
+        """The progress line; stops a single-process run at its first non-finite loss (ranks stop together at the
+        end of the epoch)."""
+        if not args.distributed and self.bad_step.item() >= 0:
+            raise NonFiniteLoss(epoch, int(self.bad_step.item()))
+        last_idx = self.n_batches - 1
+        elapsed = time.perf_counter() - self.start
+        step_time = elapsed / (batch_idx + 1)
+        rate = self.n_local * args.world_size / max(elapsed, 1e-9)
+        eta_epoch = step_time * (last_idx - batch_idx)
+        eta_run = eta_epoch + step_time * self.n_batches * (num_epochs - epoch - 1)
+        _logger.info(
+            f'Train: {epoch} [{batch_idx:>4d}/{self.n_batches} ({100. * (batch_idx + 1) / self.n_batches:>3.0f}%)]  '
+            f'Loss: {loss.item():#.4g} ({(self.loss_sum / max(self.n_local, 1)).item():#.4g}'
+            f'{" rank 0" if args.distributed else ""})  LR: {_mean_lr(optimizer):.3e}  '
+            f'{rate:>7.1f} samples/s  ETA: {_fmt_eta(eta_epoch)} (run {_fmt_eta(eta_run)})')
+
+    def finish(self, epoch: int, optimizer, distributed: bool) -> Dict[str, float]:
+        """The epoch's metrics over all ranks; raises ``NonFiniteLoss`` if any rank saw a non-finite loss."""
+        elapsed = time.perf_counter() - self.start
+        totals = torch.stack([self.loss_sum, torch.tensor(float(self.n_local), dtype=torch.float64, device=self.device),
+                              (self.bad_step >= 0).to(torch.float64), *self.extra_sums.values()])
+        if distributed:
+            torch.distributed.all_reduce(totals)
+        if totals[2].item() > 0 or not np.isfinite(totals[0].item()):
+            step = int(self.bad_step.item())
+            raise NonFiniteLoss(epoch, step if step >= 0 else None)
+        n_total = max(totals[1].item(), 1.0)
+        metrics = OrderedDict(loss=totals[0].item() / n_total)
+        for i, k in enumerate(self.extra_sums):
+            metrics[k] = totals[3 + i].item() / n_total
+        metrics['samples_per_sec'] = totals[1].item() / max(elapsed, 1e-9)
+        metrics['lr'] = _mean_lr(optimizer)
+        return metrics
+
+
+def _backward(loss, optimizer, args, loss_scaler, clip_params, need_update: bool) -> None:
+    """Backward of one (accumulated) step and, on an update step, the optimizer step with timm's gradient
+    clipping (through timm's loss scaler when one is used)."""
+    scaled = loss / args.grad_accum_steps if args.grad_accum_steps > 1 else loss
+    if loss_scaler is not None:
+        loss_scaler(scaled, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                    parameters=clip_params, need_update=need_update)
+        return
+    scaled.backward()
+    if need_update:
+        if args.clip_grad is not None:
+            dispatch_clip_grad(clip_params, value=args.clip_grad, mode=args.clip_mode)
+        optimizer.step()
+
+
+def _after_update(task, optimizer, args, device, lr_scheduler, num_updates: int) -> int:
+    optimizer.zero_grad(set_to_none=True)
+    num_updates += 1
+    task.update_ema(step=num_updates)
+    if lr_scheduler is not None:
+        lr_scheduler.step_update(num_updates=num_updates)
+    if args.synchronize_step:
+        synchronize(device)
+    return num_updates
+
+
 def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=None, lr_scheduler=None,
                     loss_scaler=None, amp_autocast=nullcontext, num_updates: int = 0, num_epochs: int = 1,
                     prefetched: bool = True, zero_mean_input: bool = False, on_update=None, on_first_batch=None):
@@ -73,17 +159,10 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
     all ranks, samples_per_sec (all ranks), lr. ``on_update(epoch, num_updates, batch_idx)`` after each update;
     ``on_first_batch(epoch, input, target)`` with the epoch's first batch as the task gets it (``--save-images``)."""
     task.train()
-    accum = args.grad_accum_steps
-    n_batches = len(loader)
-    last_idx = n_batches - 1
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    extra_sums: Dict[str, torch.Tensor] = OrderedDict()
-    n_local = 0
-    primary = args.rank == 0
-    start = time.perf_counter()
+    last_idx = len(loader) - 1
+    meter = _EpochMeter(device, len(loader))
     optimizer.zero_grad(set_to_none=True)
     clip_params = None
-    bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
     for batch_idx, (input, target) in enumerate(loader):
         if not prefetched:
             input, target = _to_device(input, device), _to_device(target, device)
@@ -92,72 +171,21 @@ def train_one_epoch(epoch: int, task, loader, optimizer, args, device, *, mixer=
             input, target = mixer(input, target)
         if batch_idx == 0 and on_first_batch is not None:
             on_first_batch(epoch, input, target)
-        need_update = (batch_idx + 1) % accum == 0 or batch_idx == last_idx
-        sync_ctx = task.no_sync() if (args.distributed and not need_update) else nullcontext()
-        with sync_ctx:
+        need_update = (batch_idx + 1) % args.grad_accum_steps == 0 or batch_idx == last_idx
+        with task.no_sync() if (args.distributed and not need_update) else nullcontext():
             with amp_autocast():
                 out = task(input, target)
-            loss = out['loss']
-            scaled = loss / accum if accum > 1 else loss
             if args.clip_grad is not None and clip_params is None:
                 clip_params = list(task.get_clip_parameters(exclude_head='agc' in args.clip_mode))
-            if loss_scaler is not None:
-                loss_scaler(scaled, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
-                            parameters=clip_params, need_update=need_update)
-            else:
-                scaled.backward()
-                if need_update:
-                    if args.clip_grad is not None:
-                        dispatch_clip_grad(clip_params, value=args.clip_grad, mode=args.clip_mode)
-                    optimizer.step()
+            _backward(out['loss'], optimizer, args, loss_scaler, clip_params, need_update)
         if need_update:
-            optimizer.zero_grad(set_to_none=True)
-            num_updates += 1
-            task.update_ema(step=num_updates)
-            if lr_scheduler is not None:
-                lr_scheduler.step_update(num_updates=num_updates)
-            if args.synchronize_step:
-                synchronize(device)
+            num_updates = _after_update(task, optimizer, args, device, lr_scheduler, num_updates)
             if on_update is not None:
                 on_update(epoch, num_updates, batch_idx)
-        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), batch_idx, bad_step)
-        bs = int(out['output'].shape[0]) if isinstance(out.get('output'), torch.Tensor) else _batch_size(input, target)
-        n_local += bs
-        loss_sum += loss.detach().to(torch.float64) * bs
-        for k, v in out.items():
-            if k not in ('loss', 'output') and isinstance(v, torch.Tensor) and v.numel() == 1:
-                if k not in extra_sums:
-                    extra_sums[k] = torch.zeros((), dtype=torch.float64, device=device)
-                extra_sums[k] += v.detach().to(torch.float64).reshape(()) * bs
-        if primary and (batch_idx % args.log_interval == 0 or batch_idx == last_idx):
-            if not args.distributed and bad_step.item() >= 0:  # stop early (ranks stop together at the end)
-                raise NonFiniteLoss(epoch, int(bad_step.item()))
-            elapsed = time.perf_counter() - start
-            step_time = elapsed / (batch_idx + 1)
-            lr = _mean_lr(optimizer)
-            rate = n_local * args.world_size / max(elapsed, 1e-9)
-            eta_epoch = step_time * (last_idx - batch_idx)
-            eta_run = eta_epoch + step_time * n_batches * (num_epochs - epoch - 1)
-            _logger.info(
-                f'Train: {epoch} [{batch_idx:>4d}/{n_batches} ({100. * (batch_idx + 1) / n_batches:>3.0f}%)]  '
-                f'Loss: {loss.item():#.4g} ({(loss_sum / max(n_local, 1)).item():#.4g}'
-                f'{" rank 0" if args.distributed else ""})  LR: {lr:.3e}  '
-                f'{rate:>7.1f} samples/s  ETA: {_fmt_eta(eta_epoch)} (run {_fmt_eta(eta_run)})')
-    elapsed = time.perf_counter() - start
-    totals = torch.stack([loss_sum, torch.tensor(float(n_local), dtype=torch.float64, device=device),
-                          (bad_step >= 0).to(torch.float64), *extra_sums.values()])
-    if args.distributed:
-        torch.distributed.all_reduce(totals)
-    if totals[2].item() > 0 or not np.isfinite(totals[0].item()):
-        step = int(bad_step.item())
-        raise NonFiniteLoss(epoch, step if step >= 0 else None)
-    n_total = max(totals[1].item(), 1.0)
-    metrics = OrderedDict(loss=totals[0].item() / n_total)
-    for i, k in enumerate(extra_sums):
-        metrics[k] = totals[3 + i].item() / n_total
-    metrics['samples_per_sec'] = totals[1].item() / max(elapsed, 1e-9)
-    metrics['lr'] = _mean_lr(optimizer)
-    return metrics, num_updates
+        meter.add(batch_idx, out, input, target)
+        if args.rank == 0 and (batch_idx % args.log_interval == 0 or batch_idx == last_idx):
+            meter.log(epoch, batch_idx, out['loss'], optimizer, args, num_epochs)
+    return meter.finish(epoch, optimizer, args.distributed), num_updates
 
 
 def _mean_lr(optimizer) -> float:
