@@ -11,61 +11,67 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, read_rows
-from timm_mixplug.train import compare
+from timm_mixplug.compare.cli import main as compare_main
+from timm_mixplug.compare.methods import builtin_methods
+from timm_mixplug.compare.options import parse_options
+from timm_mixplug.compare.report import figure
+from timm_mixplug.compare.runner import DevicePool, Runner, child_device, run_all
+from timm_mixplug.compare.runs import Run, metric_fields, state_progress
+from timm_mixplug.compare.stats import metric_value, paired_delta, t_critical
 
 
 def test_t_critical_table_and_expansion():
-    assert compare.t_critical(2) == pytest.approx(4.303, abs=5e-4)
-    assert compare.t_critical(1) == pytest.approx(12.706, abs=5e-4)
-    assert compare.t_critical(30) == pytest.approx(2.042, abs=5e-4)
-    assert compare.t_critical(40) == pytest.approx(2.0211, abs=1e-4)  # Cornish-Fisher beyond the table
-    assert compare.t_critical(10 ** 6) == pytest.approx(1.95996, abs=1e-4)
+    assert t_critical(2) == pytest.approx(4.303, abs=5e-4)
+    assert t_critical(1) == pytest.approx(12.706, abs=5e-4)
+    assert t_critical(30) == pytest.approx(2.042, abs=5e-4)
+    assert t_critical(40) == pytest.approx(2.0211, abs=1e-4)  # Cornish-Fisher beyond the table
+    assert t_critical(10 ** 6) == pytest.approx(1.95996, abs=1e-4)
     with pytest.raises(ValueError):
-        compare.t_critical(0)
+        t_critical(0)
     try:
         from scipy.stats import t
     except ImportError:
         return
     for df in list(range(1, 80)) + [100, 500]:
-        assert compare.t_critical(df) == pytest.approx(t.ppf(0.975, df), abs=1e-4), df
+        assert t_critical(df) == pytest.approx(t.ppf(0.975, df), abs=1e-4), df
 
 
 def test_paired_delta_by_hand():
     # differences 2, 4, 1: mean 7/3, sample std sqrt(7/3), half-width 4.3027 * sqrt(7/3) / sqrt(3)
-    d = compare.paired_delta({0: 80.0, 1: 84.0, 2: 83.0, 9: 50.0}, {0: 78.0, 1: 80.0, 2: 82.0})
+    d = paired_delta({0: 80.0, 1: 84.0, 2: 83.0, 9: 50.0}, {0: 78.0, 1: 80.0, 2: 82.0})
     assert d['seeds'] == [0, 1, 2] and d['values'] == [2.0, 4.0, 1.0] and d['n'] == 3
     assert d['mean'] == pytest.approx(7 / 3) and d['std'] == pytest.approx(math.sqrt(7 / 3))
     half = 4.3027 * math.sqrt(7 / 3) / math.sqrt(3)
     assert d['ci95'] == pytest.approx([7 / 3 - half, 7 / 3 + half]) and d['ci95'][0] == pytest.approx(-1.4615, abs=1e-3)
     assert d['effect'] is False
     # differences 3, 3.5, 2.5: std 0.5, interval 3 +- 4.3027 * 0.5 / sqrt(3) = [1.758, 4.242], excludes 0
-    d = compare.paired_delta({0: 3.0, 1: 3.5, 2: 2.5}, {0: 0.0, 1: 0.0, 2: 0.0})
+    d = paired_delta({0: 3.0, 1: 3.5, 2: 2.5}, {0: 0.0, 1: 0.0, 2: 0.0})
     assert d['ci95'] == pytest.approx([1.7579, 4.2421], abs=1e-3) and d['effect'] is True
-    one = compare.paired_delta({0: 5.0}, {0: 4.0})
+    one = paired_delta({0: 5.0}, {0: 4.0})
     assert one['mean'] == 1.0 and one['std'] is None and one['ci95'] is None and one['effect'] is None
 
 
 def test_metric_of_dml_rows_is_the_mean_of_the_peers():
     row = {'eval_top1': 90.0, 'eval_peer0_top1': 80.0, 'eval_peer1_top1': 84.0, 'eval_loss': 0.5,
            'ema_eval_top1': 70.0, 'ema_eval_peer0_top1': 60.0, 'ema_eval_peer1_top1': 62.0}
-    assert compare.metric_value(row, 'eval_top1') == 82.0
-    assert compare.metric_value(row, 'ema_eval_top1') == 61.0
-    assert compare.metric_value(row, 'eval_loss') == 0.5 and compare.metric_value(row, 'eval_top5') is None
-    fields = compare.metric_fields([row], 'eval_top1')
+    assert metric_value(row, 'eval_top1') == 82.0
+    assert metric_value(row, 'ema_eval_top1') == 61.0
+    assert metric_value(row, 'eval_loss') == 0.5 and metric_value(row, 'eval_top5') is None
+    fields = metric_fields([row], 'eval_top1')
     assert fields['final'] == 82.0 and fields['ensemble'] == 90.0 and 'shots' not in fields
 
 
 def test_no_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, 'matplotlib', None)  # import matplotlib raises ImportError
     summary = dict(metric='eval_top1', baseline='ce', seeds=[0], methods={})
-    assert compare.figure(summary, {}, tmp_path / 'compare.png') is False
+    assert figure(summary, {}, tmp_path / 'compare.png') is False
     assert capsys.readouterr().out == ('compare: matplotlib is not installed, so no compare.png '
                                        '(pip install -e ".[plot]")\n')
     assert not (tmp_path / 'compare.png').exists()
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['--methods', 'ce,nope'], "unknown method 'nope' (known: ce, mixup, cutmix, bc,"),
+    (['--methods', 'ce,nope'], "unknown method 'nope' (known: ce, "),
     (['--methods', 'ce,bc', '--baseline', 'mixup'], "--baseline 'mixup' is not one of --methods"),
     (['--methods', 'ce', '--seeds', ' , '], '--seeds: no seeds given'),
     (['--methods', 'ce', '--seeds', '0,x'], 'expected comma-separated integers'),
@@ -84,40 +90,40 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypa
     (tmp_path / 'BAD').write_text('broken: {lr: 1}\n')
     out = tmp_path / 'out'
     argv = [str(tmp_path / a) if a == 'BAD' else a for a in argv]
-    assert compare.main(argv + ['--output', str(out), '--', '--epochs', '1']) == 2
+    assert compare_main(argv + ['--output', str(out), '--', '--epochs', '1']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('compare: error: ') and message in err[0], err
     assert not out.exists()
-    assert compare.main(['--methods', 'ce', '--output', str(out)]) == 2  # no training setup
+    assert compare_main(['--methods', 'ce', '--output', str(out)]) == 2  # no training setup
     assert 'no training setup' in capsys.readouterr().err and not out.exists()
 
 
 def test_devices_one_per_run_in_turn():
     """--devices: the runs at once hold distinct slots spread over the devices in turn, and a child's
     CUDA_VISIBLE_DEVICES is the device as the parent numbers it (through the parent's own variable)."""
-    opts, _ = compare.parse_options(['--methods', 'ce', '--devices', '2,0', '--', '--epochs', '1'])
+    opts, _ = parse_options(['--methods', 'ce', '--devices', '2,0', '--', '--epochs', '1'])
     assert opts.device_list == [2, 0] and opts.jobs == 2  # default: one job per device
-    pool = compare.DevicePool([2, 0], jobs=4)
+    pool = DevicePool([2, 0], jobs=4)
     with pool.lease() as a, pool.lease() as b, pool.lease() as c, pool.lease() as d:
         assert [a, b, c, d] == [2, 0, 2, 0]
     with pool.lease() as a:
         with pool.lease() as b:
             assert {a, b} == {2, 0}
-    assert compare.child_device(1, None) == '1'
-    assert compare.child_device(1, '') == '1'
-    assert compare.child_device(1, '4, 6,7') == '6'
-    assert compare.child_device(0, 'GPU-8f2c') == 'GPU-8f2c'
+    assert child_device(1, None) == '1'
+    assert child_device(1, '') == '1'
+    assert child_device(1, '4, 6,7') == '6'
+    assert child_device(0, 'GPU-8f2c') == 'GPU-8f2c'
 
 
 def test_runner_gives_each_child_its_device(tmp_path, monkeypatch, capsys):
     """Four stand-in children, two at a time over --devices 0,1 under a parent CUDA_VISIBLE_DEVICES=5,7:
     each sees exactly one device, two runs on each, and each run's line names its device."""
     child = 'import os; print(os.environ["CUDA_VISIBLE_DEVICES"], os.environ["OMP_NUM_THREADS"])'
-    monkeypatch.setattr(compare.Run, 'command', lambda self: [sys.executable, '-c', child])
+    monkeypatch.setattr(Run, 'command', lambda self: [sys.executable, '-c', child])
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '5,7')
-    runs = [compare.Run('ce', s, [], tmp_path) for s in range(4)]
-    runner = compare.Runner('eval_top1', 3, len(runs), compare.DevicePool([0, 1], 2))
-    compare.run_all(runner, runs, 2)
+    runs = [Run('ce', s, [], tmp_path) for s in range(4)]
+    runner = Runner('eval_top1', 3, len(runs), DevicePool([0, 1], 2))
+    run_all(runner, runs, 2)
     seen = sorted(tuple(r.log.read_text().split()) for r in runs)
     assert seen == [('5', '3'), ('5', '3'), ('7', '3'), ('7', '3')]
     out = capsys.readouterr().out
@@ -162,16 +168,16 @@ def test_end_to_end_reuse_resume_restart_and_failure(tiny_npz, tmp_path, capsys,
     argv = ['--methods', 'ce,bc', '--seeds', '0,1', '--jobs', '1', '--threads', '1', '--output', str(out), '--',
             *setup]
     # an interrupted compare left bc-s1 after 1 of 2 epochs, and ce-s1 stopped before its first epoch ended
-    partial = compare.Run('bc', 1, setup + compare.METHODS['bc'], out)
+    partial = Run('bc', 1, setup + builtin_methods()['bc'], out)
     r = subprocess.run(partial.command() + ['--max-epochs-this-run', '1'], capture_output=True, text=True,
                        env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert compare.state_progress(partial.run_dir) == (1, 2)
+    assert state_progress(partial.run_dir) == (1, 2)
     stale = out / 'runs' / 'ce-s1'
     stale.mkdir(parents=True)
     (stale / 'train.log').write_text('stopped early\n')
 
-    assert compare.main(argv) == 0
+    assert compare_main(argv) == 0
     printed = capsys.readouterr().out
     assert 'compare: [4/4] bc-s1: resuming after epoch 1' in printed
     assert printed.count(': training') == 3 and not (stale / 'train.log').read_text().startswith('stopped')
@@ -208,7 +214,7 @@ def test_end_to_end_reuse_resume_restart_and_failure(tiny_npz, tmp_path, capsys,
 
     # a second invocation trains nothing
     logs = {p.name: p.stat().st_mtime_ns for p in (out / 'runs').glob('*.log')}
-    assert compare.main(argv) == 0
+    assert compare_main(argv) == 0
     printed = capsys.readouterr().out
     assert 'compare: reused 4 finished run(s)' in printed and ': training' not in printed
     assert logs == {p.name: p.stat().st_mtime_ns for p in (out / 'runs').glob('*.log')}
@@ -216,30 +222,30 @@ def test_end_to_end_reuse_resume_restart_and_failure(tiny_npz, tmp_path, capsys,
 
     # a lost result file of a finished run folder is rebuilt without training
     (out / 'results' / 'ce-s1.json').unlink()
-    assert compare.main(argv) == 0
+    assert compare_main(argv) == 0
     printed = capsys.readouterr().out
     assert 'ce-s1: eval_top1' in printed and 'rebuilt from its finished run folder' in printed
     assert ': training' not in printed and _load(out / 'results' / 'ce-s1.json')['final'] == runs['ce-s1']['final']
 
     # another training setup in the same --output is refused, nothing written
     md = (out / 'compare.md').stat().st_mtime_ns
-    assert compare.main(argv + ['--lr', '0.1']) == 2
+    assert compare_main(argv + ['--lr', '0.1']) == 2
     assert 'was trained with other train.py arguments' in capsys.readouterr().err
     assert (out / 'compare.md').stat().st_mtime_ns == md
 
     # --report-only with another metric: re-read from the run folders
-    assert compare.main(['--methods', 'ce,bc', '--seeds', '0,1', '--output', str(out), '--report-only',
+    assert compare_main(['--methods', 'ce,bc', '--seeds', '0,1', '--output', str(out), '--report-only',
                          '--metric', 'eval_loss']) == 0
     capsys.readouterr()
     losses = _load(out / 'compare.json')['methods']['bc']['values']
     assert losses == [float(read_rows(out / 'runs' / f'bc-s{s}' / 'summary.csv')[-1]['eval_loss']) for s in (0, 1)]
 
     # a failing run: reported with its log and command, not kept, exit 1 after the others
-    monkeypatch.setattr(compare.Run, 'command', lambda self: [sys.executable, '-c', 'import sys; print("boom"); '
+    monkeypatch.setattr(Run, 'command', lambda self: [sys.executable, '-c', 'import sys; print("boom"); '
                                                               'sys.exit(3)'])
     mfile = tmp_path / 'methods.yaml'
     mfile.write_text('broken: --mix none\n')
-    assert compare.main(['--methods', 'ce,broken', '--methods-file', str(mfile), '--seeds', '0,1', '--output',
+    assert compare_main(['--methods', 'ce,broken', '--methods-file', str(mfile), '--seeds', '0,1', '--output',
                          str(out), '--', *setup]) == 1
     printed = capsys.readouterr().out
     assert 'broken-s0 FAILED (exit code 3); log ' in printed and "sys.exit(3)'" in printed

@@ -1,0 +1,66 @@
+"""The check of a comparison's setup before any run starts: each method's full train.py argument list goes
+through train.py's own parser and checks (``train.config.parse_args``), and each ``--devices`` index must be
+a CUDA device here. The first problem is one CompareError line (compare exits 2, no run started)."""
+import io
+import shlex
+from contextlib import redirect_stderr, redirect_stdout
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from timm_mixplug.compare.errors import CompareError
+from timm_mixplug.compare.runs import Run
+from timm_mixplug.errors import UsageError
+from timm_mixplug.train.config import parse_args
+
+__all__ = ['device_problem', 'setup_problem', 'check_setup']
+
+
+def device_problem(ids: Sequence[int]) -> Optional[str]:
+    """Why a ``--devices`` index does not name a CUDA device this process sees, or None."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    given = ','.join(map(str, ids))
+    if n == 0:
+        return (f'--devices {given}: no CUDA device is visible here (torch.cuda.is_available() is False); drop '
+                f'--devices to train on the CPU')
+    bad = [d for d in ids if d >= n]
+    if bad:
+        return (f'--devices {given}: {", ".join(map(str, bad))} is not among the {n} CUDA device(s) visible '
+                f'here (0..{n - 1})')
+    return None
+
+
+def _train_py_problem(args: List[str]) -> Optional[str]:
+    """train.py's one-line refusal of ``args``, or None; what its parser prints on the way is not shown (the
+    runs' logs get it)."""
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            parse_args(args)
+    except UsageError as e:
+        return str(e)
+    except SystemExit:  # argparse's --help / --version
+        return 'the train.py flags ask for --help or --version; run train.py --help itself'
+    return None
+
+
+def setup_problem(runs: Sequence[Run], method_args: Dict[str, List[str]]) -> Optional[str]:
+    """What train.py refuses in the first run of each method: named as the training setup's when it refuses
+    every method the same way, else as the first refused method's."""
+    first: Dict[str, Run] = {}
+    for r in runs:
+        first.setdefault(r.method, r)
+    problems = {m: why for m, why in ((m, _train_py_problem(r.train_args())) for m, r in first.items()) if why}
+    if not problems:
+        return None
+    name = next(iter(problems))
+    if len(problems) == len(first) and len(set(problems.values())) == 1:
+        return f'train.py refuses the training setup: {problems[name]} (no run was started)'
+    margs = shlex.join(method_args[name]) or 'no method arguments'
+    return f'train.py refuses method {name} ({margs}): {problems[name]} (no run was started)'
+
+
+def check_setup(runs: Sequence[Run], method_args: Dict[str, List[str]], devices: Optional[List[int]]) -> None:
+    """Raises CompareError when a ``--devices`` index or a method's train.py arguments would fail its runs."""
+    why = (device_problem(devices) if devices else None) or setup_problem(runs, method_args)
+    if why is not None:
+        raise CompareError(why)
