@@ -81,7 +81,9 @@ def create_parser() -> argparse.ArgumentParser:
                 description='timm-style training with BC/BC+, superclass mixup, DML, GLMC, ... '
                             '(timm_mixplug). Every option of timm\'s train.py is accepted (with -c too); '
                             'those marked [not implemented] are warned about when set. '
-                            '`train.py validate ...` == `train.py --evaluate ...`.')
+                            '`train.py validate ...` == `train.py --evaluate ...`.',
+                epilog='Which method helps on your data: python -m timm_mixplug compare --methods ce,bc,bcplus '
+                       '-- TRAIN.PY FLAGS (seeds, paired 95 % intervals; see python -m timm_mixplug compare --help).')
     p.add_argument('-c', '--config', default='', metavar='FILE',
                    help='YAML config (flat mapping of option names to values, as timm\'s args.yaml); several -c '
                         'apply in order (a later file overrides an earlier one); command-line flags override them')
