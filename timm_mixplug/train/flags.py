@@ -39,308 +39,316 @@ _FLAGS: List[TimmFlag] = []
 _group = ''
 
 
-def _g(name: str) -> None:
+def _section(name: str) -> None:
     global _group
     _group = name
 
 
-def _f(flags, status: str, help: str, our_default: Any = '<timm>', why: str = '', **kw) -> None:
+def _add(flags, status: str, help: str, our_default: Any, why: str, kw: Dict[str, Any]) -> None:
     flags = (flags,) if isinstance(flags, str) else tuple(flags)
     if 'dest' in kw:
         dest = kw.pop('dest')
     else:
         long = [f for f in flags if f.startswith('--')] or list(flags)
         dest = long[0].lstrip('-').replace('-', '_')
-    assert (status == REFUSED) == bool(why), f'{dest}: a refused option needs a reason, only it'
     _FLAGS.append(TimmFlag(dest, flags, _group, status, help, kw, our_default, why))
 
 
-Y, N = IMPLEMENTED, REFUSED
+def _flag(flags, help: str, our_default: Any = '<timm>', **kw) -> None:
+    """An upstream option ``train.py`` implements (argparse keywords in ``kw``)."""
+    _add(flags, IMPLEMENTED, help, our_default, '', kw)
+
+
+def _refused(flags, help: str, why: str, **kw) -> None:
+    """An upstream option accepted only at timm's default; ``why`` it is not supported with this plugin."""
+    _add(flags, REFUSED, help, '<timm>', why, kw)
+
+
 _TS = 'TorchScript is deprecated in PyTorch; use --torchcompile'
 _SIZES = ('scheduled or per-batch training sizes are not supported with this plugin: its mixers and tasks '
           'pair the images of one fixed-size batch')
 _NAFLEX = ("timm's NaFlex loader (variable-resolution patch sequences for ViTs) is not supported with this "
            'plugin: its mixers and tasks take image batches')
-ST = dict(action='store_true', default=False)
+_SWITCH = dict(action='store_true', default=False)
 
-_g('Dataset (timm)')
-_f('data', Y, 'dataset root as a positional argument (deprecated in timm: use --data-dir)',
+_section('Dataset (timm)')
+_flag('data', 'dataset root as a positional argument (deprecated in timm: use --data-dir)',
    nargs='?', metavar='DIR', default=None)
-_f('--data-dir', Y, 'dataset root folder', metavar='DIR', default=None)
-_f('--dataset', Y, 'dataset "<type>/<name>" for timm.data.create_dataset (torch/cifar10, hfds/..., wds/...; '
+_flag('--data-dir', 'dataset root folder', metavar='DIR', default=None)
+_flag('--dataset', 'dataset "<type>/<name>" for timm.data.create_dataset (torch/cifar10, hfds/..., wds/...; '
    'mixplug/digits and npz are ours); empty = ImageFolder / ImageTar under --data-dir', metavar='NAME', default='')
-_f('--train-split', Y, 'name of the training split', metavar='NAME', default='train')
-_f('--val-split', Y, 'name of the validation split', metavar='NAME', default='validation')
-_f('--train-num-samples', Y, 'number of samples in the training split, for iterable datasets (wds/ without '
+_flag('--train-split', 'name of the training split', metavar='NAME', default='train')
+_flag('--val-split', 'name of the validation split', metavar='NAME', default='validation')
+_flag('--train-num-samples', 'number of samples in the training split, for iterable datasets (wds/ without '
    '_info.json, tfds/) that cannot count them', type=int, metavar='N', default=None)
-_f('--val-num-samples', Y, 'number of samples in the validation split, for iterable datasets',
+_flag('--val-num-samples', 'number of samples in the validation split, for iterable datasets',
    type=int, metavar='N', default=None)
-_f('--dataset-download', Y, 'let torch/ and tfds/ datasets download themselves into --data-dir', **ST)
-_f('--class-map', Y, 'file mapping class names to indices', type=str, metavar='FILENAME', default='')
-_f('--input-img-mode', Y, 'PIL mode the images are converted to (RGB for 3 channels, L for 1)',
+_flag('--dataset-download', 'let torch/ and tfds/ datasets download themselves into --data-dir', **_SWITCH)
+_flag('--class-map', 'file mapping class names to indices', type=str, metavar='FILENAME', default='')
+_flag('--input-img-mode', 'PIL mode the images are converted to (RGB for 3 channels, L for 1)',
    type=str, default=None)
-_f('--input-key', Y, 'column / key holding the image in hfds/, hfids/, wds/ and tfds/ datasets',
+_flag('--input-key', 'column / key holding the image in hfds/, hfids/, wds/ and tfds/ datasets',
    type=str, default=None)
-_f('--target-key', Y, 'column / key holding the label in hfds/, hfids/, wds/ and tfds/ datasets',
+_flag('--target-key', 'column / key holding the label in hfds/, hfids/, wds/ and tfds/ datasets',
    type=str, default=None)
-_f('--dataset-trust-remote-code', Y, "allow a Hugging Face dataset to run the code from its repository", **ST)
+_flag('--dataset-trust-remote-code', "allow a Hugging Face dataset to run the code from its repository", **_SWITCH)
 
-_g('Model (timm)')
-_f('--model', Y, 'timm model name (timm.list_models(); our CIFAR models are registered too)',
+_section('Model (timm)')
+_flag('--model', 'timm model name (timm.list_models(); our CIFAR models are registered too)',
    type=str, metavar='MODEL', default='resnet50')
-_f('--pretrained', Y, "start from the model's pretrained weights", **ST)
-_f('--pretrained-path', Y, 'file to load as the pretrained weights (classifier adapted to --num-classes)',
+_flag('--pretrained', "start from the model's pretrained weights", **_SWITCH)
+_flag('--pretrained-path', 'file to load as the pretrained weights (classifier adapted to --num-classes)',
    type=str, default=None)
-_f('--initial-checkpoint', Y, 'weights file loaded into the model before training (safetensors, .pth, '
+_flag('--initial-checkpoint', 'weights file loaded into the model before training (safetensors, .pth, '
    '.pth.tar); nothing else is restored', type=str, metavar='PATH', default='')
-_f('--resume', Y, 'continue a run: model, optimizer, scheduler and RNG from a run folder or its state file',
+_flag('--resume', 'continue a run: model, optimizer, scheduler and RNG from a run folder or its state file',
    type=str, metavar='PATH', default='')
-_f('--no-resume-opt', Y, 'with --resume, do not restore the optimizer state', **ST)
-_f('--num-classes', Y, 'number of classes (default: taken from the dataset)', type=int, metavar='N', default=None)
-_f('--gp', Y, "global pooling type (fast, avg, max, avgmax, avgmaxc; default: the model's)",
+_flag('--no-resume-opt', 'with --resume, do not restore the optimizer state', **_SWITCH)
+_flag('--num-classes', 'number of classes (default: taken from the dataset)', type=int, metavar='N', default=None)
+_flag('--gp', "global pooling type (fast, avg, max, avgmax, avgmaxc; default: the model's)",
    type=str, metavar='POOL', default=None)
-_f('--img-size', Y, "square input size (default: the model's)", type=int, metavar='N', default=None)
-_f('--in-chans', Y, 'number of input channels (default: 3)', type=int, metavar='N', default=None)
-_f('--input-size', Y, "full input size C H W, e.g. 3 224 224 (default: the model's)",
+_flag('--img-size', "square input size (default: the model's)", type=int, metavar='N', default=None)
+_flag('--in-chans', 'number of input channels (default: 3)', type=int, metavar='N', default=None)
+_flag('--input-size', "full input size C H W, e.g. 3 224 224 (default: the model's)",
    nargs=3, type=int, metavar='N', default=None)
-_f('--crop-pct', Y, 'centre-crop fraction for validation images', type=float, metavar='N', default=None)
-_f('--mean', Y, "per-channel mean for normalisation (default: the model's)",
+_flag('--crop-pct', 'centre-crop fraction for validation images', type=float, metavar='N', default=None)
+_flag('--mean', "per-channel mean for normalisation (default: the model's)",
    type=float, nargs='+', metavar='MEAN', default=None)
-_f('--std', Y, "per-channel std for normalisation (default: the model's)",
+_flag('--std', "per-channel std for normalisation (default: the model's)",
    type=float, nargs='+', metavar='STD', default=None)
-_f('--interpolation', Y, "resize interpolation for validation (default: the model's)",
+_flag('--interpolation', "resize interpolation for validation (default: the model's)",
    type=str, metavar='NAME', default='')
-_f(('-b', '--batch-size'), Y, 'training batch size per process', type=int, metavar='N', default=128)
-_f(('-vb', '--validation-batch-size'), Y, 'validation batch size per process (default: --batch-size)',
+_flag(('-b', '--batch-size'), 'training batch size per process', type=int, metavar='N', default=128)
+_flag(('-vb', '--validation-batch-size'), 'validation batch size per process (default: --batch-size)',
    type=int, metavar='N', default=None)
-_f('--channels-last', Y, 'channels-last memory layout for model and input', **ST)
-_f('--fuser', N, "TorchScript fuser ('', te, old, nvfuser)", type=str, default='', why=_TS)
-_f('--grad-accum-steps', Y, 'batches whose gradients are summed before one optimizer step',
+_flag('--channels-last', 'channels-last memory layout for model and input', **_SWITCH)
+_refused('--fuser', "TorchScript fuser ('', te, old, nvfuser)", type=str, default='', why=_TS)
+_flag('--grad-accum-steps', 'batches whose gradients are summed before one optimizer step',
    type=int, metavar='N', default=1)
-_f('--grad-checkpointing', Y, 'recompute activations in the backward pass to save memory', **ST)
-_f('--fast-norm', Y, "timm's experimental fast normalisation layers (timm.layers.set_fast_norm)", **ST)
-_f('--model-kwargs', Y, 'extra keyword arguments for timm.create_model, as key=value', nargs='*', default={},
+_flag('--grad-checkpointing', 'recompute activations in the backward pass to save memory', **_SWITCH)
+_flag('--fast-norm', "timm's experimental fast normalisation layers (timm.layers.set_fast_norm)", **_SWITCH)
+_flag('--model-kwargs', 'extra keyword arguments for timm.create_model, as key=value', nargs='*', default={},
    action='parse_kwargs')
-_f('--head-init-scale', Y, "multiply the classifier's initial weight and bias by this factor",
+_flag('--head-init-scale', "multiply the classifier's initial weight and bias by this factor",
    type=float, default=None)
-_f('--head-init-bias', Y, "set every element of the classifier's initial bias to this value",
+_flag('--head-init-bias', "set every element of the classifier's initial bias to this value",
    type=float, default=None)
-_f('--torchcompile-mode', Y, 'torch.compile mode (default, reduce-overhead, max-autotune, '
+_flag('--torchcompile-mode', 'torch.compile mode (default, reduce-overhead, max-autotune, '
    'max-autotune-no-cudagraphs); used with --torchcompile', type=str, default=None)
-_f('--torchscript', N, 'torch.jit.script the model', dest='torchscript', why=_TS, **ST)
-_f('--torchcompile', Y, 'torch.compile the task\'s model(s) with this backend (bare flag: inductor)',
+_refused('--torchscript', 'torch.jit.script the model', dest='torchscript', why=_TS, **_SWITCH)
+_flag('--torchcompile', 'torch.compile the task\'s model(s) with this backend (bare flag: inductor)',
    nargs='?', type=str, default=None, const='inductor')
 
-_g('Device (timm)')
-_f('--device', Y, 'device: cuda, cpu, cuda:1, ... (default: cuda if available, else cpu; timm: cuda)',
+_section('Device (timm)')
+_flag('--device', 'device: cuda, cpu, cuda:1, ... (default: cuda if available, else cpu; timm: cuda)',
    type=str, default='cuda', our_default=None)
-_f('--amp', Y, 'automatic mixed precision (autocast) in training and validation', **ST)
-_f('--amp-dtype', Y, 'autocast dtype with --amp', type=str, default='float16', choices=['float16', 'bfloat16'])
-_f('--model-dtype', Y, 'train the model and feed the input in this dtype, without autocast (default: float32)',
+_flag('--amp', 'automatic mixed precision (autocast) in training and validation', **_SWITCH)
+_flag('--amp-dtype', 'autocast dtype with --amp', type=str, default='float16', choices=['float16', 'bfloat16'])
+_flag('--model-dtype', 'train the model and feed the input in this dtype, without autocast (default: float32)',
    type=str, default=None, choices=['float32', 'float16', 'bfloat16'])
-_f('--no-ddp-bb', Y, "DistributedDataParallel without broadcast_buffers", **ST)
-_f('--synchronize-step', Y, "synchronize the accelerator after every optimizer step, as timm (timing); "
-   'nothing to wait for on CPU', **ST)
-_f(('--local_rank', '--local-rank'), Y, 'set by the distributed launcher', type=int, default=0)
-_f('--device-modules', Y, 'python modules imported before the device is set up (device backends)', type=str,
+_flag('--no-ddp-bb', "DistributedDataParallel without broadcast_buffers", **_SWITCH)
+_flag('--synchronize-step', "synchronize the accelerator after every optimizer step, as timm (timing); "
+   'nothing to wait for on CPU', **_SWITCH)
+_flag(('--local_rank', '--local-rank'), 'set by the distributed launcher', type=int, default=0)
+_flag('--device-modules', 'python modules imported before the device is set up (device backends)', type=str,
    nargs='+', default=None)
 
-_g('Optimizer (timm)')
-_f('--opt', Y, 'optimizer name for timm.optim.create_optimizer_v2 (sgd, adamw, lamb, ...)',
+_section('Optimizer (timm)')
+_flag('--opt', 'optimizer name for timm.optim.create_optimizer_v2 (sgd, adamw, lamb, ...)',
    type=str, metavar='OPTIMIZER', default='sgd')
-_f('--opt-eps', Y, "optimizer epsilon (default: the optimizer's)", type=float, metavar='EPSILON', default=None)
-_f('--opt-betas', Y, "optimizer betas (default: the optimizer's)", type=float, nargs='+', metavar='BETA',
+_flag('--opt-eps', "optimizer epsilon (default: the optimizer's)", type=float, metavar='EPSILON', default=None)
+_flag('--opt-betas', "optimizer betas (default: the optimizer's)", type=float, nargs='+', metavar='BETA',
    default=None)
-_f('--momentum', Y, 'SGD / RMSprop momentum', type=float, metavar='M', default=0.9)
-_f('--weight-decay', Y, 'weight decay', type=float, default=2e-5)
-_f('--clip-grad', Y, 'gradient clipping threshold (default: no clipping)', type=float, metavar='NORM',
+_flag('--momentum', 'SGD / RMSprop momentum', type=float, metavar='M', default=0.9)
+_flag('--weight-decay', 'weight decay', type=float, default=2e-5)
+_flag('--clip-grad', 'gradient clipping threshold (default: no clipping)', type=float, metavar='NORM',
    default=None)
-_f('--clip-mode', Y, 'what --clip-grad clips: norm, value or agc (adaptive)', type=str, default='norm',
+_flag('--clip-mode', 'what --clip-grad clips: norm, value or agc (adaptive)', type=str, default='norm',
    choices=['norm', 'value', 'agc'])
-_f('--layer-decay', Y, 'layer-wise learning-rate decay factor (default: off)', type=float, default=None)
-_f('--layer-decay-min-scale', Y, 'lower bound of the layer-wise learning-rate scale', type=float, default=0)
-_f('--layer-decay-no-opt-scale', Y, 'layers whose layer-wise scale falls below this are frozen',
+_flag('--layer-decay', 'layer-wise learning-rate decay factor (default: off)', type=float, default=None)
+_flag('--layer-decay-min-scale', 'lower bound of the layer-wise learning-rate scale', type=float, default=0)
+_flag('--layer-decay-no-opt-scale', 'layers whose layer-wise scale falls below this are frozen',
    type=float, default=None)
-_f('--opt-kwargs', Y, 'extra keyword arguments for the optimizer, as key=value', nargs='*', default={},
+_flag('--opt-kwargs', 'extra keyword arguments for the optimizer, as key=value', nargs='*', default={},
    action='parse_kwargs')
 
-_g('Learning rate schedule (timm)')
-_f('--sched', Y, 'scheduler for timm.scheduler.create_scheduler_v2 (cosine, step, multistep, plateau, ...)',
+_section('Learning rate schedule (timm)')
+_flag('--sched', 'scheduler for timm.scheduler.create_scheduler_v2 (cosine, step, multistep, plateau, ...)',
    type=str, metavar='SCHEDULER', default='cosine')
-_f('--sched-on-updates', Y, 'step the scheduler every optimizer update instead of every epoch', **ST)
-_f('--lr', Y, 'learning rate (default: --lr-base scaled by the global batch size / --lr-base-size)',
+_flag('--sched-on-updates', 'step the scheduler every optimizer update instead of every epoch', **_SWITCH)
+_flag('--lr', 'learning rate (default: --lr-base scaled by the global batch size / --lr-base-size)',
    type=float, metavar='LR', default=None)
-_f('--lr-base', Y, 'learning rate at a global batch of --lr-base-size', type=float, metavar='LR', default=0.1)
-_f('--lr-base-size', Y, 'batch size at which --lr-base applies', type=int, metavar='DIV', default=256)
-_f('--lr-base-scale', Y, "how --lr-base scales with the batch: linear or sqrt (default: sqrt for ada*/lamb "
+_flag('--lr-base', 'learning rate at a global batch of --lr-base-size', type=float, metavar='LR', default=0.1)
+_flag('--lr-base-size', 'batch size at which --lr-base applies', type=int, metavar='DIV', default=256)
+_flag('--lr-base-scale', "how --lr-base scales with the batch: linear or sqrt (default: sqrt for ada*/lamb "
    "optimizers, else linear)", type=str, metavar='SCALE', default='')
-_f('--lr-noise', Y, 'epochs (or fractions of --epochs) between which the learning rate is perturbed',
+_flag('--lr-noise', 'epochs (or fractions of --epochs) between which the learning rate is perturbed',
    type=float, nargs='+', metavar='pct, pct', default=None)
-_f('--lr-noise-pct', Y, 'limit of the learning-rate noise, as a fraction', type=float, default=0.67)
-_f('--lr-noise-std', Y, 'standard deviation of the learning-rate noise', type=float, default=1.0)
-_f('--lr-cycle-mul', Y, 'length multiplier of each new learning-rate cycle', type=float, default=1.0)
-_f('--lr-cycle-decay', Y, 'peak learning-rate factor of each new cycle', type=float, default=0.5)
-_f('--lr-cycle-limit', Y, 'number of learning-rate cycles', type=int, default=1)
-_f('--lr-k-decay', Y, 'k-decay exponent of cosine / poly schedules', type=float, default=1.0)
-_f('--warmup-lr', Y, 'learning rate at the start of warm-up', type=float, default=1e-5)
-_f('--min-lr', Y, 'floor of the learning rate for schedules that decay to 0', type=float, default=0)
-_f('--epochs', Y, 'number of training epochs (cool-down epochs are added)', type=int, default=300)
-_f('--epoch-repeats', Y, 'dataset repeats per epoch, for iterable datasets (wds/, tfds/; 0 = one pass)',
+_flag('--lr-noise-pct', 'limit of the learning-rate noise, as a fraction', type=float, default=0.67)
+_flag('--lr-noise-std', 'standard deviation of the learning-rate noise', type=float, default=1.0)
+_flag('--lr-cycle-mul', 'length multiplier of each new learning-rate cycle', type=float, default=1.0)
+_flag('--lr-cycle-decay', 'peak learning-rate factor of each new cycle', type=float, default=0.5)
+_flag('--lr-cycle-limit', 'number of learning-rate cycles', type=int, default=1)
+_flag('--lr-k-decay', 'k-decay exponent of cosine / poly schedules', type=float, default=1.0)
+_flag('--warmup-lr', 'learning rate at the start of warm-up', type=float, default=1e-5)
+_flag('--min-lr', 'floor of the learning rate for schedules that decay to 0', type=float, default=0)
+_flag('--epochs', 'number of training epochs (cool-down epochs are added)', type=int, default=300)
+_flag('--epoch-repeats', 'dataset repeats per epoch, for iterable datasets (wds/, tfds/; 0 = one pass)',
    type=float, default=0.)
-_f('--start-epoch', Y, 'epoch to start from (overrides the resumed epoch)', type=int, default=None)
-_f('--decay-milestones', Y, 'epochs at which the multistep schedule decays', type=int, nargs='+',
+_flag('--start-epoch', 'epoch to start from (overrides the resumed epoch)', type=int, default=None)
+_flag('--decay-milestones', 'epochs at which the multistep schedule decays', type=int, nargs='+',
    default=[90, 180, 270])
-_f('--decay-epochs', Y, 'epochs between decays of the step schedule', type=float, default=90)
-_f('--warmup-epochs', Y, 'epochs of linear warm-up', type=int, default=5)
-_f('--warmup-prefix', Y, 'warm-up epochs come before the schedule instead of inside it', **ST)
-_f('--cooldown-epochs', Y, 'epochs at --min-lr after the schedule ends', type=int, default=0)
-_f('--patience-epochs', Y, 'epochs without improvement before the plateau schedule decays', type=int,
+_flag('--decay-epochs', 'epochs between decays of the step schedule', type=float, default=90)
+_flag('--warmup-epochs', 'epochs of linear warm-up', type=int, default=5)
+_flag('--warmup-prefix', 'warm-up epochs come before the schedule instead of inside it', **_SWITCH)
+_flag('--cooldown-epochs', 'epochs at --min-lr after the schedule ends', type=int, default=0)
+_flag('--patience-epochs', 'epochs without improvement before the plateau schedule decays', type=int,
    default=10)
-_f(('--decay-rate', '--dr'), Y, 'learning-rate decay factor of step / multistep / plateau', type=float,
+_flag(('--decay-rate', '--dr'), 'learning-rate decay factor of step / multistep / plateau', type=float,
    default=0.1)
 
-_g('Augmentation and regularization (timm)')
-_f('--no-aug', Y, 'no training augmentation (the validation transform is used)', **ST)
-_f('--train-crop-mode', Y, 'training crop: rrc (random-resized crop, default), rkrc, rkrr', type=str,
+_section('Augmentation and regularization (timm)')
+_flag('--no-aug', 'no training augmentation (the validation transform is used)', **_SWITCH)
+_flag('--train-crop-mode', 'training crop: rrc (random-resized crop, default), rkrc, rkrr', type=str,
    default=None)
-_f('--scale', Y, 'area range of the random-resized crop', type=float, nargs='+', metavar='PCT',
+_flag('--scale', 'area range of the random-resized crop', type=float, nargs='+', metavar='PCT',
    default=[0.08, 1.0])
-_f('--ratio', Y, 'aspect-ratio range of the random-resized crop', type=float, nargs='+', metavar='RATIO',
+_flag('--ratio', 'aspect-ratio range of the random-resized crop', type=float, nargs='+', metavar='RATIO',
    default=[3. / 4., 4. / 3.])
-_f('--hflip', Y, 'probability of a horizontal flip', type=float, default=0.5)
-_f('--vflip', Y, 'probability of a vertical flip', type=float, default=0.)
-_f('--color-jitter', Y, 'colour-jitter strength', type=float, metavar='PCT', default=0.4)
-_f('--color-jitter-prob', Y, 'probability of applying colour jitter (default: always)', type=float,
+_flag('--hflip', 'probability of a horizontal flip', type=float, default=0.5)
+_flag('--vflip', 'probability of a vertical flip', type=float, default=0.)
+_flag('--color-jitter', 'colour-jitter strength', type=float, metavar='PCT', default=0.4)
+_flag('--color-jitter-prob', 'probability of applying colour jitter (default: always)', type=float,
    default=None)
-_f('--grayscale-prob', Y, 'probability of converting to grayscale', type=float, default=None)
-_f('--gaussian-blur-prob', Y, 'probability of a Gaussian blur', type=float, default=None)
-_f('--aa', Y, 'AutoAugment / RandAugment / AugMix policy string, e.g. rand-m9-mstd0.5-inc1, augmix-m5-w4-d2',
+_flag('--grayscale-prob', 'probability of converting to grayscale', type=float, default=None)
+_flag('--gaussian-blur-prob', 'probability of a Gaussian blur', type=float, default=None)
+_flag('--aa', 'AutoAugment / RandAugment / AugMix policy string, e.g. rand-m9-mstd0.5-inc1, augmix-m5-w4-d2',
    type=str, metavar='NAME', default=None)
-_f('--aug-repeats', Y, "repeated augmentation: each image appears this many times per epoch with different "
+_flag('--aug-repeats', "repeated augmentation: each image appears this many times per epoch with different "
    "augmentations, through timm's RepeatAugSampler (0 = off)", type=float, default=0)
-_f('--aug-splits', Y, 'AugMix splits: each image is returned clean plus N-1 augmented copies (0 = off, '
+_flag('--aug-splits', 'AugMix splits: each image is returned clean plus N-1 augmented copies (0 = off, '
    'else >= 2)', type=int, default=0)
-_f('--jsd-loss', Y, "timm's JsdCrossEntropy (cross-entropy on the clean split + Jensen-Shannon consistency "
-   "between splits); needs --aug-splits", **ST)
-_f('--bce-loss', Y, "timm's BinaryCrossEntropy (one-vs-rest sigmoid loss) instead of cross-entropy, also "
-   "with mixing", **ST)
-_f('--bce-sum', Y, 'with --bce-loss, sum the loss over classes instead of averaging', **ST)
-_f('--bce-target-thresh', Y, 'with --bce-loss, binarise soft targets at this threshold', type=float,
+_flag('--jsd-loss', "timm's JsdCrossEntropy (cross-entropy on the clean split + Jensen-Shannon consistency "
+   "between splits); needs --aug-splits", **_SWITCH)
+_flag('--bce-loss', "timm's BinaryCrossEntropy (one-vs-rest sigmoid loss) instead of cross-entropy, also "
+   "with mixing", **_SWITCH)
+_flag('--bce-sum', 'with --bce-loss, sum the loss over classes instead of averaging', **_SWITCH)
+_flag('--bce-target-thresh', 'with --bce-loss, binarise soft targets at this threshold', type=float,
    default=None)
-_f('--bce-pos-weight', Y, 'with --bce-loss, weight of the positive class term', type=float, default=None)
-_f('--reprob', Y, 'random-erasing probability', type=float, metavar='PCT', default=0.)
-_f('--remode', Y, 'random-erasing fill: const, rand or pixel', type=str, default='pixel')
-_f('--recount', Y, 'number of random-erasing boxes', type=int, default=1)
-_f('--resplit', Y, 'with --aug-splits, do not random-erase the clean split', **ST)
-_f('--mixup', Y, "mixup alpha; > 0 enables timm's Mixup (--mix mixup)", type=float, default=0.0)
-_f('--cutmix', Y, "cutmix alpha; > 0 enables timm's Mixup with cutmix (--mix mixup)", type=float, default=0.0)
-_f('--cutmix-minmax', Y, 'cutmix box area range; set = cutmix on, alpha unused', type=float, nargs='+',
+_flag('--bce-pos-weight', 'with --bce-loss, weight of the positive class term', type=float, default=None)
+_flag('--reprob', 'random-erasing probability', type=float, metavar='PCT', default=0.)
+_flag('--remode', 'random-erasing fill: const, rand or pixel', type=str, default='pixel')
+_flag('--recount', 'number of random-erasing boxes', type=int, default=1)
+_flag('--resplit', 'with --aug-splits, do not random-erase the clean split', **_SWITCH)
+_flag('--mixup', "mixup alpha; > 0 enables timm's Mixup (--mix mixup)", type=float, default=0.0)
+_flag('--cutmix', "cutmix alpha; > 0 enables timm's Mixup with cutmix (--mix mixup)", type=float, default=0.0)
+_flag('--cutmix-minmax', 'cutmix box area range; set = cutmix on, alpha unused', type=float, nargs='+',
    default=None)
-_f('--mixup-prob', Y, 'probability of mixing a batch', type=float, default=1.0)
-_f('--mixup-switch-prob', Y, 'probability of cutmix instead of mixup when both are on', type=float,
+_flag('--mixup-prob', 'probability of mixing a batch', type=float, default=1.0)
+_flag('--mixup-switch-prob', 'probability of cutmix instead of mixup when both are on', type=float,
    default=0.5)
-_f('--mixup-mode', Y, 'mixing granularity: batch, pair or elem', type=str, default='batch')
-_f('--mixup-off-epoch', Y, 'stop mixing from this epoch (0 = never)', type=int, metavar='N', default=0)
-_f('--smoothing', Y, 'label smoothing (default: 0.1, or 0 for --mix bc, bcplus and superclass; timm: 0.1)',
+_flag('--mixup-mode', 'mixing granularity: batch, pair or elem', type=str, default='batch')
+_flag('--mixup-off-epoch', 'stop mixing from this epoch (0 = never)', type=int, metavar='N', default=0)
+_flag('--smoothing', 'label smoothing (default: 0.1, or 0 for --mix bc, bcplus and superclass; timm: 0.1)',
    type=float, default=0.1, our_default=None)
-_f('--train-interpolation', Y, 'resize interpolation in training (random = a random choice per image)',
+_flag('--train-interpolation', 'resize interpolation in training (random = a random choice per image)',
    type=str, default='random')
-_f('--drop', Y, 'dropout rate before the classifier', type=float, metavar='PCT', default=0.0)
-_f('--drop-connect', Y, 'old name of --drop-path (the EfficientNet papers\' name): sets --drop-path',
+_flag('--drop', 'dropout rate before the classifier', type=float, metavar='PCT', default=0.0)
+_flag('--drop-connect', 'old name of --drop-path (the EfficientNet papers\' name): sets --drop-path',
    type=float, metavar='PCT', default=None)
-_f('--drop-path', Y, 'stochastic-depth rate', type=float, metavar='PCT', default=None)
-_f('--drop-block', Y, 'DropBlock rate', type=float, metavar='PCT', default=None)
+_flag('--drop-path', 'stochastic-depth rate', type=float, metavar='PCT', default=None)
+_flag('--drop-block', 'DropBlock rate', type=float, metavar='PCT', default=None)
 
-_g('Batch norm (timm)')
-_f('--bn-momentum', Y, 'BatchNorm momentum override', type=float, default=None)
-_f('--bn-eps', Y, 'BatchNorm epsilon override', type=float, default=None)
-_f('--sync-bn', Y, 'synchronised BatchNorm across processes (CUDA)', **ST)
-_f('--dist-bn', Y, "after each epoch, make BatchNorm statistics equal across processes: reduce (average), "
+_section('Batch norm (timm)')
+_flag('--bn-momentum', 'BatchNorm momentum override', type=float, default=None)
+_flag('--bn-eps', 'BatchNorm epsilon override', type=float, default=None)
+_flag('--sync-bn', 'synchronised BatchNorm across processes (CUDA)', **_SWITCH)
+_flag('--dist-bn', "after each epoch, make BatchNorm statistics equal across processes: reduce (average), "
    "broadcast (rank 0's) or '' (leave)", type=str, default='reduce', choices=['broadcast', 'reduce', ''])
-_f('--split-bn', Y, "separate BatchNorm statistics per augmentation split (timm's convert_splitbn_model)",
+_flag('--split-bn', "separate BatchNorm statistics per augmentation split (timm's convert_splitbn_model)",
    action='store_true', default=False)
 
-_g('Model EMA (timm)')
-_f('--model-ema', Y, 'keep an exponential moving average of the weights (validated and saved too)', **ST)
-_f('--model-ema-force-cpu', Y, 'keep the EMA on the CPU (then it is not validated on other devices)', **ST)
-_f('--model-ema-decay', Y, 'EMA decay per update', type=float, default=0.9998)
-_f('--model-ema-warmup', Y, 'ramp the EMA decay up over the first updates', action='store_true', default=False)
+_section('Model EMA (timm)')
+_flag('--model-ema', 'keep an exponential moving average of the weights (validated and saved too)', **_SWITCH)
+_flag('--model-ema-force-cpu', 'keep the EMA on the CPU (then it is not validated on other devices)', **_SWITCH)
+_flag('--model-ema-decay', 'EMA decay per update', type=float, default=0.9998)
+_flag('--model-ema-warmup', 'ramp the EMA decay up over the first updates', action='store_true', default=False)
 
-_g('Miscellaneous (timm)')
-_f('--seed', Y, 'random seed', type=int, metavar='S', default=42)
-_f('--worker-seeding', Y, 'how loader workers are seeded: all (python, numpy, torch) or part (torch only)',
+_section('Miscellaneous (timm)')
+_flag('--seed', 'random seed', type=int, metavar='S', default=42)
+_flag('--worker-seeding', 'how loader workers are seeded: all (python, numpy, torch) or part (torch only)',
    type=str, default='all')
-_f('--log-interval', Y, 'batches between training log lines', type=int, metavar='N', default=50)
-_f('--val-interval', Y, 'epochs between validations (and best / history checkpoints); the last epoch is '
+_flag('--log-interval', 'batches between training log lines', type=int, metavar='N', default=50)
+_flag('--val-interval', 'epochs between validations (and best / history checkpoints); the last epoch is '
    'always validated', type=int, metavar='N', default=1)
-_f('--recovery-interval', Y, 'optimizer updates between mid-epoch recovery states (0 = none)', type=int,
+_flag('--recovery-interval', 'optimizer updates between mid-epoch recovery states (0 = none)', type=int,
    metavar='N', default=0)
-_f('--checkpoint-hist', Y, 'number of best epochs whose weights are kept as checkpoint-<epoch>.safetensors',
+_flag('--checkpoint-hist', 'number of best epochs whose weights are kept as checkpoint-<epoch>.safetensors',
    type=int, metavar='N', default=10)
-_f(('-j', '--workers'), Y, 'data-loading worker processes per training process', type=int, metavar='N',
+_flag(('-j', '--workers'), 'data-loading worker processes per training process', type=int, metavar='N',
    default=4)
-_f('--save-images', Y, "write each epoch's first training batch, after mixing, as RUN/train-batch-EPOCH.png: "
-   'de-normalised tiles labelled with their classes and mixing weights (timm: a JPEG per log line)', **ST)
-_f('--pin-mem', Y, 'pinned host memory in the data loader', **ST)
-_f('--no-prefetcher', Y, "plain loader instead of timm's prefetcher (which normalises on the device)", **ST)
-_f('--output', Y, 'folder in which the run folder is created (default: ./output/train)', type=str,
+_flag('--save-images', "write each epoch's first training batch, after mixing, as RUN/train-batch-EPOCH.png: "
+   'de-normalised tiles labelled with their classes and mixing weights (timm: a JPEG per log line)', **_SWITCH)
+_flag('--pin-mem', 'pinned host memory in the data loader', **_SWITCH)
+_flag('--no-prefetcher', "plain loader instead of timm's prefetcher (which normalises on the device)", **_SWITCH)
+_flag('--output', 'folder in which the run folder is created (default: ./output/train)', type=str,
    metavar='PATH', default='')
-_f('--experiment', Y, 'run folder name (default: <date>-<model>-<size>)', type=str, metavar='NAME', default='')
-_f('--eval-metric', Y, 'validation metric that selects the best epoch', type=str, metavar='EVAL_METRIC',
+_flag('--experiment', 'run folder name (default: <date>-<model>-<size>)', type=str, metavar='NAME', default='')
+_flag('--eval-metric', 'validation metric that selects the best epoch', type=str, metavar='EVAL_METRIC',
    default='top1')
-_f('--tta', N, 'test-time augmentation factor', type=int, metavar='N', default=0,
+_refused('--tta', 'test-time augmentation factor', type=int, metavar='N', default=0,
    why="upstream's train.py averages each N consecutive evaluation outputs, which are N different images (its "
        'loader makes no test-time copies)')
-_f('--use-multi-epochs-loader', Y, "timm's MultiEpochsDataLoader: workers live across epochs (faster epoch "
-   "start; loader workers are then not re-seeded per epoch)", **ST)
-_f('--log-wandb', Y, 'log metrics to Weights & Biases (pip install "timm_mixplug[wandb]")', **ST)
-_f('--wandb-project', Y, 'W&B project name', type=str, default=None)
-_f('--wandb-tags', Y, 'W&B run tags', type=str, nargs='+', default=[])
-_f('--wandb-resume-id', Y, 'W&B run id to continue (needs --resume)', type=str, metavar='ID', default='')
+_flag('--use-multi-epochs-loader', "timm's MultiEpochsDataLoader: workers live across epochs (faster epoch "
+   "start; loader workers are then not re-seeded per epoch)", **_SWITCH)
+_flag('--log-wandb', 'log metrics to Weights & Biases (pip install "timm_mixplug[wandb]")', **_SWITCH)
+_flag('--wandb-project', 'W&B project name', type=str, default=None)
+_flag('--wandb-tags', 'W&B run tags', type=str, nargs='+', default=[])
+_flag('--wandb-resume-id', 'W&B run id to continue (needs --resume)', type=str, metavar='ID', default='')
 
-_g('Scheduled resolution (timm; refused: set away from the default, each is an error)')
-_f('--train-img-sizes', N, 'per-batch square training sizes', type=int, nargs='+', default=None, why=_SIZES)
-_f('--train-batch-sizes', N, 'batch size for each --train-img-sizes entry', type=int, nargs='+', default=None, why=_SIZES)
-_f('--train-size-probs', N, 'sampling weights of --train-img-sizes', type=float, nargs='+', default=None, why=_SIZES)
-_f('--train-size-schedule', N, 'constant or progressive choice of training size', type=str,
+_section('Scheduled resolution (timm; refused: set away from the default, each is an error)')
+_refused('--train-img-sizes', 'per-batch square training sizes', type=int, nargs='+', default=None, why=_SIZES)
+_refused('--train-batch-sizes', 'batch size for each --train-img-sizes entry', type=int, nargs='+', default=None, why=_SIZES)
+_refused('--train-size-probs', 'sampling weights of --train-img-sizes', type=float, nargs='+', default=None, why=_SIZES)
+_refused('--train-size-schedule', 'constant or progressive choice of training size', type=str,
    default='constant', choices=('constant', 'progressive'), why=_SIZES)
-_f('--train-size-schedule-spread', N, 'spread of the progressive size schedule', type=float, default=0.65, why=_SIZES)
-_f('--train-size-random-mix', N, 'uniform share mixed into the progressive size schedule', type=float,
+_refused('--train-size-schedule-spread', 'spread of the progressive size schedule', type=float, default=0.65, why=_SIZES)
+_refused('--train-size-random-mix', 'uniform share mixed into the progressive size schedule', type=float,
    default=0.1, why=_SIZES)
-_f(('--train-batches-per-epoch', '--train-steps-per-epoch'), N, 'fixed number of loader batches per epoch',
+_refused(('--train-batches-per-epoch', '--train-steps-per-epoch'), 'fixed number of loader batches per epoch',
    type=int, default=None, why='fixed-length epochs are not supported with this plugin: an epoch is one pass '
                                'over the training split (schedules, resume and the evidence count them so)')
-_f('--variable-batch-loss-scale', N, 'loss scaling for variable batch sizes: none, sqrt or linear', type=str,
+_refused('--variable-batch-loss-scale', 'loss scaling for variable batch sizes: none, sqrt or linear', type=str,
    default='none', choices=('none', 'sqrt', 'linear'), why=_SIZES)
 
-_g('NaFlex (timm; refused: set away from the default, each is an error)')
-_f('--naflex-loader', N, "timm's NaFlex variable-resolution patch loader", **ST, why=_NAFLEX)
-_f('--naflex-train-seq-lens', N, 'NaFlex training sequence lengths', type=int, nargs='+',
+_section('NaFlex (timm; refused: set away from the default, each is an error)')
+_refused('--naflex-loader', "timm's NaFlex variable-resolution patch loader", **_SWITCH, why=_NAFLEX)
+_refused('--naflex-train-seq-lens', 'NaFlex training sequence lengths', type=int, nargs='+',
    default=[128, 256, 576, 784, 1024], why=_NAFLEX)
-_f('--naflex-max-seq-len', N, 'NaFlex validation sequence length', type=int, default=576, why=_NAFLEX)
-_f('--naflex-patch-sizes', N, 'NaFlex patch sizes', type=int, nargs='+', default=None, why=_NAFLEX)
-_f('--naflex-patch-size-probs', N, 'NaFlex patch-size probabilities', type=float, nargs='+', default=None, why=_NAFLEX)
-_f('--naflex-loss-scale', N, 'NaFlex loss scaling: none, sqrt or linear', type=str, default='linear',
+_refused('--naflex-max-seq-len', 'NaFlex validation sequence length', type=int, default=576, why=_NAFLEX)
+_refused('--naflex-patch-sizes', 'NaFlex patch sizes', type=int, nargs='+', default=None, why=_NAFLEX)
+_refused('--naflex-patch-size-probs', 'NaFlex patch-size probabilities', type=float, nargs='+', default=None, why=_NAFLEX)
+_refused('--naflex-loss-scale', 'NaFlex loss scaling: none, sqrt or linear', type=str, default='linear',
    choices=('none', 'sqrt', 'linear'), why=_NAFLEX)
-_f('--naflex-patchify-channels-first', N, 'NaFlex patches in C-P-P layout', **ST, why=_NAFLEX)
+_refused('--naflex-patchify-channels-first', 'NaFlex patches in C-P-P layout', **_SWITCH, why=_NAFLEX)
 
-_g('Knowledge distillation (timm; --task classification, teacher weights with --kd-pretrained-path)')
-_f('--kd-model-name', Y, 'teacher model for distillation', type=str, default=None)
-_f('--kd-distill-type', Y, 'distillation type: logit, feature or token', type=str, default='logit',
+_section('Knowledge distillation (timm; --task classification, teacher weights with --kd-pretrained-path)')
+_flag('--kd-model-name', 'teacher model for distillation', type=str, default=None)
+_flag('--kd-distill-type', 'distillation type: logit, feature or token', type=str, default='logit',
    choices=['logit', 'feature', 'token'])
-_f('--kd-loss-type', Y, 'logit-distillation loss', type=str, default='kl')
-_f('--distill-loss-weight', Y, 'weight of the distillation loss', type=float, default=None)
-_f('--task-loss-weight', Y, 'weight of the classification loss under distillation', type=float, default=None)
-_f('--kd-temperature', Y, 'distillation softmax temperature', type=float, default=4.0)
-_f('--kd-student-feature-dim', Y, 'student feature size for feature distillation', type=int, default=None)
-_f('--kd-teacher-feature-dim', Y, 'teacher feature size for feature distillation', type=int, default=None)
-_f('--kd-token-distill-type', Y, 'token distillation: soft or hard', type=str, default='soft',
+_flag('--kd-loss-type', 'logit-distillation loss', type=str, default='kl')
+_flag('--distill-loss-weight', 'weight of the distillation loss', type=float, default=None)
+_flag('--task-loss-weight', 'weight of the classification loss under distillation', type=float, default=None)
+_flag('--kd-temperature', 'distillation softmax temperature', type=float, default=4.0)
+_flag('--kd-student-feature-dim', 'student feature size for feature distillation', type=int, default=None)
+_flag('--kd-teacher-feature-dim', 'teacher feature size for feature distillation', type=int, default=None)
+_flag('--kd-token-distill-type', 'token distillation: soft or hard', type=str, default='soft',
    choices=['soft', 'hard'])
 
 TIMM_FLAGS: Tuple[TimmFlag, ...] = tuple(_FLAGS)
 _BY_DEST = {f.dest: f for f in TIMM_FLAGS}
 assert len(_BY_DEST) == len(TIMM_FLAGS), 'duplicate dest in TIMM_FLAGS'
-del _FLAGS, _f, _g, Y, N, ST, _TS, _SIZES, _NAFLEX
+del _FLAGS, _add, _flag, _refused, _section, _SWITCH, _TS, _SIZES, _NAFLEX
 
 
 def implemented() -> Tuple[str, ...]:
