@@ -1,7 +1,7 @@
 """timm_mixplug: BC/BC+, superclass mixup + DML, auxiliary heads, importance-sampled augmentation and GLMC for timm.
 
 Library pieces (built from keyword arguments, usable in any training loop): ``data`` (datasets, long-tailed
-subsets, hierarchies, recorded transforms), ``data.mixing`` (the mixers), ``loss``, ``task`` (the training
+subsets, hierarchies, batch transforms that record their targets), ``data.mixing`` (the mixers), ``loss``, ``task`` (the training
 objectives as ``timm.task.TrainingTask``), ``utils`` (checkpoints, summaries), ``models`` (CIFAR
 architectures registered with timm). The training application behind ``train.py`` is ``train``.
 """

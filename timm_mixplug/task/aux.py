@@ -1,10 +1,11 @@
-"""Auxiliary tasks trained alongside classification on any timm backbone (Yamada, Iwamura & Kise, "画像分類精度を
-向上させる追加タスクの検討", IEICE tech. report, Yamada, Iwamura and Kise).
+"""Auxiliary tasks trained alongside classification on any timm backbone (Y. Yamada, M. Iwamura and K. Kise,
+"画像分類精度を向上させる追加タスクの検討" [auxiliary tasks that improve image classification accuracy], IEICE
+Technical Report).
 
 Label tasks (sec. 3.1): ``superclass`` (the class hierarchy, e.g. CIFAR-100's 20 superclasses) and
 ``random_labels`` (one fixed random label per training image, seeded; the table is saved in the checkpoint's
 task state). Augmentation-prediction tasks (sec. 3.2), with targets recorded by the batch-level transforms in
-``recorded_transforms``: ``crop_pos`` (9-way, 3x3 grid over the 9x9 crop offsets), ``cutout`` (per-pixel
+``data.transforms``: ``crop_pos`` (9-way, 3x3 grid over the 9x9 crop offsets), ``cutout`` (per-pixel
 binary segmentation of the hole), ``ricap`` (per-pixel 4-way segmentation: which of the TL/TR/BL/BR images).
 
 ``AuxHeadModel(backbone, tasks)`` adds one head per task through timm's public feature API
@@ -277,7 +278,7 @@ def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class AuxTask(SingleModuleTask):
-    """Classification plus auxiliary tasks (Yamada, Iwamura and Kise, IEICE tech. report) as a timm ``TrainingTask``.
+    """Classification plus auxiliary tasks (Yamada, Iwamura and Kise, "画像分類精度を向上させる追加タスクの検討", IEICE Technical Report) as a timm ``TrainingTask``.
 
     ``forward(input, target)``: ``input`` (B, C, H, W) normalized images (without crop/flip when ``augment``
     does them); ``target`` int labels (B,), packed ``[label, index]`` (B, 2) from ``IndexedDataset``, or a dict
@@ -363,6 +364,9 @@ class AuxTask(SingleModuleTask):
         names = set(weights)
         if 'superclass' in names and hierarchy is None:
             raise ValueError("The 'superclass' task needs a hierarchy (timm_mixplug.load_hierarchy(...)).")
+        if 'superclass' in names and torch.as_tensor(hierarchy.class_to_super).unique().numel() < 2:
+            raise ValueError("The 'superclass' task needs a hierarchy with classes in 2 or more superclasses; with "
+                             "one, its target is constant (loss 0, accuracy 1).")
         if 'random_labels' in names and not num_samples:
             raise ValueError("The 'random_labels' task needs num_samples (training-set size) and sample indices "
                              "in the target (wrap the dataset in IndexedDataset).")

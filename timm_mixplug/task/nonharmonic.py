@@ -1,8 +1,9 @@
-"""Non-harmonic learning: importance-sampled augmentation (Okadome & Ide, Kwansei Gakuin).
+"""Non-harmonic learning: importance-sampled augmentation (T. Okadome, "新しい深層学習手法－非調和学習－"
+[a new deep-learning method: non-harmonic learning], Kwansei Gakuin University, technology presentation, 2022).
 
 Each image of the mini-batch is augmented into M views; the current model scores every view (its loss on
 the true class); one view per image is sampled with probability given by that importance and only the
-sampled views are trained on (the slides' steps 1-4). MaxUp (Gong et al. 2021) keeps the max-loss view
+sampled views are trained on (the presentation's steps 1-4). MaxUp (Gong et al. 2021) keeps the max-loss view
 instead; it is the ``temperature=0`` limit here.
 
 Pieces:
@@ -11,7 +12,7 @@ Pieces:
   torchvision transform). ``multiview_collate`` stacks them to (B, M, ...); timm's ``fast_collate`` (the
   prefetcher path) flattens them view-major to (M*B, ...) as it does for AugMix splits; the task accepts
   both. ``view_augment`` is the cheaper alternative: the loader yields one image and the views are made
-  on the device (``DeviceAugment``-style callables from ``recorded_transforms``).
+  on the device (``DeviceAugment``-style callables from ``data.transforms``).
 * ``view_probabilities`` / ``sample_views``: importance -> probabilities -> one index per image.
 * ``NonHarmonicTask``: a ``timm.task.TrainingTask``; it scores all B*M views without gradient, samples,
   applies the mixer (any ``--mix``) to the sampled batch and trains on it. Extra scalars
@@ -50,7 +51,7 @@ SCORE_MODES = ('eval', 'train')
 def view_probabilities(importance: torch.Tensor, temperature: float = 1.0, uniform_mix: float = 0.0) -> torch.Tensor:
     """Sampling probabilities (B, M) from non-negative importances (B, M).
 
-    p_j = (1 - u) * s_j^(1/T) / sum_k s_k^(1/T) + u / M. T = 1: proportional to the importance (the slides);
+    p_j = (1 - u) * s_j^(1/T) / sum_k s_k^(1/T) + u / M. T = 1: proportional to the importance (Okadome);
     T -> 0: the max-importance view (MaxUp), ``temperature=0`` gives exactly that (ties: lowest index);
     T -> inf: uniform (ordinary random augmentation). ``uniform_mix`` u in [0, 1] is a floor so that every
     view keeps probability >= u / M. A row whose importances are all zero is sampled uniformly; NaN counts as

@@ -41,7 +41,7 @@ def num_aug_splits(args) -> int:
 
 def check_args(args: argparse.Namespace) -> None:
     """Combinations of the options above (UsageError, before anything is built; their value ranges are in
-    ``validation.RANGES``)."""
+    ``ranges.all_ranges``)."""
     if args.aug_splits:
         if args.mix != 'none':
             raise UsageError(f'--aug-splits keeps each image\'s augmented copies together; it cannot be combined '
@@ -95,6 +95,17 @@ def busy_cores(interval: float = 0.25) -> Tuple[float, str]:
     return max(0.0, ((b1 - b0) / hz - (own1 - own0)) / max(t1 - t0, 1e-3)), 'busy'
 
 
+def omp_threads(env: str) -> Tuple[int, str]:
+    """(threads, why) from ``OMP_NUM_THREADS`` as OpenMP reads it: a number, or a comma list of numbers, one per
+    nesting level (e.g. ``4,2``), of which torch's threads are the first level; anything else is refused."""
+    levels = [v.strip() for v in env.split(',')]
+    if not all(v.isdigit() for v in levels):
+        raise UsageError(f'OMP_NUM_THREADS={env!r} is neither a number nor OpenMP\'s comma list of numbers (e.g. 4 '
+                         f'or 4,2); set it so, or unset it and give --threads N')
+    n = max(1, int(levels[0]))
+    return n, f'OMP_NUM_THREADS={env}' + (', its first nesting level' if len(levels) > 1 else '')
+
+
 def choose_threads(requested: int, workers: int, local_procs: int, env: Optional[str], cores: int,
                    load: float, measure: str = 'busy') -> Tuple[int, str]:
     """(torch threads, why): ``--threads N`` > 0 or ``OMP_NUM_THREADS`` as given; otherwise the cores left free
@@ -105,7 +116,7 @@ def choose_threads(requested: int, workers: int, local_procs: int, env: Optional
     if requested > 0:
         return requested, f'--threads {requested}'
     if env:
-        return max(1, int(env)), f'OMP_NUM_THREADS={env}'
+        return omp_threads(env)
     free = max(1.0, cores - load)
     n = max(1, int(round(free / local_procs)) - workers)
     return n, (f'{cores} cores, {load:.1f} {"busy with other work" if measure == "busy" else "load average"}, '

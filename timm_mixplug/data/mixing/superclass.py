@@ -1,4 +1,5 @@
-"""Superclass-aware mixup for Deep Mutual Learning (superclass-aware mixup for DML, IEICE-style paper in Japanese: Beta(8,8) same / Beta(0.2,0.2) different superclass).
+"""Superclass-aware mixup for Deep Mutual Learning ("スーパークラスを利用した mixup" for DML, seed 001: a Japanese
+conference paper whose extraction names no authors; Beta(8,8) same / Beta(0.2,0.2) different superclass).
 
 Mixup (eqs. (1), (2): x = lam x_i + (1 - lam) x_j, y = lam y_i + (1 - lam) y_j) whose ratio depends on the
 superclass relation of the pair (sec. 4): ``mode='beta'`` draws lam ~ Beta(alpha_same, alpha_same) (8.0) for
