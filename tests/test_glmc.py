@@ -70,6 +70,56 @@ def test_mixed_nt_xent_eqs_2_3():
     assert total.item() == pytest.approx((e_mix + e_cut) / 2, rel=1e-5)
 
 
+def nt_xent_loop_classes(z, zt, tau, classes):
+    """NT-Xent without same-class negatives, one anchor at a time: ``classes[i]`` is the set of classes of
+    vector i of cat(z, zt); a negative k is dropped from anchor i's denominator when the sets intersect."""
+    u = [F.normalize(v, dim=0) for v in list(z.detach()) + list(zt.detach())]
+    N = z.shape[0]
+    total = 0.0
+    for i in range(2 * N):
+        pos = (i + N) % (2 * N)
+        num = math.exp(float(u[i] @ u[pos]) / tau)
+        den = num + sum(math.exp(float(u[i] @ u[k]) / tau) for k in range(2 * N)
+                        if k not in (i, pos) and not classes[i] & classes[k])
+        total += -math.log(num / den)
+    return total / (2 * N)
+
+
+def test_nt_xent_without_same_class_negatives_matches_loop():
+    torch.manual_seed(3)
+    z1, z2, zm, zc = (torch.randn(5, 6) for _ in range(4))
+    y1, y2 = torch.tensor([0, 1, 0, 2, 3]), torch.tensor([1, 1, 2, 0, 3])
+    lam, tau = 0.3, 0.5
+    total, l_mix, l_cut = mixed_nt_xent(z1, z2, zm, zc, lam, tau, labels=(y1, y2))
+    a, b = y1.tolist(), y2.tolist()
+    mixed = [{p, q} for p, q in zip(a, b)]  # a mixed feature holds both source classes
+    c1, c2 = [{p} for p in a] + mixed, [{q} for q in b] + mixed
+    e_mix = lam * nt_xent_loop_classes(z1, zm, tau, c1) + (1 - lam) * nt_xent_loop_classes(z2, zm, tau, c2)
+    e_cut = lam * nt_xent_loop_classes(z1, zc, tau, c1) + (1 - lam) * nt_xent_loop_classes(z2, zc, tau, c2)
+    assert l_mix.item() == pytest.approx(e_mix, rel=1e-5) and l_cut.item() == pytest.approx(e_cut, rel=1e-5)
+    assert total.item() == pytest.approx((e_mix + e_cut) / 2, rel=1e-5)
+    assert total.item() < mixed_nt_xent(z1, z2, zm, zc, lam, tau)[0].item()  # fewer negatives, smaller loss
+    # all classes distinct: nothing is dropped and it is the paper's loss
+    assert nt_xent(z1, zm, tau, torch.arange(10)).item() == pytest.approx(nt_xent(z1, zm, tau).item(), rel=1e-6)
+    # one class: only the positive is left in each denominator, the loss is 0
+    assert nt_xent(z1, zm, tau, torch.zeros(10, dtype=torch.long)).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match='labels'):
+        nt_xent(z1, zm, tau, torch.zeros(4, dtype=torch.long))
+
+
+def test_task_exclude_same_class_changes_only_the_clr_term():
+    counts, B = [40, 8, 2], 4
+    x = torch.randn(4 * B, 3, 16, 16)
+    y = torch.tensor([0, 0, 2, 0, 1, 0, 1, 0])
+    out = {}
+    for excl in (False, True):
+        task = GLMCTask(_tiny_backbone(), counts, clr_weight=1.0, clr_exclude_same_class=excl, verbose=False)
+        torch.manual_seed(5)
+        out[excl] = task(x, y)
+    assert out[True]['glmc_ib'].item() == pytest.approx(out[False]['glmc_ib'].item(), rel=1e-6)
+    assert out[True]['clr_loss'].item() < out[False]['clr_loss'].item()
+
+
 def test_negative_cosine_stops_gradient_to_z():
     p = torch.randn(3, 4, requires_grad=True)
     z = torch.randn(3, 4, requires_grad=True)

@@ -35,6 +35,9 @@ which the mixup used) and z_m = z(x_mix), z_c = z(x_cut):
     L_mixup   = lam L(z1, z_m) + (1 - lam) L(z2, z_m);   L_cutmix = lam L(z1, z_c) + (1 - lam) L(z2, z_c)   (2)
     L_CLR     = (L_mixup + L_cutmix) / 2                                                            (3)
 
+Ours, not the paper's (``clr_exclude_same_class``; its stated future work): every NT-Xent leaves the negatives
+that share a class with the anchor out of its denominator, z1 holding y_a, z2 y_b and z_m, z_c both.
+
 Deliberate differences / choices (see docs/dml_glmc.md): the box is exactly ceil(side*sqrt(1-lam)) wide
 before clipping (centre uniform); the re-sampled batch is drawn per item instead of by a second loader (same
 distribution: i.i.d. with replacement, weights n_c^-r); with ``joint_forward=False`` (default) the mixup,
