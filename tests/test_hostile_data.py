@@ -207,3 +207,42 @@ def test_file_size_limit_while_saving_is_one_line_and_the_state_stays(tmp_path):
     assert {f: os.path.getsize(run / f) for f in os.listdir(run) if f.endswith('.safetensors')} == before
     assert load_train_meta(str(run / 'last-state.safetensors'))['epoch'] == epoch
     assert not [f for f in os.listdir(run) if f.endswith('.tmp')]
+
+
+@pytest.mark.parametrize('value,code,says', [('2,1', 0, 'Using 2 torch thread(s) per process (OMP_NUM_THREADS=2,1, '
+                                                          'its first nesting level)'),
+                                              ('two', 2, "OMP_NUM_THREADS='two' is neither a number nor")])
+def test_omp_num_threads_in_openmp_list_form(tmp_path, value, code, says):
+    """OpenMP's list form (one number per nesting level) uses its first level and says so; anything else is one
+    line, exit 2, nothing written."""
+    import subprocess
+    import sys
+    data = _npz_set(tmp_path / 'd', (4, 4))
+    proc = subprocess.run([sys.executable, TRAIN_PY, *_train_argv(data, tmp_path, 'run', '--epochs', '1')],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS=value))
+    assert proc.returncode == code and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert says in proc.stderr
+    if code:  # (libgomp itself may warn about the value first)
+        ours = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith('libgomp:')]
+        assert len(ours) == 1 and ours[0].startswith('train.py: error:') and not (tmp_path / 'run').exists()
+
+
+def test_run_folder_deleted_under_a_running_job_is_one_line(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from conftest import wait_for_file
+    data = _npz_set(tmp_path / 'd', (40, 40))
+    proc = subprocess.Popen([sys.executable, TRAIN_PY, *_train_argv(data, tmp_path, 'run', '--epochs', '200')],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        wait_for_file(tmp_path / 'run' / 'last-state.safetensors', proc, timeout=120)
+        shutil.rmtree(tmp_path / 'run')
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    errors = [ln for ln in err.splitlines() if ln.startswith('train.py: error:')]
+    assert proc.returncode == 1 and len(errors) == 1 and 'Traceback' not in err, err[-3000:]
+    assert f'the run folder {tmp_path / "run"} was deleted or moved' in errors[0]
