@@ -129,9 +129,32 @@ def stand_in(line: str, ws: Path):
     return line
 
 
+def _normal(cmd: str) -> str:
+    return ' '.join(cmd.replace('python -m timm_mixplug', 'python train.py').split())
+
+
+def _runnable(line: str) -> str:
+    """The line without .ci/run's set-up commands ('' when nothing is left)."""
+    return ' && '.join(p for p in line.split(' && ') if not p.strip().startswith(SETUP_WORDS))
+
+
+def first_runs(lines, seen: set):
+    """The runnable lines whose command no earlier block or line of the plan has (the quickstart is in four
+    blocks): decided here, in document order, so each test runs the same commands whatever subset or order of
+    tests pytest runs. ``seen`` collects the commands (stood in for a placeholder workspace)."""
+    out = []
+    for ln in filter(None, map(_runnable, lines)):
+        key = _normal(stand_in(ln, Path('/workspace')))
+        if key not in seen:
+            seen.add(key)
+            out.append(ln)
+    return out
+
+
 def run_plan():
-    """(test id, file, language, text, slow) for every block; a block with slow lines has a slow part."""
-    plan = []
+    """(test id, file, language, text, slow) for every block; a block with slow lines has a slow part. A bash
+    part lists the lines it runs (slow and fast lines never share a command: slowness is read from the line)."""
+    plan, seen = [], set()
     for name, line, lang, text in blocks():
         first = text.splitlines()[0] if text.strip() else ''
         if (name, first) in NOT_CODE:
@@ -139,10 +162,10 @@ def run_plan():
         shell = lang in ('bash', 'sh', '') and all(
             ln.startswith(('python', 'torchrun', 'run=', '.', 'pip')) for ln in command_lines(text))
         if lang in ('bash', 'sh') or (lang == '' and shell):
-            lines = command_lines(text)
+            lines = first_runs(command_lines(text), seen)
             slow = [ln for ln in lines if any(re.search(p, ln) for p, _ in SLOW_LINES)]
             fast = [ln for ln in lines if ln not in slow]
-            if fast:
+            if fast or not slow:  # a block whose commands all ran earlier keeps its (empty) test
                 plan.append((f'{name}:{line}', name, 'bash', fast, False))
             if slow:
                 plan.append((f'{name}:{line}:slow', name, 'bash', slow, True))
@@ -154,30 +177,11 @@ def run_plan():
 
 
 PLAN = run_plan()
-_DONE = set()
 
 
 def _env():
     bindir = os.path.dirname(sys.executable)
     return dict(os.environ, PATH=bindir + os.pathsep + os.environ.get('PATH', ''), PYTHONUNBUFFERED='1')
-
-
-def _normal(cmd: str) -> str:
-    return ' '.join(cmd.replace('python -m timm_mixplug', 'python train.py').split())
-
-
-def _script(lines, ws):
-    out = []
-    for ln in lines:
-        parts = [p for p in ln.split(' && ') if not p.strip().startswith(SETUP_WORDS)]
-        if not parts:
-            continue
-        cmd = stand_in(' && '.join(parts), ws)
-        if _normal(cmd) in _DONE:  # the same command in another block (the quickstart, four times)
-            continue
-        _DONE.add(_normal(cmd))
-        out.append(cmd)
-    return out
 
 
 @pytest.mark.parametrize('tid,name,lang,body,slow', PLAN, ids=[p[0] for p in PLAN])
@@ -195,7 +199,7 @@ def test_docs_block_runs(tid, name, lang, body, slow, workspace):
                              timeout=600)
         assert res.returncode == 0, f'{tid} failed:\n{body}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}'
         return
-    cmds = _script(body, workspace)
+    cmds = [stand_in(ln, workspace) for ln in body]
     if not cmds:
         return
     script = 'set -e\n' + '\n'.join(f'echo "+ {c.replace(chr(34), chr(39))}"\n{c}' for c in cmds)
