@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch.distributed as dist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(ROOT, 'train.py')
@@ -31,6 +32,18 @@ def make_tiny_images(tmp_path_factory, name: str, val_per_class: int, superclass
     if superclass_map:
         (root / 'super.yaml').write_text(SUPERCLASS_YAML)
     return str(root)
+
+
+@pytest.fixture
+def gloo_group(tmp_path):
+    """A single-process gloo process group (rank 0 of 1, a file:// store under ``tmp_path``) for the test's
+    duration; skips without torch.distributed, fails if a group is already up (an earlier test leaked it)."""
+    if not dist.is_available():
+        pytest.skip('torch.distributed not available')
+    assert not dist.is_initialized(), 'a process group is already initialised: an earlier test leaked it'
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "pg"}', rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
 
 
 def tiny_train_args(data_dir, out, exp, *extra):

@@ -307,23 +307,15 @@ def test_train_py_aux_rejects_loader_crop(image_dir, tmp_path, capsys):
     assert '--no-aug' in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
-def test_aux_ddp_world_size_one_and_ema(tmp_path):
-    import torch.distributed as dist
-    if dist.is_initialized():
-        pytest.skip('a process group is already initialised')
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "pg"}', rank=0, world_size=1)
-    try:
-        task = _task('superclass,cutout')
-        backbone = task.trainable_module.backbone
-        task.setup_ema(decay=0.9)
-        task.prepare_distributed()
-        out = task(torch.randn(4, 3, H, W), torch.randint(0, 100, (4,)))
-        out['loss'].backward()
-        task.update_ema(step=1)
-        assert task.get_eval_model() is backbone
-        ema_model = task.get_eval_model(ema=True)
-        assert set(ema_model.state_dict()) == set(backbone.state_dict())
-        assert set(task.get_checkpoint_state(ema=True)['task_state_ema']['aux_heads'])
-    finally:
-        dist.destroy_process_group()
+def test_aux_ddp_world_size_one_and_ema(gloo_group):
+    task = _task('superclass,cutout')
+    backbone = task.trainable_module.backbone
+    task.setup_ema(decay=0.9)
+    task.prepare_distributed()
+    out = task(torch.randn(4, 3, H, W), torch.randint(0, 100, (4,)))
+    out['loss'].backward()
+    task.update_ema(step=1)
+    assert task.get_eval_model() is backbone
+    ema_model = task.get_eval_model(ema=True)
+    assert set(ema_model.state_dict()) == set(backbone.state_dict())
+    assert set(task.get_checkpoint_state(ema=True)['task_state_ema']['aux_heads'])

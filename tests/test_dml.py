@@ -231,27 +231,19 @@ def test_registry_spec_builds_peers():
         spec.check_args(bad)
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
-def test_prepare_distributed_wraps_each_peer(tmp_path):
-    import torch.distributed as dist
+def test_prepare_distributed_wraps_each_peer(gloo_group):
     from torch.nn.parallel import DistributedDataParallel as DDP
-    if dist.is_initialized():
-        pytest.skip('a process group is already initialised')
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "pg"}', rank=0, world_size=1)
-    try:
-        torch.manual_seed(9)
-        task = DMLTask([Tiny(), Tiny()], criterion=nn.CrossEntropyLoss(), verbose=False)
-        keys = list(task.get_trainable_module().state_dict())
-        task.prepare_distributed()
-        assert all(isinstance(p, DDP) for p in task._ddp_peers)
-        assert list(task.get_trainable_module().state_dict()) == keys  # checkpoint keys unchanged
-        x, y = torch.randn(4, 2, 2, 2), torch.randint(0, 3, (4,))
-        with task.no_sync():
-            task(x, y)['loss'].backward()
+    torch.manual_seed(9)
+    task = DMLTask([Tiny(), Tiny()], criterion=nn.CrossEntropyLoss(), verbose=False)
+    keys = list(task.get_trainable_module().state_dict())
+    task.prepare_distributed()
+    assert all(isinstance(p, DDP) for p in task._ddp_peers)
+    assert list(task.get_trainable_module().state_dict()) == keys  # checkpoint keys unchanged
+    x, y = torch.randn(4, 2, 2, 2), torch.randint(0, 3, (4,))
+    with task.no_sync():
         task(x, y)['loss'].backward()
-        assert all(m.fc.weight.grad is not None for m in task.peer_eval_models())
-    finally:
-        dist.destroy_process_group()
+    task(x, y)['loss'].backward()
+    assert all(m.fc.weight.grad is not None for m in task.peer_eval_models())
 
 
 # ---- few-step train.py runs (tiny generated data, CPU) ----

@@ -287,23 +287,15 @@ def test_train_py_nonharmonic(image_dir, tmp_path, extra):
         load_file(str(tmp_path / 'nh' / 'best.safetensors')))
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
-def test_ddp_world_size_one(tmp_path):
-    import torch.distributed as dist
+def test_ddp_world_size_one(gloo_group):
     from torch.nn.parallel import DistributedDataParallel as DDP
-    if dist.is_initialized():
-        pytest.skip('a process group is already initialised')
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "pg"}', rank=0, world_size=1)
-    try:
-        model = timm.create_model('test_resnet', num_classes=10)
-        task = NonHarmonicTask(model, num_views=2).prepare_distributed()
-        assert isinstance(task.trainable_module, DDP) and task._score_module() is model
-        out = task(torch.randn(4, 2, 3, 32, 32), torch.randint(0, 10, (4,)))
-        out['loss'].backward()
-        assert model.fc.weight.grad is not None
-        assert set(task.get_checkpoint_state()['state_dict']) == set(model.state_dict())
-    finally:
-        dist.destroy_process_group()
+    model = timm.create_model('test_resnet', num_classes=10)
+    task = NonHarmonicTask(model, num_views=2).prepare_distributed()
+    assert isinstance(task.trainable_module, DDP) and task._score_module() is model
+    out = task(torch.randn(4, 2, 3, 32, 32), torch.randint(0, 10, (4,)))
+    out['loss'].backward()
+    assert model.fc.weight.grad is not None
+    assert set(task.get_checkpoint_state()['state_dict']) == set(model.state_dict())
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
