@@ -3,15 +3,19 @@ seeds, 2 epochs on a tiny npz set) with reuse, resume, restart and failure handl
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from conftest import ROOT, read_rows
 from timm_mixplug.compare.cli import main as compare_main
+from timm_mixplug.compare.guard import OutputLock
 from timm_mixplug.compare.methods import builtin_methods
 from timm_mixplug.compare.options import parse_options
 from timm_mixplug.compare.report import figure
@@ -255,3 +259,249 @@ def test_end_to_end_reuse_resume_restart_and_failure(tiny_npz, tmp_path, capsys,
     assert report['methods']['broken']['n'] == 0 and [f['run'] for f in report['failed']] == ['broken-s0',
                                                                                                'broken-s1']
     assert 'Failed runs' in (out / 'compare.md').read_text()
+
+
+# ---- issue 30: a compare that can be killed, rerun and given edited input ----
+
+_FAKE_TRAIN = '''
+import json, pathlib, struct, sys, time
+run, mode, final = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+if mode == 'sleep':
+    time.sleep(120)
+run.mkdir(parents=True, exist_ok=True)
+(run / 'summary.csv').write_text('epoch,eval_top1\\n0,40.0\\n1,' + final + '\\n')
+head = json.dumps({'__metadata__': {'state': json.dumps({'meta': {'epoch': 2, 'num_epochs': 2}})}}).encode()
+(run / 'last-state.safetensors').write_bytes(struct.pack('<Q', len(head)) + head)
+'''
+
+
+@pytest.fixture
+def fake_train(tmp_path, monkeypatch):
+    """Runs train a stand-in child that writes a finished two-epoch run folder (final eval_top1 = 50 + seed) at
+    once (``mode='done'``) or first sleeps two minutes (``'sleep'``); returns a function setting the mode."""
+    script = tmp_path / 'fake_train.py'
+    script.write_text(_FAKE_TRAIN)
+    mode = {'mode': 'done'}
+    monkeypatch.setattr(Run, 'command', lambda self: [sys.executable, str(script), str(self.run_dir), mode['mode'],
+                                                      str(50.0 + self.seed)])
+    return lambda m: mode.update(mode=m)
+
+
+def _args(out, *extra):
+    """ce vs bc, two seeds, a setup train.py's parser accepts (the stand-in child never reads it)."""
+    return ['--methods', 'ce,bc', '--seeds', '0,1', '--output', str(out), *extra, '--', '--dataset', 'npz',
+            '--data-dir', str(out.parent), '--model', 'resnet20_cifar', '--epochs', '2', '--warmup-epochs', '0']
+
+
+def _one_error(capsys, *texts):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('compare: error: '), err
+    for t in texts:
+        assert t in err[0], (t, err[0])
+    return err[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f'/proc/{pid}/stat').read().split(') ')[1].startswith('Z')
+
+
+def test_output_lock_refuses_a_second_compare(tmp_path, capsys, fake_train):
+    out = tmp_path / 'cmp'
+    with OutputLock(out):
+        assert compare_main(_args(out)) == 2
+        _one_error(capsys, f'--output {out} is in use by another compare (pid {os.getpid()})', 'another --output')
+        assert sorted(p.name for p in out.iterdir()) == ['.compare.lock']  # nothing started
+    assert (out / '.compare.lock').read_text() == ''  # released
+
+
+def test_stale_output_lock_of_a_dead_compare_is_taken_over(tmp_path, capsys, fake_train):
+    out = tmp_path / 'cmp'
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    (out / '.compare.lock').write_text(str(dead.pid))
+    assert compare_main(_args(out)) == 0
+    printed = capsys.readouterr().out
+    assert f'compare: taking over {out / ".compare.lock"}: the compare that held it (pid {dead.pid}) is gone' in printed
+    assert printed.count(': training') == 4 and (out / '.compare.lock').read_text() == ''
+
+
+def _orphan_by_pid_file(run_dir):
+    """A train.py left running by a killed compare, known by its recorded pid (it has not locked yet)."""
+    proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', '--experiment', run_dir.name])
+    (run_dir.parent / f'{run_dir.name}.pid').write_text(str(proc.pid))
+    return proc
+
+
+def _orphan_by_train_lock(run_dir):
+    """A train.py left running by a killed compare, known by its lock on the run folder (no pid file)."""
+    code = ('import fcntl, os, sys, time; f = open(sys.argv[1], "a+"); fcntl.flock(f, fcntl.LOCK_EX); '
+            'f.write(str(os.getpid())); f.flush(); print("locked", flush=True); time.sleep(120)')
+    proc = subprocess.Popen([sys.executable, '-c', code, str(run_dir / '.train.lock')], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == 'locked'
+    return proc
+
+
+@pytest.mark.parametrize('orphan', [_orphan_by_pid_file, _orphan_by_train_lock])
+def test_rerun_after_kill_9_never_touches_a_run_still_training(tmp_path, capsys, fake_train, orphan):
+    out = tmp_path / 'cmp'
+    run_dir = out / 'runs' / 'bc-s1'
+    run_dir.mkdir(parents=True)
+    (run_dir / 'train.log').write_text('epoch 0 of a train.py still running\n')  # no state yet
+    proc = orphan(run_dir)
+    try:
+        assert compare_main(_args(out)) == 2
+        _one_error(capsys, f'bc-s1 is still being trained by train.py pid {proc.pid}', f'kill {proc.pid}')
+        assert (run_dir / 'train.log').is_file() and not (out / 'runs' / 'bc-s1.log').exists()
+        assert not (out / 'results').exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert compare_main(_args(out)) == 0  # once it is gone (a stale pid file does not count), the run restarts
+    assert 'bc-s1: eval_top1 51.00' in capsys.readouterr().out
+
+
+def test_train_lock_name_is_train_py_s():
+    from timm_mixplug.compare.guard import TRAIN_LOCK
+    from timm_mixplug.train.run_folder import LOCK_FILE
+    assert TRAIN_LOCK == LOCK_FILE
+
+
+def test_sigterm_stops_the_children_and_exits_143(tmp_path, capsys, fake_train):
+    fake_train('sleep')
+    out = tmp_path / 'cmp'
+    seen = {}
+
+    def terminate_when_training():
+        pid_file = out / 'runs' / 'ce-s0.pid'
+        deadline = time.time() + 60
+        while time.time() < deadline and not (pid_file.is_file() and pid_file.read_text()):
+            time.sleep(0.05)
+        seen['child'] = int(pid_file.read_text())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    t = threading.Thread(target=terminate_when_training)
+    t.start()
+    t0 = time.time()
+    rc = compare_main(_args(out, '--jobs', '1'))
+    t.join()
+    assert rc == 143 and time.time() - t0 < 60  # the child sleeps 120 s: it was stopped, not waited out
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('compare: terminated (SIGTERM)'), err
+    assert not _alive(seen['child']) and not (out / 'runs' / 'ce-s0.pid').exists()
+    assert not (out / 'runs' / 'bc-s0.log').exists()  # nothing more was started
+    assert signal.getsignal(signal.SIGTERM) == before  # compare's handler is gone again
+
+
+def test_edited_config_is_never_reused_silently(tmp_path, capsys, fake_train):
+    out, cfg = tmp_path / 'cmp', tmp_path / 'setup.yaml'
+    cfg.write_text('epochs: 2\nwarmup_epochs: 0\n')
+    argv = _args(out, '--config', str(cfg))
+    assert compare_main(argv) == 0
+    capsys.readouterr()
+    res = _load(out / 'results' / 'bc-s1.json')
+    assert res['args'][:2] == ['-c', str(cfg)] and len(res['fingerprint']) == 64
+    assert compare_main(argv) == 0 and 'reused 4 finished run(s)' in capsys.readouterr().out  # unchanged: reused
+    md = (out / 'compare.md').read_text()
+    cfg.write_text('epochs: 2\nwarmup_epochs: 0\nlr: 0.5\n')  # same arguments, other content
+    assert compare_main(argv) == 2
+    _one_error(capsys, 'was trained from another content of', str(cfg), 'delete it to train the run again')
+    assert (out / 'compare.md').read_text() == md and not list((out / 'runs').glob('*.pid'))
+    # a result recorded without a fingerprint cannot tell: refused as well
+    cfg.write_text('epochs: 2\nwarmup_epochs: 0\n')
+    res = _load(out / 'results' / 'ce-s0.json')
+    del res['fingerprint']
+    (out / 'results' / 'ce-s0.json').write_text(json.dumps(res))
+    assert compare_main(argv) == 2
+    _one_error(capsys, 'ce-s0.json records no fingerprint of its config')
+
+
+def test_config_files_named_in_train_args():
+    from timm_mixplug.compare.runs import config_files, fingerprint
+    assert config_files(['-c', 'a.yaml', '--lr', '1', '--config=b.yaml', '-cc.yaml', '--config', 'd']) == \
+        ['a.yaml', 'b.yaml', 'c.yaml', 'd']
+    assert fingerprint(['--lr', '1']) != fingerprint(['--lr', '2'])
+
+
+@pytest.mark.parametrize('content, message', [
+    ("a: \"--mix 'bc\"\n", 'method a: No closing quotation'),
+    (b'\xff\xfe\x00bad', "'utf-8' codec can't decode"),
+    ('a: []\nb: [--mix, bc]\na: [--mix, mixup]\n', "'a' is given twice (line 3)"),
+    ('a: [--mix\n', 'not valid YAML'),
+    ('- a\n- b\n', 'expected a mapping of method name'),
+])
+def test_malformed_methods_file_is_one_line(tmp_path, capsys, content, message):
+    mfile, out = tmp_path / 'methods.yaml', tmp_path / 'cmp'
+    (mfile.write_bytes if isinstance(content, bytes) else mfile.write_text)(content)
+    assert compare_main(_args(out, '--methods-file', str(mfile))) == 2
+    _one_error(capsys, f'--methods-file {mfile}: ', message)
+    assert not out.exists()
+
+
+def test_output_that_is_a_file_is_one_line(tmp_path, capsys):
+    f = tmp_path / 'out.txt'
+    f.write_text('not a folder\n')
+    assert compare_main(_args(f)) == 2
+    _one_error(capsys, f'--output {f}: not a folder')
+    assert compare_main(_args(f / 'sub')) == 2
+    _one_error(capsys, f'--output {f / "sub"}: not a folder ({f} is a file)')
+    assert f.read_text() == 'not a folder\n'
+
+
+@pytest.mark.parametrize('content, message', [
+    ('{"method": "ce", "se', 'unreadable result file'),
+    ('[1, 2]', 'expected a JSON object, got list'),
+    ('{"method": "ce", "seed": 0, "metric": "eval_top1", "final": "high", "curve": [], "args": []}',
+     "'final' is 'high'"),
+    ('{"method": "bc", "seed": 0, "metric": "eval_top1", "final": 1, "curve": [], "args": []}', "'method' is 'bc'"),
+    (None, 'is not a file'),
+])
+def test_corrupt_result_file_is_one_line(tmp_path, capsys, fake_train, content, message):
+    out = tmp_path / 'cmp'
+    path = out / 'results' / 'ce-s0.json'
+    path.parent.mkdir(parents=True)
+    path.mkdir() if content is None else path.write_text(content)
+    for extra in ((), ('--report-only',)):
+        assert compare_main(_args(out, *extra)) == 2
+        _one_error(capsys, f'{path}', message)
+    assert sorted(p.name for p in out.iterdir()) == ['results']
+
+
+def test_mistyped_train_flag_is_found_before_any_run(tmp_path, capsys, fake_train):
+    out = tmp_path / 'cmp'
+    assert compare_main(_args(out) + ['--lrr', '0.1']) == 2
+    line = _one_error(capsys, 'train.py refuses the training setup: ', '--lrr', 'no run was started')
+    assert 'method' not in line and not out.exists()
+    mfile = tmp_path / 'methods.yaml'
+    mfile.write_text('wide: --mixup-alpah 0.4\n')
+    argv = _args(out, '--methods-file', str(mfile))
+    argv[1] = 'ce,wide'
+    assert compare_main(argv) == 2
+    _one_error(capsys, 'train.py refuses method wide (--mixup-alpah 0.4): ', '--mixup-alpah')
+    assert not out.exists()
+
+
+def test_train_flags_without_dashdash_go_to_train_py(tmp_path, capsys, fake_train):
+    out = tmp_path / 'cmp'
+    with_dash = _args(out)
+    i = with_dash.index('--')
+    without = with_dash[:i] + with_dash[i + 1:]
+    mixed = with_dash[:i] + with_dash[i + 1:i + 3] + ['--'] + with_dash[i + 3:]  # --dataset npz before the --
+    runs = [parse_options(a)[1] for a in (with_dash, without, mixed)]
+    assert runs[0] == runs[1] == runs[2] and runs[0][0].args[:2] == ['--dataset', 'npz']
+    assert compare_main(without) == 0
+    printed = capsys.readouterr().out
+    assert 'compare: passing --dataset npz --data-dir' in printed and 'to train.py (flags compare does not know)' \
+        in printed and printed.count(': training') == 4
+
+
+def test_help_of_train_py_and_the_module_names_compare():
+    from timm_mixplug.train.config import create_parser
+    text = create_parser().format_help()
+    assert 'python -m timm_mixplug compare --methods ce,bc,bcplus' in ' '.join(text.split())
