@@ -15,6 +15,6 @@ train.py arguments go through train.py's own parser (``preflight``); training ha
 
 Modules: ``options`` (command line), ``methods`` (built-in presets, ``--methods-file``), ``runs`` (one run's
 files and result), ``guard`` (the ``--output`` lock, train.py processes left running), ``preflight`` (the
-setup check with train.py's parser), ``runner`` (child processes, devices, signals), ``stats`` (mean ± std, paired
-t-interval), ``report`` (compare.json / .md / .png), ``cli`` (``main``).
+setup check with train.py's parser), ``runner`` (child processes, devices, signals), ``stats`` (mean ± std,
+paired t-interval), ``report`` (compare.json / .md / .png), ``cli`` (``main``).
 """

@@ -46,10 +46,10 @@ Each run: {python} -m timm_mixplug [-c CONFIG] SETUP METHOD-ARGS --seed S --outp
 (default --jobs: one per device); add --device cuda to the training setup. Finished
 runs (OUT/results/*.json) are reused: run the same command again after an interruption, or with more
 methods or seeds. A result records its train.py arguments and the content of its -c config files: one
-trained from others is refused, never reused. One compare at a time holds OUT (OUT/.compare.lock); while
-a train.py left running by a killed compare still trains a run, compare names its pid and stops. SIGTERM stops the running
-train.py processes too (they save their state). A failed run is reported with its log and command and is
-not kept; compare then exits 1.
+trained from others is refused, never reused. One compare at a time holds OUT (OUT/.compare.lock);
+while a train.py left running by a killed compare still trains a run, compare names its pid and stops.
+SIGTERM stops the running train.py processes too (they save their state). A failed run is reported with
+its log and command and is not kept; compare then exits 1.
 Exit codes: 0 done, 1 a run failed, 2 bad input (nothing written), 130 interrupted, 143 terminated.
 """
 
