@@ -4,7 +4,9 @@ default warm-up, --pretrained without the network, torch/cifar10 without its fil
 import os
 import time
 
+import numpy as np
 import pytest
+from conftest import make_tiny_images, tiny_train_args
 
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train import engine
@@ -137,3 +139,98 @@ def test_a_one_epoch_run_trains_and_says_the_warmup_was_shortened(tmp_path, capl
                         '--experiment', 'e']) == 0
     assert '--epochs 1 is not longer than the default 5 warm-up epochs: warm-up off' in caplog.text
     assert 'warmup_epochs: 0' in (out / 'e' / 'args.yaml').read_text()  # the run folder describes the run
+
+
+# ---- settings that cannot mean anything ---------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+    return make_tiny_images(tmp_path_factory, 'hostile_imgs', val_per_class=2, superclass_map=True)
+
+
+def test_aux_superclass_head_with_a_one_superclass_map_is_refused(image_dir, tmp_path, capsys):
+    one = write(tmp_path, 'one.yaml', ''.join(f'class_{c}: everything\n' for c in range(4)))
+    out = tmp_path / 'out'
+    argv = tiny_train_args(image_dir, out, 'aux', '--task', 'aux', '--aux-tasks', 'superclass',
+                           '--aux-hierarchy', one)
+    assert engine.main(argv) == 2
+    line = one_error_line(capsys)
+    assert 'needs classes in 2 or more superclasses' in line and 'puts all 4 classes in one' in line
+    assert '--aux-hierarchy' in line and not out.exists()
+
+
+def test_aux_task_refuses_a_one_superclass_hierarchy_as_a_library_piece():
+    import timm
+    from timm_mixplug import load_hierarchy
+    from timm_mixplug.task.aux import AuxTask
+    model = timm.create_model('resnet20_cifar', num_classes=4)
+    with pytest.raises(ValueError, match='2 or more superclasses'):
+        AuxTask(model, 'superclass', 4, hierarchy=load_hierarchy([0, 0, 0, 0], num_classes=4))
+    AuxTask(model, 'superclass', 4, hierarchy=load_hierarchy([0, 0, 1, 1], num_classes=4))  # two: defined
+
+
+@pytest.mark.parametrize('counts, metric, match', [
+    ([180, 150, 120, 90], 'few', r'no class has 20 or fewer training images \(they have 90 to 180\).*'
+                                 r'use one of top1, many, medium$'),
+    ([500, 50, 10], 'medium', None),
+    ([15, 12, 3], 'many', r'no class has more than 100 training images.*use one of top1, few$'),
+    ([60, 40, 30], 'medium', None),
+    ([60, 40, 30], 'top1', None),
+])
+def test_eval_metric_on_an_empty_shot_group_is_refused(counts, metric, match):
+    from timm_mixplug.train.sense_checks import check_eval_metric_group
+    if match is None:
+        check_eval_metric_group(metric, counts)
+    else:
+        with pytest.raises(UsageError, match='--eval-metric ' + metric + ': ' + match):
+            check_eval_metric_group(metric, counts)
+
+
+def test_eval_metric_on_a_shot_group_absent_from_validation_is_refused():
+    from timm_mixplug.train.sense_checks import check_eval_metric_group
+
+    class Val:
+        targets = [0, 0, 1, 1]  # no image of class 2, the only few-shot class
+    with pytest.raises(UsageError, match='the validation split holds no image of the 1 few-shot class,'):
+        check_eval_metric_group('few', [500, 50, 10], Val())
+    Val.targets = [0, 2]
+    check_eval_metric_group('few', [500, 50, 10], Val())
+
+
+def test_train_py_refuses_eval_metric_few_when_no_class_is_few_shot(tmp_path, capsys):
+    """--imb-factor 2 on the digits keeps 90..180 images per class: no few-shot class, NaN at every epoch."""
+    out = tmp_path / 'out'
+    assert engine.main(['--dataset', 'mixplug/digits', '--model', 'resnet20_cifar', '--img-size', '8',
+                        '--imb-factor', '2', '--eval-metric', 'few', '--epochs', '1', '--workers', '0',
+                        '--output', str(out)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith('train.py: error: --eval-metric few: no class has 20 or fewer training images')
+    assert not out.exists()
+
+
+def test_pad_crop_fits_a_larger_image_as_evaluation_does():
+    from PIL import Image
+    from torchvision import transforms as T
+    from timm_mixplug.data.pad_crop import PadCrop
+    from timm_mixplug.train.sense_checks import eval_geometry
+    img = Image.fromarray(np.random.RandomState(0).randint(0, 256, (40, 48, 3), dtype=np.uint8))
+    fit = eval_geometry(dict(input_size=(3, 16, 16), crop_pct=1.0, crop_mode='center', interpolation='bilinear'))
+    crop = PadCrop(0, (16, 16), fit=fit)  # no padding: the crop is the fitted image itself
+    assert np.array_equal(np.asarray(crop(img)), np.asarray(T.Compose([T.Resize(16), T.CenterCrop(16)])(img)))
+    assert crop.first_fitted == (48, 40)
+    small = Image.fromarray(np.full((16, 16, 3), 7, np.uint8))
+    crop = PadCrop(4, (16, 16), fill=(0, 0, 0), fit=fit)
+    out = np.asarray(crop(small))
+    assert out.shape == (16, 16, 3) and crop.first_fitted is None  # an image of the input size is not resized
+    assert set(np.unique(out)) <= {0, 7}  # shifted by up to 4 pixels, padded with the fill
+
+
+def test_train_py_pad_crop_on_larger_images_says_it_fits_them(tmp_path, caplog):
+    from timm_mixplug.data.datasets import make_image_folder
+    data = make_image_folder(str(tmp_path / 'big'), num_classes=2, per_class=8, val_per_class=2, size=32)
+    out = tmp_path / 'out'
+    argv = tiny_train_args(data, out, 'pc', '--pad-crop', '2')  # --img-size 16 on 32x32 images
+    assert engine.main(argv) == 0
+    assert ('--pad-crop: the training images (the first is 32x32) are larger than the input size 16x16; each larger '
+            'image is first resized and centre-cropped as evaluation does (Resize(16) + CenterCrop((16, 16)))'
+            in caplog.text)

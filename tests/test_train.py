@@ -204,8 +204,7 @@ def test_registered_task_and_long_tail_through_train_py(data_dir, tmp_path, capl
     import logging
     caplog.set_level(logging.INFO)
     from timm_mixplug.train.specs.base import list_tasks
-    if 'dml' not in list_tasks():
-        pytest.skip('timm_mixplug.task.dml not available')
+    assert 'dml' in list_tasks(), 'the built-in dml method is not registered'
     args = base_args(data_dir, tmp_path, 'dml', '--task', 'dml', '--dml-peers', '2', '--imb-factor', '2')
     assert train_script.main(args) == 0
     row = read_summary(tmp_path / 'dml' / 'summary.csv')[0]
@@ -217,11 +216,12 @@ def test_pad_crop_replaces_random_resized_crop(data_dir, tmp_path):
     from timm.data import create_dataset, create_loader
     from torchvision import transforms as T
     from timm_mixplug.data.datasets import apply_pad_crop
+    from timm_mixplug.data.pad_crop import PadCrop
     ds = create_dataset('', root=data_dir, split='train')
     loader = create_loader(ds, (3, 16, 16), 8, is_training=True, num_workers=0, device=torch.device('cpu'))
     assert apply_pad_crop(loader.dataset, 4, (16, 16))
     head = ds.transform.transforms[0]
-    assert isinstance(head, T.Compose) and isinstance(head.transforms[0], T.Pad)
+    assert isinstance(head, PadCrop) and isinstance(head.pad, T.Pad) and isinstance(head.crop, T.RandomCrop)
     x, _ = next(iter(loader))
     assert x.shape == (8, 3, 16, 16)
     assert train_script.main(base_args(data_dir, tmp_path, 'pc', '--pad-crop', '4', '--mix', 'bc')) == 0
@@ -239,7 +239,7 @@ def test_pad_crop_fills_with_the_mean_colour():
     loader = create_loader(ds, (3, 8, 8), 16, is_training=True, hflip=0., color_jitter=0., num_workers=0,
                            mean=mean, std=std, device=torch.device('cpu'))
     assert apply_pad_crop(loader.dataset, 4, (8, 8), mean)
-    pad = ds.transform.transforms[0].transforms[0]
+    pad = ds.transform.transforms[0].pad
     padded = np.asarray(pad(Image.fromarray(ds.images[0])))
     assert padded.shape == (16, 16, 3)
     border = np.ones((16, 16), bool)
@@ -266,7 +266,12 @@ def test_npz_dataset(tmp_path, capsys):
                      '--val-split', 'te', '--mix', 'bc')
     assert train_script.main(args) == 0
     rows = read_summary(tmp_path / 'out' / 'npz' / 'summary.csv')
-    assert len(rows) == 1 and float(rows[0]['eval_top1']) >= 0
+    assert len(rows) == 1 and rows[0]['epoch'] == '0'
+    correct = float(rows[0]['eval_top1']) * 6 / 100  # top-1 over te.npz's 6 images: a whole count of them
+    assert 0 <= correct <= 6 and correct == pytest.approx(round(correct), abs=1e-4), rows[0]['eval_top1']
+    from safetensors.torch import load_file
+    head = load_file(str(tmp_path / 'out' / 'npz' / 'best.safetensors'))['fc.weight']
+    assert head.shape[0] == 3  # the npz's 3 classes reached the model
     bad = base_args(str(tmp_path), tmp_path / 'out', 'npz2', '--dataset', 'npz', '--train-split', 'nope')
     assert train_script.main(bad) == 2
     assert "--train-split 'nope': no " in capsys.readouterr().err

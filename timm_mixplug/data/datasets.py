@@ -13,14 +13,17 @@ Built in (``--dataset mixplug/<name>`` in train.py, no download, no ``--data-dir
 """
 import os
 import zipfile
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import Dataset
+from torchvision import transforms as T
 
+from timm_mixplug.data.pad_crop import PadCrop
 from timm_mixplug.errors import UsageError
 
 __all__ = ['ArrayImageDataset', 'NpzDataset', 'DigitsDataset', 'make_image_folder', 'apply_pad_crop', 'class_names',
@@ -170,21 +173,20 @@ def make_image_folder(root: str, num_classes: int = 4, per_class: int = 8, val_p
     return root
 
 
-def apply_pad_crop(dataset, padding: int, size, mean: Sequence[float] = (0.0, 0.0, 0.0)) -> bool:
+def apply_pad_crop(dataset, padding: int, size, mean: Sequence[float] = (0.0, 0.0, 0.0),
+                   fit: Optional[Callable] = None) -> Optional[PadCrop]:
     """Replace the random-resized crop at the head of timm's training transform (set by ``create_loader`` on
-    ``dataset`` or a dataset it wraps) with ``padding`` pixels of the ``mean`` colour (the data config's mean in
-    [0, 1], filled as uint8, i.e. ~0 after normalisation, as in normalise-then-zero-pad CIFAR code) + a random
-    crop of ``size``. Returns False if no timm training transform was found."""
-    from timm.data.transforms import RandomResizedCropAndInterpolation
-    from torchvision import transforms as T
+    ``dataset`` or a dataset it wraps) with a ``PadCrop``: ``padding`` pixels of the ``mean`` colour (the data
+    config's mean in [0, 1], filled as uint8, i.e. ~0 after normalisation, as in normalise-then-zero-pad CIFAR
+    code) + a random crop of ``size``; ``fit`` first brings an image larger than ``size`` to it (``PadCrop``).
+    Returns the ``PadCrop`` installed, or None if no timm training transform was found."""
     fill = tuple(int(round(255 * float(m))) for m in mean)
     obj = dataset
     while obj is not None:
         tf = getattr(obj, 'transform', None)
         if isinstance(tf, T.Compose) and tf.transforms and isinstance(tf.transforms[0],
                                                                        RandomResizedCropAndInterpolation):
-            tf.transforms[0] = T.Compose([T.Pad(padding, fill=fill), T.RandomCrop(size, pad_if_needed=True,
-                                                                                  fill=fill)])
-            return True
+            tf.transforms[0] = PadCrop(padding, size, fill, fit=fit)
+            return tf.transforms[0]
         obj = getattr(obj, 'dataset', None)
-    return False
+    return None

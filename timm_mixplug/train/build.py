@@ -24,6 +24,7 @@ from timm_mixplug.errors import UsageError
 from timm_mixplug.task.distill import set_student_normalization
 from timm_mixplug.train import options as timm_options
 from timm_mixplug.train.data import create_datasets, is_longtail
+from timm_mixplug.train.sense_checks import eval_geometry, pad_crop_note
 from timm_mixplug.train.specs import DataInfo, TaskSpec, get_mix_spec, get_task_spec
 from timm_mixplug.train.timm_checkpoint import load_any_weights
 from timm_mixplug.utils.checkpoint import CheckpointError
@@ -238,9 +239,11 @@ def _loaders(args, spec: TaskSpec, info: DataInfo, data_config, ds_train, ds_eva
         gaussian_blur_prob=args.gaussian_blur_prob or 0., auto_augment=args.aa, interpolation=interp,
         collate_fn=collate, what='train loader', **common, **timm_options.loader_kwargs(args, True))
     timm_options.apply_repeat_aug(loader, args)
-    if args.pad_crop and not apply_pad_crop(loader.dataset, args.pad_crop, tuple(data_config['input_size'][-2:]),
-                                            data_config['mean']):
+    pad_crop = args.pad_crop and apply_pad_crop(loader.dataset, args.pad_crop, tuple(data_config['input_size'][-2:]),
+                                                data_config['mean'], fit=eval_geometry(data_config))
+    if args.pad_crop and not pad_crop:
         raise UsageError(f'--pad-crop: no timm training transform to replace on the --task {args.task} dataset')
+    args.process_notes += [n for n in [pad_crop_note(pad_crop or None, loader.dataset)] if n]
     sampler = getattr(loader, 'sampler', None)
     if isinstance(sampler, torch.utils.data.distributed.DistributedSampler):
         sampler.seed = args.seed  # same shuffle on all ranks, changes with --seed

@@ -40,6 +40,7 @@ from timm_mixplug.train.resume import (
 from timm_mixplug.train.run_folder import (
     NonFiniteLoss, Terminated, interrupted_message, lock_run_folder, prepare_run_folder, resume_command)
 from timm_mixplug.train.run_settings import apply_run_settings
+from timm_mixplug.train.sense_checks import check_eval_metric_group
 from timm_mixplug.train.timm_checkpoint import load_resume_state
 from timm_mixplug.train.wandb_log import start_wandb
 from timm_mixplug.utils.batch_images import batch_grid
@@ -209,6 +210,7 @@ def train(args) -> Dict[str, Any]:
     if names and args.eval_metric not in names:
         raise UsageError(f'--eval-metric {args.eval_metric!r} is not reported by --task {args.task} '
                          f'(reports: {", ".join(names)})')
+    check_eval_metric_group(args.eval_metric, b.info.class_counts, b.loader_eval.dataset)  # a shot group: not empty
     decreasing = 'loss' in args.eval_metric
 
     updates_per_epoch = (len(b.loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps

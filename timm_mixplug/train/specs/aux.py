@@ -133,8 +133,13 @@ class AuxSpec(TaskSpec):
         weights = parse_aux_tasks(args.aux_tasks, args.aux_weights or None)
         hierarchy = None
         if 'superclass' in weights:
-            hierarchy = load_hierarchy(args.aux_hierarchy or args.superclass_map or 'cifar100',
-                                       num_classes=info.num_classes, class_names=info.class_names)
+            source = args.aux_hierarchy or args.superclass_map or 'cifar100'
+            hierarchy = load_hierarchy(source, num_classes=info.num_classes, class_names=info.class_names)
+            if hierarchy.class_to_super.unique().numel() < 2:
+                raise ValueError(f'the superclass task needs classes in 2 or more superclasses, but {source} puts '
+                                 f'all {info.num_classes} classes in one (its loss would be 0 and its accuracy 100 %); '
+                                 f'give --aux-hierarchy (or --superclass-map) a map with 2 or more superclasses, or '
+                                 f'drop superclass from --aux-tasks')
         augment = None if not set(weights) & set(AUGMENT_TASKS) else DeviceAugment(
             padding=args.aux_crop_padding, flip=not args.aux_no_flip,
             cutout_length=args.aux_cutout_length if 'cutout' in weights else 0,
