@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from timm_mixplug.train.config import args_to_yaml, parse_args
-from timm_mixplug.train.config import UsageError
+from timm_mixplug.errors import UsageError
 
 # A config in timm's train.py format (dests, underscores), as written by timm into args.yaml.
 TIMM_YAML = """

@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from timm_mixplug.train.config import parse_args
-from timm_mixplug.train.config import UsageError, load_yaml_config
+from timm_mixplug.errors import UsageError
+from timm_mixplug.train.yaml_config import load_yaml_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(ROOT, 'hparams')

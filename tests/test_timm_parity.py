@@ -17,7 +17,7 @@ from conftest import make_tiny_images, read_rows
 from timm_mixplug.train import engine
 from timm_mixplug.train.build import build as build_model_and_data, create_timm_model
 from timm_mixplug.train.config import create_parser, parse_args
-from timm_mixplug.train.config import UsageError
+from timm_mixplug.errors import UsageError
 from timm_mixplug.train.flags import TIMM_FLAGS, implemented, refused
 
 FIXTURE = os.path.join(os.path.dirname(__file__), 'fixtures', 'timm-train-args.yaml')

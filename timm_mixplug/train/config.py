@@ -27,7 +27,7 @@ from timm_mixplug.train.specs import (
 from timm_mixplug.train.fit_defaults import fit_warmup
 from timm_mixplug.train.yaml_config import config_defaults, given_options
 
-__all__ = ['UsageError', 'create_parser', 'parse_args', 'args_to_yaml', 'resolve_args']
+__all__ = ['UsageError', 'create_parser', 'parse_args', 'split_argv', 'args_to_yaml', 'resolve_args']
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +55,7 @@ def _default_device() -> str:
 
 
 def _add_timm_flags(p: argparse.ArgumentParser) -> None:
-    """Every upstream timm train.py option, from ``timm_flags.TIMM_FLAGS``."""
+    """Every upstream timm train.py option, from ``flags.TIMM_FLAGS``."""
     groups = {}
     for f in TIMM_FLAGS:
         if f.group not in groups:
@@ -80,7 +80,7 @@ def create_parser() -> argparse.ArgumentParser:
     p = _Parser(prog='train.py', allow_abbrev=False, formatter_class=_HelpFormatter,
                 description='timm-style training with BC/BC+, superclass mixup, DML, GLMC, ... '
                             '(timm_mixplug). Every option of timm\'s train.py is accepted (with -c too); '
-                            'those marked [not implemented] are warned about when set. '
+                            'those marked [refused unless at timm\'s default] are refused when set away from it. '
                             '`train.py validate ...` == `train.py --evaluate ...`.',
                 epilog='Which method helps on your data: python -m timm_mixplug compare --methods ce,bc,bcplus '
                        '-- TRAIN.PY FLAGS (seeds, paired 95 % intervals; see python -m timm_mixplug compare --help).')
@@ -118,7 +118,7 @@ def create_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split_argv(argv: Sequence[str]):
+def split_argv(argv: Sequence[str]):
     """Handle the ``validate`` sub-command (== --evaluate)."""
     argv = list(argv)
     if argv and argv[0] == 'validate':
@@ -130,7 +130,7 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
     """Parse ``-c`` YAML + command line into a resolved Namespace (raises ``UsageError``; also for a refused
     timm option set away from timm's default, ``flags.REFUSED``). ``parser`` (default
     ``create_parser()``) may carry defaults of its own, e.g. a run's settings for ``validate``."""
-    argv = _split_argv(sys.argv[1:] if argv is None else argv)
+    argv = split_argv(sys.argv[1:] if argv is None else argv)
     parser = parser or create_parser()
     actions = {a.dest: a for a in parser._actions if a.dest not in ('help',)}
     pristine = {d: a.default for d, a in actions.items()}  # before the config's values become defaults

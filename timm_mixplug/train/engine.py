@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train import options as timm_options
 from timm_mixplug.train.build import Built, amp_setup, build, resolve_lr, user_errors
-from timm_mixplug.train.config import args_to_yaml, parse_args
+from timm_mixplug.train.config import args_to_yaml
 from timm_mixplug.train.faults import write_fault_message
 from timm_mixplug.train.loop import train_one_epoch, validate
 from timm_mixplug.train.ranges import check_ranges
@@ -39,7 +39,7 @@ from timm_mixplug.train.resume import (
     changed_settings, check_data_config, data_record, restore_optimizer, restore_plateau, saved_args)
 from timm_mixplug.train.run_folder import (
     NonFiniteLoss, Terminated, interrupted_message, lock_run_folder, prepare_run_folder, resume_command)
-from timm_mixplug.train.run_settings import apply_run_settings
+from timm_mixplug.train.run_settings import parse_train_args
 from timm_mixplug.train.sense_checks import check_eval_metric_group
 from timm_mixplug.train.timm_checkpoint import load_resume_state
 from timm_mixplug.train.wandb_log import start_wandb
@@ -464,10 +464,8 @@ def main(argv=None) -> int:
         # job of a script starts with SIGINT ignored, and python then installs no handler)
         previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        args = parse_args(argv)
+        args = parse_train_args(sys.argv[1:] if argv is None else argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command lines
-        if args.evaluate and args.resume:  # the weights' own settings
-            args = apply_run_settings(sys.argv[1:] if argv is None else argv, args)
         run(args)
     except UsageError as e:
         if primary:

@@ -5,23 +5,38 @@ line still win, except where a value contradicts what the weights need (``resume
 method's ``weight_settings``): that is refused.
 """
 import argparse
+from typing import Sequence
 
 from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
-from timm_mixplug.train.config import create_parser, parse_args
+from timm_mixplug.train.config import create_parser, parse_args, split_argv
 from timm_mixplug.train.resume import LOCAL_SETTINGS, WEIGHT_SETTINGS, saved_args
 from timm_mixplug.train.specs import weight_settings
 from timm_mixplug.train.timm_checkpoint import load_resume_meta
 from timm_mixplug.train.yaml_config import coerce_value
 from timm_mixplug.utils.checkpoint import resolve_resume_path
 
-__all__ = ['apply_run_settings']
+__all__ = ['parse_train_args', 'apply_run_settings']
 
 
-def apply_run_settings(argv, args: argparse.Namespace):
-    """For ``validate --resume RUN``: parse ``argv`` again with the run's settings as defaults (a ``-c`` config
-    and the command line still win) and refuse values that contradict what the weights need."""
-    state_path = resolve_resume_path(args.resume)
+def parse_train_args(argv: Sequence[str]) -> argparse.Namespace:
+    """train.py's arguments; an evaluation of a run (``validate --resume RUN``, also with ``--resume`` from a
+    ``-c`` file) is parsed with the run's settings as defaults, so its method's flags are known before they are
+    checked."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument('--resume', default='')
+    pre.add_argument('--evaluate', action='store_true')
+    known, _ = pre.parse_known_args(split_argv(argv))
+    if known.evaluate and known.resume:
+        return apply_run_settings(argv, known.resume)
+    args = parse_args(argv)
+    return apply_run_settings(argv, args.resume) if args.evaluate and args.resume else args
+
+
+def apply_run_settings(argv: Sequence[str], resume: str) -> argparse.Namespace:
+    """For ``validate --resume RUN``: parse ``argv`` with the run's settings as defaults (a ``-c`` config and the
+    command line still win) and refuse values that contradict what the weights need."""
+    state_path = resolve_resume_path(resume)
     meta = load_resume_meta(state_path)
     run = saved_args(state_path, meta)
     parser = create_parser()

@@ -38,7 +38,7 @@ class SuperclassMixer(PairMixer):
             raise ValueError(f'choice_diff takes two ratios (e.g. 0.1 0.9), got {choice_diff!r}.')
         if hierarchy is None:
             raise ValueError("Superclass mixup needs a superclass map: hierarchy='cifar100', 'imagenet1k' or a "
-                             "YAML/JSON/CSV file mapping each class to its superclass (--superclass-map).")
+                             "YAML/JSON/CSV file mapping each class to its superclass.")
         if not isinstance(hierarchy, Hierarchy):
             hierarchy = load_hierarchy(hierarchy, num_classes=num_classes)
         elif hierarchy.num_classes != num_classes:
