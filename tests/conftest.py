@@ -46,11 +46,14 @@ def gloo_group(tmp_path):
     dist.destroy_process_group()
 
 
-def tiny_train_args(data_dir, out, exp, *extra):
-    """train.py arguments for a 1-epoch CPU run of resnet20_cifar on a ``make_tiny_images`` folder."""
-    return ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
-            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
-            '--output', str(out), '--experiment', exp, '--log-interval', '2', '--hflip', '0',
+def tiny_train_args(data_dir, out, exp, *extra, epochs=1, batch_size=8, lr=0.05, log_interval=2):
+    """train.py arguments for a short CPU run of resnet20_cifar (no warm-up, no workers, no flip or colour
+    jitter) on a ``make_tiny_images`` folder, writing ``out/exp`` (``out`` None: no --output / --experiment, as a
+    resume that finds its run from --resume); ``extra`` flags come last (later words win)."""
+    where = [] if out is None else ['--output', str(out), '--experiment', exp]
+    return ['--data-dir', str(data_dir), '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
+            '-b', str(batch_size), '--epochs', str(epochs), '--workers', '0', '--lr', str(lr),
+            '--warmup-epochs', '0', *where, '--log-interval', str(log_interval), '--hflip', '0',
             '--color-jitter', '0', '--scale', '0.8', '1.0', '--device', 'cpu', *extra]
 
 

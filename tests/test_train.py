@@ -1,14 +1,11 @@
 """End-to-end tests of train.py on tiny generated data (CPU, a few steps each)."""
 import csv
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, load_train_script, tiny_train_args as base_args
+from conftest import ROOT, load_train_script, run_torchrun, tiny_train_args as base_args
 from timm_mixplug.data.datasets import make_image_folder
 
 train_script = load_train_script('mixplug_train_script')
@@ -176,13 +173,7 @@ def test_quickstart_config_loads():
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
 def test_two_process_gloo_torchrun(data_dir, tmp_path):
-    torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
-    if torchrun is None:
-        pytest.skip('torchrun not found')
-    cmd = [torchrun, '--standalone', '--nproc_per_node=2', os.path.join(ROOT, 'train.py'),
-           *base_args(data_dir, tmp_path, 'ddp', '--mix', 'bc', '-b', '8', '--epochs', '2', '--model-ema')]
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(base_args(data_dir, tmp_path, 'ddp', '--mix', 'bc', '--epochs', '2', '--model-ema'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = read_summary(tmp_path / 'ddp' / 'summary.csv')
     assert len(rows) == 2
@@ -295,9 +286,7 @@ def test_long_evaluation_logs_progress(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(loop, 'PROGRESS_SECONDS', 0.0)  # every batch counts as long
     data = make_image_folder(str(tmp_path / 'd'), num_classes=4, per_class=8, val_per_class=4, size=16)
     caplog.set_level(logging.INFO)
-    assert engine.main(['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8',
-                        '--epochs', '1', '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu',
-                        '--output', str(tmp_path), '--experiment', 'r']) == 0
+    assert engine.main(base_args(data, tmp_path, 'r')) == 0
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Eval: [')]
     assert lines and lines[0].startswith('Eval: [   1/2]') and 'ETA' in lines[0]
 
@@ -309,9 +298,7 @@ def test_workers_beyond_the_cores_are_lowered_in_one_line(tmp_path, caplog):
     cores = len(os.sched_getaffinity(0))
     data = make_image_folder(str(tmp_path / 'd'), num_classes=4, per_class=8, val_per_class=1, size=16)
     caplog.set_level(logging.INFO)
-    assert engine.main(['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8',
-                        '--epochs', '1', '--warmup-epochs', '0', '--workers', str(cores + 2), '--device', 'cpu',
-                        '--output', str(tmp_path), '--experiment', 'r']) == 0
+    assert engine.main(base_args(data, tmp_path, 'r', '--workers', str(cores + 2))) == 0
     msgs = [r.getMessage() for r in caplog.records]
     assert f'Lowering --workers {cores + 2} to {cores}: this machine gives each of its 1 training process(es) ' \
            f'{cores} core(s)' in msgs
@@ -326,8 +313,7 @@ def test_epoch_numbers_agree_and_an_unfinished_run_says_how_to_continue(tmp_path
     from timm_mixplug.data.datasets import make_image_folder
     monkeypatch.setattr(engine, 'plot_summary', lambda *a, **k: False)  # as without the plot extra
     data = make_image_folder(str(tmp_path / 'd'), num_classes=4, per_class=8, val_per_class=2, size=16)
-    base = ['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '2',
-            '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu']
+    base = base_args(data, None, None, epochs=2)  # the resume below finds the run from --resume
     caplog.set_level(logging.INFO)
     run = tmp_path / 'r'
     assert engine.main(base + ['--output', str(tmp_path), '--experiment', 'r', '--max-epochs-this-run', '1']) == 0
