@@ -332,7 +332,8 @@ def test_stale_output_lock_of_a_dead_compare_is_taken_over(tmp_path, capsys, fak
 
 def _orphan_by_pid_file(run_dir):
     """A train.py left running by a killed compare, known by its recorded pid (it has not locked yet)."""
-    proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', '--experiment', run_dir.name])
+    proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', '--output', str(run_dir.parent),
+                             '--experiment', run_dir.name])
     (run_dir.parent / f'{run_dir.name}.pid').write_text(str(proc.pid))
     return proc
 
@@ -505,3 +506,42 @@ def test_help_of_train_py_and_the_module_names_compare():
     from timm_mixplug.train.config import create_parser
     text = create_parser().format_help()
     assert 'python -m timm_mixplug compare --methods ce,bc,bcplus' in ' '.join(text.split())
+
+
+def test_sigterm_to_a_compare_process_leaves_no_train_py_behind(tiny_npz, tmp_path):
+    """The real thing: ``python -m timm_mixplug compare`` training a real train.py gets SIGTERM after the first
+    saved epoch; the train.py is stopped with a resumable state, compare exits 143 with one line."""
+    out = tmp_path / 'cmp'
+    setup = [a if a != '2' else '500' for a in _setup(tiny_npz)]  # --epochs 500: still training when stopped
+    cmd = [sys.executable, '-m', 'timm_mixplug', 'compare', '--methods', 'ce', '--seeds', '0', '--threads', '1',
+           '--output', str(out), '--', *setup]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    run_dir, pid_file = out / 'runs' / 'ce-s0', out / 'runs' / 'ce-s0.pid'
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and state_progress(run_dir) is None:
+            time.sleep(0.2)
+        log = out / 'runs' / 'ce-s0.log'
+        assert state_progress(run_dir) is not None, log.read_text()[-2000:] if log.is_file() else 'no log'
+        child = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+        err = proc.stderr.read().strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('compare: terminated (SIGTERM)'), err
+        assert not _alive(child) and not pid_file.exists()
+        done, total = state_progress(run_dir)
+        assert 1 <= done < total == 500  # resumable by the same command
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_recycled_pid_is_not_a_train_py_of_the_run(tmp_path):
+    from timm_mixplug.compare.guard import live_children, process_runs
+    assert process_runs(os.getpid()) and not process_runs(os.getpid(), ('--experiment-of-nothing',))
+    run = Run('ce', 0, [], tmp_path)
+    run.pid_file.parent.mkdir(parents=True)
+    run.pid_file.write_text(str(os.getpid()))  # alive, but pytest, not a train.py of ce-s0
+    assert live_children([run]) == []

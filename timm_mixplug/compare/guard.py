@@ -26,9 +26,9 @@ LOCK_FILE = '.compare.lock'
 TRAIN_LOCK = '.train.lock'  # train.py's lock on its run folder (timm_mixplug.train.run_folder.LOCK_FILE)
 
 
-def process_runs(pid: int, marker: Optional[str] = None) -> bool:
-    """Whether process ``pid`` exists (not a zombie) and, where ``/proc`` shows its command line, has
-    ``marker`` among its arguments (a recycled pid of another program does not count)."""
+def process_runs(pid: int, markers: Sequence[str] = ()) -> bool:
+    """Whether process ``pid`` exists (not a zombie) and, where ``/proc`` shows its command line, has every one
+    of ``markers`` among its arguments (a recycled pid of another program does not count)."""
     try:
         os.kill(pid, 0)
     except PermissionError:
@@ -39,7 +39,7 @@ def process_runs(pid: int, marker: Optional[str] = None) -> bool:
         words = Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
     except OSError:
         return True  # no /proc here: the pid alone
-    return bool(words[0]) and (marker is None or marker.encode() in words)
+    return bool(words[0]) and all(m.encode() in words for m in markers)
 
 
 def _train_lock_holder(run_dir: Path) -> Optional[str]:
@@ -68,7 +68,7 @@ def live_children(runs: Sequence[Run]) -> List[Tuple[Run, str]]:
     busy = []
     for run in runs:
         pid = _recorded_pid(run)
-        if pid is not None and process_runs(pid, run.name):
+        if pid is not None and process_runs(pid, (str(run.run_dir.parent), run.name)):
             busy.append((run, str(pid)))
             continue
         holder = _train_lock_holder(run.run_dir)
