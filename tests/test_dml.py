@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.loss import SoftTargetCrossEntropy
-from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
+from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun, tiny_train_args
 from timm_mixplug.loss import dml_losses
 from timm_mixplug.train.specs.dml import parse_dml_peers
 from timm_mixplug.task.dml import (
@@ -254,10 +254,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _args(data, out, exp, *extra):
-    return ['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0', '-b', '8',
-            '--epochs', '2', '--workers', '0', '--lr', '0.01', '--warmup-epochs', '0', '--output', str(out),
-            '--experiment', exp, '--log-interval', '10', '--hflip', '0', '--color-jitter', '0', '--device', 'cpu',
-            '--task', 'dml', *extra]
+    return tiny_train_args(data, out, exp, '--task', 'dml', *extra, epochs=2, lr=0.01, log_interval=10)
 
 
 def test_train_py_dml_superclass_mix_resume_and_checkpoints(tiny_data, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
+from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun, tiny_train_args
 from timm_mixplug.task.glmc import (
     GLMCDataset, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
     glmc_mix, resample_weights, sample_lambda)
@@ -303,10 +303,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _args(data, out, exp, *extra):
-    return ['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0', '-b', '8',
-            '--epochs', '2', '--workers', '0', '--lr', '0.01', '--warmup-epochs', '0', '--output', str(out),
-            '--experiment', exp, '--log-interval', '10', '--hflip', '0', '--color-jitter', '0', '--device', 'cpu',
-            '--task', 'glmc', *extra]
+    return tiny_train_args(data, out, exp, '--task', 'glmc', *extra, epochs=2, lr=0.01, log_interval=10)
 
 
 def test_train_py_glmc_clr_resume_and_plain_timm_weights(tiny_data, tmp_path):
