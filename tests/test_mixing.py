@@ -377,3 +377,125 @@ def test_bc_collate_single_class_batch_uses_the_pool():
         assert abs(float(out[i].float().mean()) - expect) <= 0.5 + 1e-3
 
 
+
+
+# ---- both prefetcher paths: the collate (mixing in the loader worker) and the device (after the prefetcher) ----
+
+PATHS = ('collate', 'device')
+MIX_KW = {'bc': {}, 'bcplus': {}, 'superclass': dict(hierarchy=[0, 0, 1, 1])}
+
+
+def mix_through_loader(path, name, imgs, labels, draw=None, enabled=True, batch_size=None):
+    """One batch through timm's create_loader prefetcher path on the CPU device (standing in for the accelerator):
+    our collate mixes the uint8 images, or timm's fast_collate sends them and the device mixer mixes the
+    normalised batch (``placement.mix_prefetched``, as train.py's device path). ``draw`` replaces the mixer's
+    ``sample``. Returns (normalised unmixed images, mixed batch zero-meaned where the method does, soft target,
+    [(partner, lam, source labels)] the mixer drew); with ``batch_size``, lists of the batches' mixed images and
+    soft targets."""
+    from timm.data import create_loader
+    from timm_mixplug.data.mixing.placement import mix_prefetched
+    spec = tm.get_mixer_spec(name)
+    norm = dict(mean=CIFAR_MEAN, std=CIFAR_STD) if spec.collate_needs_norm and path == 'collate' else {}
+    made = tm.create_mixup(name, 4, collate=path == 'collate', **MIX_KW[name], **norm)
+    mixer = made.mixer if path == 'collate' else made
+    mixer.mixup_enabled = enabled
+    drawn, sample = [], draw or mixer.sample
+
+    def spy(target, source=None):
+        partner, lam = sample(target) if source is None else sample(target, source)
+        drawn.append((partner, lam, target if source is None else source))
+        return partner, lam
+    mixer.sample = spy
+    loader = create_loader(_Items(imgs, labels), input_size=tuple(imgs.shape[1:]),
+                           batch_size=batch_size or len(labels), is_training=False, use_prefetcher=True,
+                           mean=CIFAR_MEAN, std=CIFAR_STD, collate_fn=made if path == 'collate' else None,
+                           device=torch.device('cpu'), num_workers=0)
+    if path == 'collate':
+        batches = [(tm.zero_mean(x) if spec.zero_mean_input else x, t) for x, t in loader]
+    else:
+        batches = list(mix_prefetched(loader, mixer, spec.zero_mean_input))
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255
+    outs, softs = [b[0] for b in batches], [b[1] for b in batches]
+    if batch_size is None:
+        outs, softs = outs[0], softs[0]
+    return (imgs.double() - mean) / std, outs, softs, drawn
+
+
+def formula(name, x, partner, lam):
+    """The method's image formula in float64 on the normalised partner source x (the batch first): mixup's
+    lam x_i + (1 - lam) x_j (BC, superclass mixup), or BC+'s formula (2) with population std over C*H*W."""
+    lam = lam.double().view(-1, 1, 1, 1)
+    xi, xj = x[:len(partner)], x[partner]
+    if name != 'bcplus':
+        return lam * xi + (1 - lam) * xj
+    mu, sd = x.mean((1, 2, 3), keepdim=True), x.std((1, 2, 3), unbiased=False, keepdim=True)
+    p = 1 / (1 + sd[:len(partner)] / sd[partner] * (1 - lam) / lam)
+    return (p * (xi - mu[:len(partner)]) + (1 - p) * (xj - mu[partner])) / torch.sqrt(p ** 2 + (1 - p) ** 2)
+
+
+def path_tolerance(path, name, ref):
+    """Normalised units: float32 on the device; the collate rounds to uint8 (BC, superclass) or float16 pixels."""
+    std = 255 * min(CIFAR_STD)
+    if path == 'device':
+        return 1e-4
+    if name != 'bcplus':
+        return 0.5 / std + 1e-4
+    pixels = ref.abs().amax() * 255 * max(CIFAR_STD) + 255
+    return 2 * 2.0 ** -11 * pixels / std + 1e-4
+
+
+@pytest.mark.parametrize('path', PATHS)
+@pytest.mark.parametrize('name', ['bc', 'bcplus', 'superclass'])
+def test_formula_on_both_prefetcher_paths(path, name):
+    """Each method's formula (image and target) on the batch timm's prefetcher delivers, on both paths."""
+    torch.manual_seed(5)
+    imgs, labels = clipping_uint8_batch(n=8)
+    x, out, soft, drawn = mix_through_loader(path, name, imgs, labels)
+    (partner, lam, source), = drawn
+    y = torch.tensor(labels)
+    assert torch.equal(source, y)
+    if name != 'superclass':
+        assert (y[partner] != y).all(), 'BC mixed two images of the same class'
+    ref = formula(name, x, partner, lam)
+    assert (out.double() - ref).abs().max() <= path_tolerance(path, name, ref)
+    assert torch.allclose(soft, pair_target(y, y[partner], lam, 4), atol=1e-6)  # target with lam (BC+: r, not p)
+
+
+@pytest.mark.parametrize('name', ['bc', 'bcplus', 'superclass'])
+def test_device_path_equals_collate_path(name):
+    """Same draws on both paths: the device mixer's batch equals the collate's up to the collate's rounding."""
+    imgs, labels = clipping_uint8_batch(n=8)
+    partner, lam = torch.tensor([1, 2, 3, 0, 5, 6, 7, 4]), torch.linspace(0.05, 0.95, 8)
+    got = {p: mix_through_loader(p, name, imgs, labels, draw=lambda t, s=None: (partner, lam)) for p in PATHS}
+    (_, dev, dev_soft, _), (_, col, col_soft, _) = got['device'], got['collate']
+    assert torch.equal(dev_soft, col_soft)
+    assert (dev.double() - col.double()).abs().max() <= path_tolerance('collate', name, dev.double())
+
+
+@pytest.mark.parametrize('path', PATHS)
+@pytest.mark.parametrize('name', ['bc', 'bcplus', 'superclass'])
+def test_mixup_disabled_is_identity_on_both_paths(path, name):
+    imgs, labels = uint8_batch()
+    x, out, soft, drawn = mix_through_loader(path, name, imgs, labels, enabled=False)
+    expect = tm.zero_mean(x.clone()) if tm.get_mixer_spec(name).zero_mean_input else x
+    assert not drawn and (out.double() - expect).abs().max() < 1e-5
+    assert torch.equal(soft, torch.nn.functional.one_hot(torch.tensor(labels), 4).float())
+
+
+@pytest.mark.parametrize('path', PATHS)
+@pytest.mark.parametrize('name', ['bc', 'bcplus'])
+def test_single_class_batch_formula_on_both_paths(path, name):
+    """A single-class second batch takes its partners from the first images of each class of the first batch
+    (unmixed), by the formula, on both paths."""
+    torch.manual_seed(6)
+    imgs, _ = clipping_uint8_batch(n=8)
+    labels = [0, 1, 1, 0, 2, 2, 2, 2]
+    x, outs, softs, drawn = mix_through_loader(path, name, imgs, labels, batch_size=4)
+    (partner, lam, source) = drawn[1]
+    assert torch.equal(source, torch.tensor([2, 2, 2, 2, 0, 1]))  # the batch, then the kept images of classes 0, 1
+    src_x = torch.cat([x[4:], x[[0, 1]]])
+    ref = formula(name, src_x, partner, lam)
+    assert (partner >= 4).all()
+    assert (outs[1].double() - ref).abs().max() <= path_tolerance(path, name, ref)
+    assert torch.allclose(softs[1], pair_target(torch.full((4,), 2), source[partner], lam, 4), atol=1e-6)

@@ -19,11 +19,14 @@ from torch.utils.data import default_collate
 
 from timm_mixplug.data.datasets import apply_pad_crop
 from timm_mixplug.data.mixing import create_mixup, get_mixer_spec, set_dataset_partners
+from timm_mixplug.data.mixing.placement import COLLATE, describe_path, mixing_path
+from timm_mixplug.data.seeded import SeededItems
 from timm_mixplug.data.wrappers import ExcludeUnreadable
 from timm_mixplug.errors import UsageError
 from timm_mixplug.task.distill import set_student_normalization
 from timm_mixplug.train import options as timm_options
 from timm_mixplug.train.data import create_datasets, is_longtail
+from timm_mixplug.train.pretrained_cache import weights_unavailable
 from timm_mixplug.train.sense_checks import eval_geometry, pad_crop_note
 from timm_mixplug.train.specs import DataInfo, TaskSpec, get_mix_spec, get_task_spec
 from timm_mixplug.train.timm_checkpoint import load_any_weights
@@ -73,21 +76,28 @@ def _state_dict_mismatch(own: Dict[str, torch.Tensor], sd: Dict[str, torch.Tenso
 def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any], flags=('--pretrained', '--model',
                                                                             '--pretrained-path')) -> nn.Module:
     """``timm.create_model(pretrained=True)`` with the Hub client's per-retry lines silenced: weights that are
-    neither in the local cache nor downloadable give one line naming where they were looked for."""
+    neither in the local cache nor downloadable give one line naming where they were looked for, at once when
+    the cache and the network can tell before the download is tried (``pretrained_cache``)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    source = getattr(cfg, 'hf_hub_id', None) or getattr(cfg, 'url', None) or name
+
+    def unavailable(why: str) -> UsageError:
+        return UsageError(f'{flags[0]}: the weights of {flags[1]} {name} ({source}) are not in the local cache and '
+                          f'could not be downloaded ({why}): download them where the internet is reachable (they '
+                          f'are cached for later runs), or give the file with {flags[2]}')
+    why = weights_unavailable(name, kw.get('pretrained_cfg_overlay'))
+    if why:
+        raise unavailable(why)
     logs = [logging.getLogger('huggingface_hub'), logging.getLogger('timm')]  # timm: 'Loading pretrained ...'
     levels = [lg.level for lg in logs]
     for lg in logs:
         lg.setLevel(logging.ERROR)
-    cfg = timm.models.get_pretrained_cfg(name)
-    source = getattr(cfg, 'hf_hub_id', None) or getattr(cfg, 'url', None) or name
     try:
         model = user_errors(timm.create_model, name, what=what, **kw)
     except UsageError as e:
         if 'cache' not in str(e) and 'connect' not in str(e).lower():
             raise
-        raise UsageError(f'{flags[0]}: the weights of {flags[1]} {name} ({source}) are not in the local cache and '
-                         f'could not be downloaded: download them where the internet is reachable (they are '
-                         f'cached for later runs), or give the file with {flags[2]}') from None
+        raise unavailable('the download failed') from None
     finally:
         for lg, level in zip(logs, levels):
             lg.setLevel(level)
@@ -226,6 +236,8 @@ def _loaders(args, spec: TaskSpec, info: DataInfo, data_config, ds_train, ds_eva
     if ds_train is None:
         return None, loader_eval
     ds_train = timm_options.wrap_train_dataset(spec.wrap_dataset(ds_train, args, info, True), args)
+    if not isinstance(ds_train, torch.utils.data.IterableDataset):  # augmentation apart from mixing
+        ds_train = SeededItems(ds_train, seed=args.seed, rank=args.rank)
     collate = spec.create_collate(args, info, collate_mixer or (fast_collate if use_prefetcher else default_collate))
     interp = args.train_interpolation
     if args.no_aug or not interp:
@@ -277,7 +289,11 @@ def build(args, device, training: bool) -> Built:
 
     use_prefetcher = not args.no_prefetcher and spec.use_prefetcher is not False
     mixer_spec = get_mixer_spec(args.mix) if args.mix != 'none' else None
-    collate_mix = training and use_prefetcher and not spec.mixes_itself and mixer_spec is not None and mixer_spec.collate
+    mix_path = None
+    if training and mixer_spec is not None and not spec.mixes_itself:  # one start-up line says where it mixes
+        mix_path = mixing_path(mixer_spec, device, use_prefetcher)
+        args.process_notes.append(describe_path(args.mix, mix_path, device, use_prefetcher))
+    collate_mix = mix_path == COLLATE
     collate_mixer = create_mixer(args, info, data_config, collate=True) if collate_mix else None
     device_mixer = None if collate_mix else create_mixer(args, info, data_config, collate=False)
     task = user_errors(spec.create_task, args, model, timm_options.create_train_loss(args),

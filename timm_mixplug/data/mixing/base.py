@@ -14,10 +14,9 @@ import torch.nn as nn
 from timm.data.mixup import FastCollateMixup, Mixup
 from timm.loss import SoftTargetCrossEntropy
 
-_MIXERS: Dict[str, 'MixerSpec'] = {}
+from timm_mixplug.data.mixing.collate_ops import Buffers, lerp_uint8
 
-# Elements per chunk when mixing: keeps the gathered partner block in cache instead of a full-size copy.
-_CHUNK_BYTES = 1 << 20
+_MIXERS: Dict[str, 'MixerSpec'] = {}
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def check_labels(target: torch.Tensor, num_classes: int) -> None:
     lo, hi = int(lo), int(hi)
     if lo < 0 or hi >= num_classes:
         raise ValueError(f'Labels must lie in [0, {num_classes - 1}] but the batch holds {lo}..{hi}; '
-                         f'set num_classes (--num-classes) to the dataset\'s number of classes.')
+                         f'set num_classes to the dataset\'s number of classes.')
 
 
 def pair_target(
@@ -136,13 +135,6 @@ def pair_target(
     return out
 
 
-def chunks(x: torch.Tensor):
-    """Slices of about ``_CHUNK_BYTES`` (at least one element) along the batch dimension."""
-    per = max(1, x[0].numel() * 4) if len(x) else 1
-    step = max(1, _CHUNK_BYTES // per)
-    return [slice(i, i + step) for i in range(0, len(x), step)]
-
-
 def bshape(v: torch.Tensor, ndim: int) -> torch.Tensor:
     """View a per-element vector for broadcasting over an ``ndim``-dimensional batch."""
     return v.view(-1, *([1] * (ndim - 1)))
@@ -158,6 +150,7 @@ class PairMixer:
         self.label_smoothing = float(label_smoothing)
         self.mixup_enabled = True
         self._scratch = None
+        self._buffers = Buffers()  # the collate's per-image float buffers
 
     def partner_source(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The (images, labels) partners are drawn from, the batch first: the batch itself by default. A subclass
@@ -193,25 +186,6 @@ class PairMixer:
         """Mix a float batch in place with the partners ``src[partner]`` (``src`` defaults to the batch)."""
         return self.mix_chunk(x, self._partners(x if src is None else src, partner), coef, out=x)
 
-    def mix_uint8_chunk(self, u1: torch.Tensor, u2: torch.Tensor, coef, out: torch.Tensor) -> torch.Tensor:
-        """The mix of uint8 chunks in float, plus 0.5 so that the truncating uint8 cast rounds."""
-        return torch.mul(u2, 1 - coef, out=out).addcmul_(u1, coef).add_(0.5)
-
-    def mix_uint8_(self, images: torch.Tensor, partner: torch.Tensor, coef,
-                   src: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Mix a uint8 batch in place, chunk by chunk so the float temporary stays in cache."""
-        u2 = self._partners(images if src is None else src, partner)
-        parts = chunks(images)
-        shape = (parts[0].stop - parts[0].start, *images.shape[1:])
-        buf = torch.empty(shape, device=images.device)
-        ibuf = torch.empty(shape, device=images.device, dtype=torch.int16)  # float->int16->uint8 is ~10x
-        for sl in parts:                                                  # faster than float->uint8 on CPU
-            n = len(images[sl])
-            c = coef[sl] if torch.is_tensor(coef) else tuple(t[sl] for t in coef)
-            y = self.mix_uint8_chunk(images[sl], u2[sl], c, out=buf[:n])
-            images[sl] = ibuf[:n].copy_(y.clamp_(0, 255))
-        return images
-
     def targets(self, target, partner, lam, source: Optional[torch.Tensor] = None):
         partner_t = (target if source is None else source)[partner]
         return pair_target(target, partner_t, lam, self.num_classes, self.label_smoothing)
@@ -227,11 +201,12 @@ class PairMixer:
         return x, self.targets(target, partner, lam, src_t)
 
     def collate_uint8(self, images: torch.Tensor, target: torch.Tensor):
-        """Mix a uint8 batch in place (prefetcher path); exact up to rounding for linear mixes."""
+        """Mix a uint8 batch (prefetcher path) into a new one, rounded to uint8: the linear mix with the
+        per-element ``coefficients`` (lam by default)."""
         src, src_t = self.partner_source(images, target)
         partner, lam = self._sample(target, src_t)
-        self.mix_uint8_(images, partner, self.coefficients(src, partner, lam), src)
-        return images, self.targets(target, partner, lam, src_t)
+        w = self.coefficients(src, partner, lam).reshape(len(partner))
+        return lerp_uint8(images, partner, w, self._buffers, src), self.targets(target, partner, lam, src_t)
 
 
 def stack_uint8(batch) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,8 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from timm_mixplug.loss.kl import SoftTargetKLDiv
 from timm_mixplug.data.longtail import get_targets
-from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, bshape, chunks, register_mixup
+from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, bshape, register_mixup
+from timm_mixplug.data.mixing.collate_ops import affine_mix, uint8_channel_sums
 
 _EPS = 1e-8
 POOL_SIZE = 16  # images of distinct classes kept from the previous batch, for a single-class batch
@@ -207,32 +208,16 @@ class BetweenClassPlusMixer(BetweenClassMixer):
         """BC+ in timm's normalised space n = (u - M)/S, written in pixel space: a u_i + b u_j + K with
         K = M (1 - a - b) + S c, as ``out_dtype`` (B, C, H, W), unclipped; normalising it gives BC+."""
         src, src_t = self.partner_source(images, target)
-        b_, ch = images.shape[:2]
-        mean, std = self.mean.view(1, ch), self.std.view(1, ch)
-        s, q = [], []  # per-image, per-channel sums of u and u^2 (of the partner source)
-        for sl in chunks(src):
-            v = src[sl].reshape(len(src[sl]), ch, -1).float()
-            s.append(v.sum(-1))
-            q.append(torch.linalg.vector_norm(v, dim=-1).square_())
-        s, q = torch.cat(s), torch.cat(q)
-        hw = images[0, 0].numel()
+        ch, hw = images.shape[1], images[0, 0].numel()
+        mean, std = self.mean.double().view(1, ch), self.std.double().view(1, ch)
+        s, q = uint8_channel_sums(src, self._buffers)  # per image and channel: sums of u and u^2, float64
         mu = ((s - hw * mean) / std).sum(1) / (ch * hw)
         ex2 = ((q - 2 * mean * s + hw * mean * mean) / (std * std)).sum(1) / (ch * hw)
         sigma = (ex2 - mu * mu).clamp_min_(0).sqrt_().clamp_min_(_EPS)
         partner, r = self._sample(target, src_t)
-        a, b, c = self.ratios(sigma, mu, partner, r)
+        a, b, c = self.ratios(sigma, mu, partner, r.double())
         k = mean * (1 - a - b).view(-1, 1) + std * c.view(-1, 1)
-        a, b, k = bshape(a, 4), bshape(b, 4), k.view(b_, ch, 1, 1)
-        u2 = self._partners(src, partner)
-        out = torch.empty(images.shape, dtype=self.out_dtype)
-        parts = chunks(images)
-        buf = None if self.out_dtype == torch.float32 else torch.empty((parts[0].stop, *images.shape[1:]))
-        for sl in parts:  # cache-sized chunks: the float temporary stays in cache
-            n = len(images[sl])
-            y = out[sl] if buf is None else buf[:n]
-            torch.mul(u2[sl], b[sl], out=y).add_(k[sl]).addcmul_(images[sl], a[sl])
-            if buf is not None:
-                out[sl] = y
+        out = affine_mix(images, partner, a, b, k, self.out_dtype, self._buffers, src)
         return out, self.targets(target, partner, r, src_t)
 
 
