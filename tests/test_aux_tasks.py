@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from timm.data.loader import fast_collate
-from conftest import load_train_script, make_tiny_images, read_rows
+from conftest import load_train_script, make_tiny_images, read_rows, tiny_train_args
 from timm_mixplug.errors import UsageError
 from timm_mixplug.task.aux import (
     AuxHeadModel, AuxTask, AuxTaskSpec, IndexedDataset, aux_collate, parse_aux_tasks,
@@ -284,10 +284,8 @@ def image_dir(tmp_path_factory):
 def test_train_py_aux(image_dir, tmp_path, extra):
     import os
     train = load_train_script('mixplug_train_script_aux')
-    argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
-            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
-            '--output', str(tmp_path), '--experiment', 'aux', '--device', 'cpu', '--scale', '0.8', '1.0',
-            '--task', 'aux', '--aux-hierarchy', os.path.join(image_dir, 'super.yaml'), *extra]
+    argv = tiny_train_args(image_dir, tmp_path, 'aux', '--task', 'aux', '--aux-hierarchy',
+                           os.path.join(image_dir, 'super.yaml'), *extra)
     assert train.main(argv) == 0
     row = read_rows(tmp_path / 'aux' / 'summary.csv')[0]
     tasks = extra[extra.index('--aux-tasks') + 1].split(',')
@@ -300,9 +298,7 @@ def test_train_py_aux(image_dir, tmp_path, extra):
 
 def test_train_py_aux_rejects_loader_crop(image_dir, tmp_path, capsys):
     train = load_train_script('mixplug_train_script_aux')
-    argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '1',
-            '--warmup-epochs', '0', '--workers', '0', '--output', str(tmp_path), '--device', 'cpu', '--task', 'aux',
-            '--aux-tasks', 'crop_pos']
+    argv = tiny_train_args(image_dir, tmp_path, 'x', '--task', 'aux', '--aux-tasks', 'crop_pos')  # no --no-aug
     assert train.main(argv) == 2
     assert '--no-aug' in capsys.readouterr().err
 

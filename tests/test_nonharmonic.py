@@ -8,7 +8,7 @@ import torch.nn as nn
 import timm
 
 from timm.data.loader import fast_collate
-from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun
+from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun, tiny_train_args
 from timm_mixplug.task.nonharmonic import (
     MultiViewDataset, NonHarmonicTask, multiview_collate, sample_views, view_probabilities,
 )
@@ -272,10 +272,7 @@ def image_dir(tmp_path_factory):
 ])
 def test_train_py_nonharmonic(image_dir, tmp_path, extra):
     train = load_train_script('mixplug_train_script_nh')
-    argv = ['--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
-            '-b', '8', '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
-            '--output', str(tmp_path), '--experiment', 'nh', '--device', 'cpu', '--scale', '0.8', '1.0',
-            '--task', 'nonharmonic', '--nh-views', '2', *extra]
+    argv = tiny_train_args(image_dir, tmp_path, 'nh', '--task', 'nonharmonic', '--nh-views', '2', *extra)
     assert train.main(argv) == 0
     row = read_rows(tmp_path / 'nh' / 'summary.csv')[0]
     chosen, mean, top = (float(row[f'train_nh_{k}_loss']) for k in ('chosen', 'mean', 'max'))
@@ -300,10 +297,7 @@ def test_ddp_world_size_one(gloo_group):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed not available')
 def test_train_py_nonharmonic_two_process_gloo(image_dir, tmp_path):
-    proc = run_torchrun([
-        '--data-dir', image_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
-        '-b', '4', '--epochs', '1', '--workers', '0', '--warmup-epochs', '0', '--output', str(tmp_path),
-        '--experiment', 'ddp', '--device', 'cpu', '--scale', '0.8', '1.0', '--task', 'nonharmonic',
-        '--nh-views', '2', '--mix', 'mixup'])
+    proc = run_torchrun(tiny_train_args(image_dir, tmp_path, 'ddp', '--task', 'nonharmonic', '--nh-views', '2',
+                                        '--mix', 'mixup', batch_size=4))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / 'ddp' / 'best.safetensors').is_file()
