@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from timm_mixplug.utils.checkpoint import (
     CheckpointError, capture_rng, load_stateful, load_train_meta, load_train_state, load_weights,
-    resolve_resume_path, restore_rng, save_train_state, save_weights, scheduler_state)
+    restore_rng, save_train_state, save_weights, scheduler_state)
 
 
 def _model():
@@ -176,6 +176,7 @@ def test_pickled_code_is_never_executed(tmp_path, monkeypatch):
 
 
 def test_resolve_resume_path(tmp_path):
+    from timm_mixplug.train.timm_checkpoint import resolve_resume_path
     state = tmp_path / 'last-state.safetensors'
     save_train_state(str(state), {}, {})
     for p in (tmp_path, tmp_path / 'last.safetensors', state):

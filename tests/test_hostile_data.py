@@ -246,3 +246,89 @@ def test_run_folder_deleted_under_a_running_job_is_one_line(tmp_path):
     errors = [ln for ln in err.splitlines() if ln.startswith('train.py: error:')]
     assert proc.returncode == 1 and len(errors) == 1 and 'Traceback' not in err, err[-3000:]
     assert f'the run folder {tmp_path / "run"} was deleted or moved' in errors[0]
+
+
+def _folder_argv(data, out, exp='run', *extra):
+    return ['--data-dir', str(data), '--model', 'resnet20_cifar', '--img-size', '16', '--epochs', '1',
+            '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu', '--output', str(out), '-b', '4',
+            '--experiment', exp, *extra]
+
+
+def _png(path, array):
+    from PIL import Image
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.mark.parametrize('layout,says', [
+    ('loose', "--train-split 'train' ({d}/train): 1 image file(s) lie directly in the folder, outside any class "
+              "folder (e.g. stray.png): timm would read them as a class named ''"),
+    ('nested', "--val-split 'validation' ({d}/validation): 2 image file(s) lie in sub-folders of class folders (e.g. "
+               "class_1/extra/a.png): timm would put them in a class named 'extra', not 'class_1'"),
+    ('single', "--train-split 'train' holds a single class ('class_0'); a classifier needs images of two or more"),
+])
+def test_image_folder_layouts_timm_reads_surprisingly_are_refused(tmp_path, capsys, layout, says):
+    """A file loose in the split folder, images in a sub-folder of a class folder, a single class: one line,
+    exit 2, nothing written."""
+    from conftest import one_error_line
+    from timm_mixplug.data.datasets import make_image_folder
+    from timm_mixplug.train import engine
+    d = tmp_path / 'd'
+    make_image_folder(str(d), num_classes=1 if layout == 'single' else 3, per_class=4, val_per_class=2, size=16)
+    noise = np.random.RandomState(0).randint(0, 255, (16, 16, 3), dtype=np.uint8)
+    if layout == 'loose':
+        _png(str(d / 'train' / 'stray.png'), noise)
+    elif layout == 'nested':
+        for name in ('a.png', 'b.png'):
+            _png(str(d / 'validation' / 'class_1' / 'extra' / name), noise)
+    assert engine.main(_folder_argv(d, tmp_path / 'out')) == 2
+    assert says.format(d=d) in one_error_line(capsys)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_16bit_grayscale_pngs_are_read_as_8_bits_not_clipped(tmp_path, caplog, monkeypatch):
+    """timm's convert('RGB') clips a 16-bit grayscale PNG to white; the folder reader reads value / 257 and
+    says so once; 8-bit and 16-bit RGB files are unchanged; training runs."""
+    import logging
+    from PIL import Image
+    from timm_mixplug.data.folder import EightBitPngReader
+    from timm_mixplug.train import engine
+    from timm_mixplug.train.config import parse_args
+    from timm_mixplug.train.data import create_datasets
+    monkeypatch.setattr(EightBitPngReader, '_said', False)
+    d = tmp_path / 'd'
+    for split, n in (('train', 4), ('validation', 2)):
+        for c, value in enumerate((30000, 60000)):
+            for i in range(n):
+                _png(str(d / split / f'class_{c}' / f'{i}.png'), np.full((16, 16), value + i, dtype=np.uint16))
+        _png(str(d / split / 'class_2' / '0.png'), np.full((16, 16, 3), 200, dtype=np.uint8))
+        _png(str(d / split / 'class_2' / '1.png'), np.full((16, 16, 3), 10, dtype=np.uint8))
+    assert Image.open(d / 'train' / 'class_0' / '0.png').mode == 'I;16'  # the case under test
+    args = parse_args(_folder_argv(d, tmp_path / 'out'))
+    caplog.set_level(logging.WARNING)
+    ds_train, ds_eval, _ = create_datasets(args)
+    got = {(int(y), int(np.asarray(img)[0, 0, 0])) for img, y in (ds_train[i] for i in range(len(ds_train)))}
+    expect = {(0, round((30000 + i) / 257)) for i in range(4)} | {(1, round((60000 + i) / 257)) for i in range(4)}
+    assert got == expect | {(2, 200), (2, 10)}
+    assert np.asarray(ds_eval[0][0]).shape == (16, 16, 3) and np.asarray(ds_eval[0][0])[0, 0, 0] == 117
+    said = [r.getMessage() for r in caplog.records if '16-bit grayscale PNG' in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith('read as 8 bits (value / 257), not clipped to white as timm would '
+                                               '(said once)')
+    assert engine.main(_folder_argv(d, tmp_path / 'out')) == 0
+
+
+def test_dataset_errors_name_the_keyword_and_train_names_the_flag(tmp_path, capsys):
+    """Library errors name the keyword (``split``), never a flag; train.py maps it to --train-split / --val-split."""
+    from conftest import one_error_line
+    from timm_mixplug.data.datasets import DatasetError, DigitsDataset, NpzDataset
+    from timm_mixplug.train import engine
+    data = _npz_set(tmp_path / 'd', (4, 4))
+    with pytest.raises(DatasetError) as e:
+        NpzDataset(data, 'nope')
+    assert e.value.keyword == 'split' and str(e.value).startswith("split 'nope': no ") and '--' not in str(e.value)
+    with pytest.raises(DatasetError, match="split 'nope': the digits dataset has the splits") as e:
+        DigitsDataset('nope')
+    assert '--' not in str(e.value)
+    assert engine.main(_train_argv(data, tmp_path, 'run', '--val-split', 'nope')) == 2
+    assert f"--val-split 'nope': no {data}/nope.npz; the splits in {data} are: train, validation" in \
+        one_error_line(capsys)

@@ -13,7 +13,7 @@ Built in (``--dataset mixplug/<name>`` in train.py, no download, no ``--data-dir
 """
 import os
 import zipfile
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,13 +24,23 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from timm_mixplug.data.pad_crop import PadCrop
-from timm_mixplug.errors import UsageError
 
-__all__ = ['ArrayImageDataset', 'NpzDataset', 'DigitsDataset', 'make_image_folder', 'apply_pad_crop', 'class_names',
+__all__ = ['ArrayImageDataset', 'NpzDataset', 'DigitsDataset', 'DatasetError', 'make_image_folder', 'apply_pad_crop',
+           'class_names',
            'TRAIN_SPLITS', 'EVAL_SPLITS']
 
 TRAIN_SPLITS = ('train', 'training')
 EVAL_SPLITS = ('val', 'valid', 'validation', 'eval', 'evaluation', 'test')
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as asked. ``keyword`` and ``value`` name the argument at fault (e.g.
+    ``split``, 'nope'; ``str()`` starts with them), ``reason`` the rest: an application maps the keyword to its
+    own option name."""
+
+    def __init__(self, reason: str, keyword: Optional[str] = None, value: Any = None):
+        self.reason, self.keyword, self.value = reason, keyword, value
+        super().__init__(f'{keyword} {value!r}: {reason}' if keyword else reason)
 
 
 class ArrayImageDataset(Dataset):
@@ -64,25 +74,27 @@ class NpzDataset(ArrayImageDataset):
     """``--dataset npz``: ``<data-dir>/<split>.npz`` with ``x`` (N, H, W, 3) or (N, H, W) uint8, ``y`` labels and
     optionally ``classes`` (e.g. the CIFAR-10 files in ``../shared/data``)."""
 
-    def __init__(self, root: str, split: str, transform=None, flag: str = '--train-split'):
+    def __init__(self, root: str, split: str, transform=None):
         path = os.path.join(root, split if split.endswith('.npz') else split + '.npz')
         if not os.path.isfile(path):
             have = sorted(f[:-4] for f in os.listdir(root) if f.endswith('.npz'))
-            raise UsageError(f'{flag} {split!r}: no {path}; the splits in --data-dir are: '
-                             f'{", ".join(have) or "none (no .npz files)"}')
+            raise DatasetError(f'no {path}; the splits in {root} are: {", ".join(have) or "none (no .npz files)"}',
+                               'split', split)
         expected = ('an npz (zip) file of uint8 "x" (N, H, W, 3) or (N, H, W) images, integer "y" labels and '
                     'optionally "classes" names, written by np.savez')
         if not zipfile.is_zipfile(path):
-            raise UsageError(f'{path} is not an npz (zip) file; expected {expected}')
+            raise DatasetError(f'{path} is not an npz (zip) file; expected {expected}')
         try:
             with np.load(path, allow_pickle=False) as f:
                 if 'x' not in f or 'y' not in f:
-                    raise UsageError(f'{path} needs arrays "x" (images) and "y" (labels), has {sorted(f.keys())}')
+                    raise DatasetError(f'{path} needs arrays "x" (images) and "y" (labels), has {sorted(f.keys())}')
                 x, y_raw = f['x'], f['y']
                 self.classes_given = 'classes' in f  # else the names are the label numbers
                 names = f['classes'] if self.classes_given else None
+        except DatasetError:
+            raise
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # an object array, a damaged member
-            raise UsageError(f'{path} cannot be read ({str(e).splitlines()[0]}); expected {expected}') from None
+            raise DatasetError(f'{path} cannot be read ({str(e).splitlines()[0]}); expected {expected}') from None
         if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] != 3):
             hint = ''
             if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
@@ -91,17 +103,17 @@ class NpzDataset(ArrayImageDataset):
                 hint = ' (RGBA? drop the alpha channel: x[..., :3])'
             elif x.ndim == 4 and x.shape[-1] == 1:
                 hint = ' (one channel: use x[..., 0])'
-            raise UsageError(f'{path}: "x" must be uint8 (N, H, W, 3) or (N, H, W), got {x.dtype} {x.shape}{hint}')
+            raise DatasetError(f'{path}: "x" must be uint8 (N, H, W, 3) or (N, H, W), got {x.dtype} {x.shape}{hint}')
         if y_raw.ndim != 1 or len(y_raw) != len(x):
-            raise UsageError(f'{path}: "y" must hold one label per image ({len(x)}), got shape {y_raw.shape}')
+            raise DatasetError(f'{path}: "y" must hold one label per image ({len(x)}), got shape {y_raw.shape}')
         if y_raw.dtype.kind not in 'iub' and not (y_raw.dtype.kind == 'f' and np.all(np.mod(y_raw, 1) == 0)):
             bad = np.unique(y_raw[np.mod(y_raw, 1) != 0])[:3].tolist() if y_raw.dtype.kind == 'f' else y_raw.dtype
-            raise UsageError(f'{path}: "y" must hold integer class labels 0..C-1, got {bad}')
+            raise DatasetError(f'{path}: "y" must hold integer class labels 0..C-1, got {bad}')
         y = y_raw.astype(np.int64)
         classes = names.tolist() if names is not None else [str(c) for c in range(int(y.max()) + 1 if len(y) else 0)]
         outside = np.unique(y[(y < 0) | (y >= len(classes))])
         if outside.size:
-            raise UsageError(f'{path}: labels {outside[:5].tolist()} lie outside its {len(classes)} classes')
+            raise DatasetError(f'{path}: labels {outside[:5].tolist()} lie outside its {len(classes)} classes')
         if x.ndim == 3:
             x = np.repeat(x[..., None], 3, axis=-1)
         super().__init__(x, y, classes, transform)
@@ -110,16 +122,15 @@ class NpzDataset(ArrayImageDataset):
 class DigitsDataset(ArrayImageDataset):
     """scikit-learn's digits as an RGB image dataset that timm's ``create_loader`` can transform."""
 
-    def __init__(self, split: str = 'train', img_size: int = 32, val_per_class: int = 36, transform=None,
-                 flag: str = '--train-split'):
+    def __init__(self, split: str = 'train', img_size: int = 32, val_per_class: int = 36, transform=None):
         try:
             from sklearn.datasets import load_digits
         except ImportError:
-            raise UsageError('--dataset mixplug/digits needs scikit-learn: pip install "timm_mixplug[quickstart]"'
-                             ) from None
+            raise DatasetError('the digits dataset needs scikit-learn: pip install "timm_mixplug[quickstart]"'
+                               ) from None
         split = split.split('[')[0].lower()
         if split not in TRAIN_SPLITS + EVAL_SPLITS:
-            raise UsageError(f"{flag} {split!r}: mixplug/digits has the splits 'train' and 'validation'")
+            raise DatasetError("the digits dataset has the splits 'train' and 'validation'", 'split', split)
         digits = load_digits()
         x = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
         x = F.interpolate(x, size=(img_size, img_size), mode='bilinear', align_corners=False)

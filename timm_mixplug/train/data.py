@@ -11,7 +11,8 @@ import numpy as np
 from timm.data import create_dataset
 from torch.utils.data import Dataset
 
-from timm_mixplug.data.datasets import EVAL_SPLITS, TRAIN_SPLITS, DigitsDataset, NpzDataset, class_names
+from timm_mixplug.data.datasets import EVAL_SPLITS, TRAIN_SPLITS, DatasetError, DigitsDataset, NpzDataset, class_names
+from timm_mixplug.data.folder import EightBitPngReader, check_image_folder
 from timm_mixplug.data.longtail import LongTailSubset, get_targets, make_longtail_indices
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train.options import dataset_kwargs
@@ -46,17 +47,17 @@ def apply_longtail(dataset, args: argparse.Namespace, num_classes: Optional[int]
     return LongTailSubset(dataset, idx, targets=targets, imb_factor=args.imb_factor)
 
 
-def _create_digits(name: str, split: str, flag: str) -> Dataset:
+def _create_digits(name: str, split: str) -> Dataset:
     size = 32
     if '@' in name:
         try:
             size = int(name.split('@', 1)[1])
         except ValueError:
             raise UsageError(f'bad image size in --dataset {name!r} (use mixplug/digits@16)') from None
-    return DigitsDataset(split=split, img_size=size, flag=flag)
+    return DigitsDataset(split=split, img_size=size)
 
 
-BUILTIN_DATASETS: Dict[str, Callable[[str, str, str], Dataset]] = {'digits': _create_digits}
+BUILTIN_DATASETS: Dict[str, Callable[[str, str], Dataset]] = {'digits': _create_digits}
 
 
 def _labels(ds) -> Optional[List[int]]:
@@ -114,7 +115,12 @@ def image_mode(args) -> str:
 
 
 def _create_one(args, split: str, is_training: bool, class_map=None):
-    ds = _create_split(args, split, is_training, class_map)
+    flag = '--train-split' if is_training else '--val-split'
+    try:
+        ds = _create_split(args, split, is_training, class_map)
+    except DatasetError as e:  # the library names its keyword (split, root): train.py names the flag
+        where = {'split': f'{flag} {e.value!r}', 'root': f'{flag} {split!r} ({e.value})'}.get(e.keyword)
+        raise UsageError(f'{where}: {e.reason}' if where else str(e)) from None
     if hasattr(ds, 'img_mode'):  # our array datasets; timm's readers got input_img_mode
         ds.img_mode = image_mode(args)
     return ds
@@ -129,12 +135,12 @@ def _create_split(args, split: str, is_training: bool, class_map=None):
         if key not in BUILTIN_DATASETS:
             raise UsageError(f'unknown --dataset {name!r}; built-in: '
                              + ', '.join('mixplug/' + k for k in BUILTIN_DATASETS))
-        return BUILTIN_DATASETS[key](rest, split, flag)
+        return BUILTIN_DATASETS[key](rest, split)
     root = args.data_dir
     if name.lower() == 'npz':
         if not root or not os.path.isdir(root):
             raise UsageError(f'--dataset npz needs --data-dir, the folder with the <split>.npz files (got {root!r})')
-        return NpzDataset(root, split, flag=flag)
+        return NpzDataset(root, split)
     torch_name = rest.lower() if sep and prefix.lower() == 'torch' else ''
     folder = not sep or prefix.lower() in ('folder', 'imagefolder', 'tar', 'imagetar') or torch_name in (
         'folder', 'image_folder')
@@ -152,7 +158,7 @@ def _create_split(args, split: str, is_training: bool, class_map=None):
         raise UsageError(f'{flag} {split!r}: --dataset {name} has the splits train and test (synonyms: '
                          f'{", ".join(_TORCH_SPLITS)})')
     try:
-        return create_dataset(
+        ds = create_dataset(
             name, root=root, split=split, search_split=False, is_training=is_training,
             class_map=class_map or args.class_map, download=args.dataset_download, batch_size=args.batch_size,
             seed=args.seed, input_img_mode=image_mode(args), **dataset_kwargs(args, is_training))
@@ -160,8 +166,16 @@ def _create_split(args, split: str, is_training: bool, class_map=None):
         raise
     except Exception as e:  # torchvision 'Dataset not found', empty folders, bad names...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if 'download=True' in msg:  # torchvision names its keyword; train.py's flag is --dataset-download
+            msg = msg.split('You can use download=True')[0].strip().rstrip('.') + \
+                '; add --dataset-download to download it there (internet needed once)'
         raise UsageError(f'cannot load dataset {name or "ImageFolder"!r} split {split!r} from {root}: {msg}'
                          ) from None
+    samples = getattr(getattr(ds, 'reader', None), 'samples', None)
+    if folder and samples and isinstance(samples[0][0], str):  # timm's folder reader, without its surprises
+        check_image_folder(samples, root)
+        ds.reader = EightBitPngReader(ds.reader)
+    return ds
 
 
 def _check_class_count(args, ds_train, labels: Optional[List[int]]) -> None:
@@ -172,6 +186,16 @@ def _check_class_count(args, ds_train, labels: Optional[List[int]]) -> None:
     if args.num_classes and have and args.num_classes > have and not args.allow_extra_classes:
         raise UsageError(f'--num-classes {args.num_classes} is more than the {have} classes of the training data: '
                          f'use --num-classes {have}, or add --allow-extra-classes to train the larger head')
+
+
+def _check_two_classes(args, info: DataInfo) -> None:
+    """A classifier learns nothing from one class (a 1-output head, or one label, is 100 % right from the start)."""
+    counts = info.class_counts
+    held = [c for c, n in enumerate(counts) if n] if counts is not None else list(range(info.num_classes))
+    if len(held) < 2:
+        name = (info.class_names or [str(c) for c in range(info.num_classes)])[held[0]] if held else None
+        raise UsageError(f'--train-split {args.train_split!r} holds a single class ({name!r}); a classifier needs '
+                         f'images of two or more classes (an ImageFolder split holds one folder per class)')
 
 
 def _check_eval_classes(args, tr: Optional[List[str]], ds_eval, num_classes: int, source: str, named: bool = True):
@@ -217,6 +241,7 @@ def create_datasets(args, train: bool = True) -> Tuple[Optional[Dataset], Datase
     full_labels = _labels(full_train) if train else None
     if train:
         _check_class_count(args, full_train, full_labels)
+        _check_two_classes(args, info)
     if train and is_longtail(args) and info.class_counts is not None:
         full = np.bincount(np.asarray(full_labels, dtype=np.int64), minlength=info.num_classes)
         emptied = [c for c, (n, m) in enumerate(zip(info.class_counts, full)) if n == 0 and m > 0]

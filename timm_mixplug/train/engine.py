@@ -41,11 +41,11 @@ from timm_mixplug.train.run_folder import (
     NonFiniteLoss, Terminated, interrupted_message, lock_run_folder, prepare_run_folder, resume_command)
 from timm_mixplug.train.run_settings import parse_train_args
 from timm_mixplug.train.sense_checks import check_eval_metric_group
-from timm_mixplug.train.timm_checkpoint import load_resume_state
+from timm_mixplug.train.timm_checkpoint import load_resume_state, resolve_resume_path
 from timm_mixplug.train.wandb_log import start_wandb
 from timm_mixplug.utils.batch_images import batch_grid
 from timm_mixplug.utils.checkpoint import (
-    CheckpointError, atomic_write_bytes, capture_rng, remove_stale_temp, resolve_resume_path, restore_rng,
+    CheckpointError, atomic_write_bytes, capture_rng, remove_stale_temp, restore_rng,
     save_train_state, save_weights, scheduler_state)
 from timm_mixplug.utils.checkpoint_history import CheckpointHistory, RecoveryWriter
 from timm_mixplug.utils.random import epoch_seed

@@ -12,9 +12,8 @@ from timm_mixplug.errors import UsageError
 from timm_mixplug.train.config import create_parser, parse_args, split_argv
 from timm_mixplug.train.resume import LOCAL_SETTINGS, WEIGHT_SETTINGS, saved_args
 from timm_mixplug.train.specs import weight_settings
-from timm_mixplug.train.timm_checkpoint import load_resume_meta
+from timm_mixplug.train.timm_checkpoint import load_resume_meta, resolve_resume_path
 from timm_mixplug.train.yaml_config import coerce_value
-from timm_mixplug.utils.checkpoint import resolve_resume_path
 
 __all__ = ['parse_train_args', 'apply_run_settings']
 

@@ -12,10 +12,11 @@ from typing import Any, Dict, Tuple
 import torch
 
 from timm_mixplug.utils.checkpoint import (
-    CheckpointError, load_train_meta, load_train_state, load_weights, state_dict_from_checkpoint, tensor_dict)
+    STATE_SUFFIX, CheckpointError, NotATrainStateError, load_train_meta, load_train_state, load_weights,
+    state_dict_from_checkpoint, tensor_dict)
 
 __all__ = ['torch_load_safe', 'is_timm_checkpoint', 'load_timm_train_state', 'load_resume_state',
-           'load_resume_meta', 'load_any_weights']
+           'load_resume_meta', 'load_any_weights', 'resolve_resume_path']
 
 
 def torch_load_safe(path: str) -> Any:
@@ -81,12 +82,21 @@ def load_timm_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 def load_resume_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(sections, meta) of a training-state file: ours (``save_train_state``) or timm's ``.pth.tar``."""
-    return (load_timm_train_state if is_timm_checkpoint(path) else load_train_state)(path)
+    try:
+        return (load_timm_train_state if is_timm_checkpoint(path) else load_train_state)(path)
+    except NotATrainStateError:
+        raise CheckpointError(_NOT_A_STATE.format(path=path)) from None
 
 
 def load_resume_meta(path: str) -> Dict[str, Any]:
     """The meta of ``load_resume_state`` alone: from the header of ours, from the whole of timm's pickle."""
-    return load_timm_train_state(path)[1] if is_timm_checkpoint(path) else load_train_meta(path)
+    try:
+        return load_timm_train_state(path)[1] if is_timm_checkpoint(path) else load_train_meta(path)
+    except NotATrainStateError:
+        raise CheckpointError(_NOT_A_STATE.format(path=path)) from None
+
+
+_NOT_A_STATE = '{path} is not a timm_mixplug training state (model weights only? use --initial-checkpoint for those)'
 
 
 def load_any_weights(path: str) -> Dict[str, torch.Tensor]:
@@ -94,3 +104,27 @@ def load_any_weights(path: str) -> Dict[str, torch.Tensor]:
     if is_timm_checkpoint(path):
         return state_dict_from_checkpoint(torch_load_safe(path), path)
     return load_weights(path)
+
+
+def resolve_resume_path(path: str) -> str:
+    """A run folder (ours, or timm's with ``last.pth.tar``), ``last.safetensors``, ``last-state.safetensors``
+    or a timm checkpoint file -> the training-state file."""
+    if os.path.isdir(path):
+        cand = os.path.join(path, 'last' + STATE_SUFFIX)
+        if not os.path.isfile(cand) and os.path.isfile(os.path.join(path, 'last.pth.tar')):
+            cand = os.path.join(path, 'last.pth.tar')
+    elif path.endswith(STATE_SUFFIX):
+        cand = path
+    elif path.endswith('.safetensors'):
+        cand = path[:-len('.safetensors')] + STATE_SUFFIX
+    else:
+        cand = path
+    run = os.path.join(os.path.dirname(path) or '.', 'last' + STATE_SUFFIX)
+    if not os.path.isfile(cand) and path.endswith('.safetensors') and os.path.isfile(path) and os.path.isfile(run):
+        folder = os.path.dirname(path) or '.'
+        raise CheckpointError(f'--resume {path}: a file of weights only (the run\'s training state is {run}); '
+                              f'continue the run with --resume {folder}, start from these weights with '
+                              f'--initial-checkpoint {path}, or evaluate them with validate --resume {path}')
+    if not os.path.isfile(cand):
+        raise CheckpointError(f'--resume {path}: no training state to resume (expected {cand})')
+    return cand

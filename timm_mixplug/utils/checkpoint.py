@@ -24,12 +24,14 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+import safetensors.torch
+from safetensors import SafetensorError, safe_open
+from timm.models import clean_state_dict
 
 from timm_mixplug.errors import UsageError
 
 __all__ = ['CheckpointError', 'atomic_write_bytes', 'save_safetensors', 'save_weights', 'load_weights',
-           'save_train_state', 'load_train_state', 'load_train_meta', 'resolve_resume_path', 'capture_rng',
+           'save_train_state', 'load_train_state', 'load_train_meta', 'NotATrainStateError', 'capture_rng',
            'restore_rng', 'encode_state', 'decode_state', 'load_stateful', 'scheduler_state', 'remove_stale_temp',
            'STATE_FORMAT', 'state_dict_from_checkpoint', 'tensor_dict']
 
@@ -40,6 +42,10 @@ STATE_SUFFIX = '-state.safetensors'
 
 class CheckpointError(UsageError):
     """Missing, corrupt or mismatching checkpoint (train.py: one error line, exit code 2)."""
+
+
+class NotATrainStateError(CheckpointError):
+    """A file read as a training state (``load_train_state``) that holds something else, e.g. weights only."""
 
 
 def _fsync_replace(tmp: str, path: str) -> None:
@@ -119,10 +125,9 @@ _OS_ERROR = re.compile(r'\(os error (\d+)\)')  # how safetensors' Rust writer re
 
 def save_safetensors(path: str, tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None):
     """Atomically write ``tensors`` (+ string metadata) to ``path``."""
-    from safetensors.torch import save_file
     tmp = temp_path(path)
     try:
-        save_file(_cpu_tensors(tensors), tmp, metadata=metadata)
+        safetensors.torch.save_file(_cpu_tensors(tensors), tmp, metadata=metadata)
         _fsync_replace(tmp, path)
     except OSError as e:  # name the file being written, not its temporary (which is removed)
         raise OSError(e.errno, e.strerror, path) from None
@@ -145,7 +150,6 @@ def save_weights(path: str, state_dict: Dict[str, torch.Tensor], **meta) -> None
 
 def _read_safetensors(path: str, tensors: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     """(tensors, metadata) of a safetensors file; ``tensors=False`` reads the header alone (no tensor)."""
-    from safetensors import safe_open
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path}')
     try:
@@ -174,7 +178,7 @@ def load_weights(path: str) -> Dict[str, torch.Tensor]:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if 'argparse.Namespace' in str(e):
             raise CheckpointError(f'{path} is a timm train.py checkpoint (it pickles train.py\'s args): load it with '
-                                  f'train.py --initial-checkpoint or timm.models.load_checkpoint') from None
+                                  f'timm.models.load_checkpoint') from None
         raise CheckpointError(f'cannot load {path} with torch.load(weights_only=True): {msg}') from None
     return state_dict_from_checkpoint(ckpt, path)
 
@@ -193,7 +197,6 @@ def state_dict_from_checkpoint(ckpt: Any, path: str) -> Dict[str, torch.Tensor]:
 def tensor_dict(sd: Any, path: str) -> Dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f'{path} does not contain a state dict of tensors')
-    from timm.models import clean_state_dict
     return clean_state_dict(sd)
 
 
@@ -324,8 +327,8 @@ def save_train_state(path: str, sections: Dict[str, Any], meta: Dict[str, Any]) 
 def _state_document(path: str, md: Dict[str, str]) -> Dict[str, Any]:
     """The JSON document of a ``save_train_state`` file from its safetensors metadata, checked."""
     if md.get('format') != STATE_FORMAT or 'state' not in md:
-        raise CheckpointError(f'{path} is not a timm_mixplug training state (model weights only? use '
-                              f'--initial-checkpoint for those)')
+        raise NotATrainStateError(f'{path} is not a timm_mixplug training state (model weights only? load those with '
+                                  f'load_weights)')
     try:
         doc = json.loads(md['state'])
         if not isinstance(doc.get('sections'), dict) or not isinstance(doc.get('meta'), dict):
@@ -351,21 +354,3 @@ def load_train_state(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 def load_train_meta(path: str) -> Dict[str, Any]:
     """The meta of a ``save_train_state`` file, read from its header alone (no tensor is loaded)."""
     return _state_document(path, _read_safetensors(path, tensors=False)[1])['meta']
-
-
-def resolve_resume_path(path: str) -> str:
-    """A run folder (ours, or timm's with ``last.pth.tar``), ``last.safetensors``, ``last-state.safetensors``
-    or a timm checkpoint file -> the training-state file."""
-    if os.path.isdir(path):
-        cand = os.path.join(path, 'last' + STATE_SUFFIX)
-        if not os.path.isfile(cand) and os.path.isfile(os.path.join(path, 'last.pth.tar')):
-            cand = os.path.join(path, 'last.pth.tar')
-    elif path.endswith(STATE_SUFFIX):
-        cand = path
-    elif path.endswith('.safetensors'):
-        cand = path[:-len('.safetensors')] + STATE_SUFFIX
-    else:
-        cand = path
-    if not os.path.isfile(cand):
-        raise CheckpointError(f'--resume {path}: no training state to resume (expected {cand})')
-    return cand
