@@ -234,3 +234,153 @@ def test_train_py_pad_crop_on_larger_images_says_it_fits_them(tmp_path, caplog):
     assert ('--pad-crop: the training images (the first is 32x32) are larger than the input size 16x16; each larger '
             'image is first resized and centre-cropped as evaluation does (Resize(16) + CenterCrop((16, 16)))'
             in caplog.text)
+
+
+# ---- a run folder that describes its weights ----------------------------------------------------------------------
+
+def _eval_top1(caplog) -> float:
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Eval: ')][-1]
+    return float(line.split('top1: ')[1].split()[0])
+
+
+def _without_experiment(argv):
+    i = argv.index('--experiment')
+    return argv[:i] + argv[i + 2:]
+
+
+def test_an_ema_run_continued_without_model_ema_keeps_its_ema(image_dir, tmp_path, caplog):
+    from conftest import read_rows
+    out = tmp_path / 'out'
+    first = tiny_train_args(image_dir, out, 'ema', '--model-ema', '--model-ema-decay', '0.5')
+    first[first.index('--epochs') + 1] = '2'
+    assert engine.main(first + ['--max-epochs-this-run', '1']) == 0
+    run = out / 'ema'
+    ema_before = (run / 'last-ema.safetensors').read_bytes()
+    caplog.clear()
+    resumed = _without_experiment([a for a in first if a not in ('--model-ema',)])
+    i = resumed.index('--model-ema-decay')
+    resumed = resumed[:i] + resumed[i + 2:]  # neither --model-ema nor its decay: the run's are kept
+    assert engine.main(resumed + ['--resume', str(run)]) == 0
+    assert '--model-ema stays on as in the run (decay 0.5)' in caplog.text
+    assert (run / 'last-ema.safetensors').read_bytes() != ema_before  # the EMA went on with the weights
+    rows = read_rows(run / 'summary.csv')
+    assert [r['epoch'] for r in rows] == ['0', '1'] and rows[1]['ema_eval_top1']
+    text = (run / 'args.yaml').read_text()
+    assert 'model_ema: true' in text and 'model_ema_decay: 0.5' in text
+
+
+def test_an_ema_run_continued_into_a_new_folder_follows_the_command_line(image_dir, tmp_path, caplog):
+    out = tmp_path / 'out'
+    first = tiny_train_args(image_dir, out, 'ema', '--model-ema')
+    first[first.index('--epochs') + 1] = '2'
+    assert engine.main(first + ['--max-epochs-this-run', '1']) == 0
+    caplog.clear()
+    again = [a for a in first if a != '--model-ema']
+    again[again.index('--experiment') + 1] = 'plain'
+    assert engine.main(again + ['--resume', str(out / 'ema')]) == 0
+    assert 'stays on' not in caplog.text
+    assert not (out / 'plain' / 'last-ema.safetensors').exists() and (out / 'plain' / 'last.safetensors').exists()
+
+
+def test_validate_evaluates_a_weights_file_of_a_run_with_the_runs_settings(image_dir, tmp_path, caplog):
+    import torch
+    from conftest import read_rows
+    from safetensors.torch import load_file, save_file
+    out = tmp_path / 'out'
+    assert engine.main(tiny_train_args(image_dir, out, 'run')) == 0
+    run = out / 'run'
+    logged = float(read_rows(run / 'summary.csv')[0]['eval_top1'])
+    caplog.clear()
+    assert engine.main(['validate', '--resume', str(run / 'best.safetensors'), '--workers', '0']) == 0
+    assert _eval_top1(caplog) == pytest.approx(logged)
+    assert f'Evaluating the weights of {run / "best.safetensors"}' in caplog.text
+    sd = load_file(str(run / 'best.safetensors'))
+    sd['fc.weight'] = torch.zeros_like(sd['fc.weight'])
+    sd['fc.bias'] = torch.tensor([0., 0., 1., 0.])  # every image predicted as class 2: 2 of the 8 images
+    save_file(sd, str(run / 'class2.safetensors'))
+    caplog.clear()
+    assert engine.main(['validate', '--resume', str(run / 'class2.safetensors'), '--workers', '0']) == 0
+    assert _eval_top1(caplog) == pytest.approx(25.0)  # these weights, not the state's
+
+
+def test_resume_training_from_a_weights_file_says_what_to_pass(image_dir, tmp_path, capsys):
+    out = tmp_path / 'out'
+    argv = tiny_train_args(image_dir, out, 'run')
+    assert engine.main(argv) == 0
+    capsys.readouterr()
+    best = out / 'run' / 'best.safetensors'
+    assert engine.main(_without_experiment(argv) + ['--resume', str(best)]) == 2
+    line = one_error_line(capsys)
+    assert (f'a file of weights only (the run\'s training state is {out / "run" / "last-state.safetensors"}); '
+            f'continue the run with --resume {out / "run"}, start from these weights with --initial-checkpoint '
+            f'{best}, or evaluate them with validate --resume {best}') in line
+
+
+# ---- first hour: --pretrained without the network, torch/cifar10 without its files --------------------------------
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """An empty Hub / torch cache, and any connection attempt fails at once (the tests never touch the network)."""
+    import socket
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
+    monkeypatch.delenv('HF_HUB_CACHE', raising=False)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    tried = []
+
+    def refuse(address, *a, **kw):
+        tried.append(address)
+        raise OSError('network unreachable (test)')
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+    return tried
+
+
+def test_pretrained_weights_unavailable_offline_without_trying_the_network(no_network, monkeypatch):
+    from timm_mixplug.train.pretrained_cache import weights_unavailable
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    assert weights_unavailable('resnet18') == 'offline mode (HF_HUB_OFFLINE is set)'
+    assert no_network == []  # decided from the cache and the environment alone
+
+
+def test_pretrained_weights_unavailable_when_the_host_does_not_answer(no_network):
+    from timm_mixplug.train.pretrained_cache import weights_unavailable
+    assert weights_unavailable('resnet18') == 'huggingface.co cannot be reached'
+    assert no_network == [('huggingface.co', 443)]
+
+
+def test_pretrained_weights_in_the_hub_cache_or_a_file_are_available(no_network, tmp_path, monkeypatch):
+    from timm_mixplug.train.pretrained_cache import weights_unavailable
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    snap = tmp_path / 'hf' / 'hub' / 'models--timm--resnet18.a1_in1k' / 'snapshots' / 'abc123'
+    snap.mkdir(parents=True)
+    (snap / 'model.safetensors').write_bytes(b'')
+    assert weights_unavailable('resnet18') is None  # cached: timm loads it without the network
+    assert weights_unavailable('resnet34') == 'offline mode (HF_HUB_OFFLINE is set)'  # another model's is not
+    assert weights_unavailable('resnet34', {'file': str(tmp_path / 'w.safetensors')}) is None  # --pretrained-path
+    assert no_network == []
+
+
+def test_train_py_pretrained_fails_before_timm_tries_to_download(no_network, tmp_path, capsys, monkeypatch):
+    import timm.models._builder as builder
+
+    def download(*a, **kw):
+        raise AssertionError('timm was asked to load pretrained weights')
+    monkeypatch.setattr(builder, 'load_pretrained', download)
+    out = tmp_path / 'out'
+    assert engine.main(['--dataset', 'mixplug/digits', '--model', 'resnet18', '--pretrained', '--epochs', '1',
+                        '--workers', '0', '--output', str(out)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith('train.py: error: --pretrained: the weights of --model resnet18 (timm/resnet18.a1_in1k) '
+                           'are not in the local cache and could not be downloaded (huggingface.co cannot be reached)')
+    assert '--pretrained-path' in line and not out.exists()
+
+
+def test_torchvision_dataset_without_its_files_names_dataset_download(tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert engine.main(['--dataset', 'torch/cifar10', '--data-dir', str(tmp_path), '--epochs', '1',
+                        '--output', str(out)]) == 2
+    line = one_error_line(capsys)
+    assert 'download=True' not in line
+    assert line.endswith('Dataset not found or corrupted; add --dataset-download to download it there (internet '
+                         'needed once)')
+    assert not out.exists()
