@@ -32,11 +32,13 @@ from timm_mixplug.errors import UsageError
 from timm_mixplug.train import options as timm_options
 from timm_mixplug.train.build import Built, amp_setup, build, resolve_lr, user_errors
 from timm_mixplug.train.config import args_to_yaml
+from timm_mixplug.train.eval_weights import load_eval_weights, run_weights_file, settings_source
 from timm_mixplug.train.faults import write_fault_message
 from timm_mixplug.train.loop import train_one_epoch, validate
 from timm_mixplug.train.ranges import check_ranges
 from timm_mixplug.train.resume import (
     changed_settings, check_data_config, data_record, restore_optimizer, restore_plateau, saved_args)
+from timm_mixplug.train.run_ema import keep_run_ema
 from timm_mixplug.train.run_folder import (
     NonFiniteLoss, Terminated, interrupted_message, lock_run_folder, prepare_run_folder, resume_command)
 from timm_mixplug.train.run_settings import parse_train_args
@@ -154,6 +156,9 @@ def evaluate(args) -> Dict[str, float]:
     """``--evaluate`` / ``validate``: metrics of the given weights on ``--val-split`` (writes nothing)."""
     device = _init_distributed(args)
     _setup_logging(args.rank == 0)
+    weights = run_weights_file(args.resume)  # RUN/best.safetensors: RUN's settings, these weights, no EMA
+    if weights:
+        args.resume, args.model_ema = settings_source(weights), False
     opened = _open_resume(args) if args.resume else None
     b = build(args, device, training=False)
     _log_process_notes(args)
@@ -161,6 +166,9 @@ def evaluate(args) -> Dict[str, float]:
         meta = _load_resume(b, args, None, None, opened)
         done = int(meta.get('epoch') or 0)
         _logger.info(f"Loaded {meta['_path']} (after epoch {done - 1}: {done} epoch(s) trained)")
+    if weights:
+        load_eval_weights(b.task, weights)
+        _logger.info(f'Evaluating the weights of {weights} with the settings of {meta["_path"]}')
     amp_autocast, _ = amp_setup(args, device)
     kw = dict(amp_autocast=amp_autocast, prefetched=b.prefetched, zero_mean_input=b.zero_mean_input)
     metrics = validate(b.task, b.loader_eval, args, device, **kw)
@@ -184,6 +192,7 @@ def train(args) -> Dict[str, Any]:
     if args.experiment and not args.resume:  # refuse a used folder before the (slow) build; cleared later
         prepare_run_folder(os.path.join(args.output or './output/train', args.experiment), args, False, clear=False)
     opened = _open_resume(args) if args.resume else None
+    keep_run_ema(args, opened)  # a run continued in its folder keeps its EMA: no stale -ema files there
     b = build(args, device, training=True)
     _log_process_notes(args)
     task = b.task

@@ -10,6 +10,7 @@ from typing import Sequence
 from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train.config import create_parser, parse_args, split_argv
+from timm_mixplug.train.eval_weights import settings_source
 from timm_mixplug.train.resume import LOCAL_SETTINGS, WEIGHT_SETTINGS, saved_args
 from timm_mixplug.train.specs import weight_settings
 from timm_mixplug.train.timm_checkpoint import load_resume_meta, resolve_resume_path
@@ -35,7 +36,7 @@ def parse_train_args(argv: Sequence[str]) -> argparse.Namespace:
 def apply_run_settings(argv: Sequence[str], resume: str) -> argparse.Namespace:
     """For ``validate --resume RUN``: parse ``argv`` with the run's settings as defaults (a ``-c`` config and the
     command line still win) and refuse values that contradict what the weights need."""
-    state_path = resolve_resume_path(resume)
+    state_path = resolve_resume_path(settings_source(resume))  # RUN/best.safetensors: RUN's settings
     meta = load_resume_meta(state_path)
     run = saved_args(state_path, meta)
     parser = create_parser()
