@@ -545,3 +545,15 @@ def test_a_recycled_pid_is_not_a_train_py_of_the_run(tmp_path):
     run.pid_file.parent.mkdir(parents=True)
     run.pid_file.write_text(str(os.getpid()))  # alive, but pytest, not a train.py of ce-s0
     assert live_children([run]) == []
+
+
+def test_unwritable_lock_and_report_are_one_line(tmp_path, capsys, fake_train):
+    out = tmp_path / 'cmp'
+    (out / '.compare.lock').mkdir(parents=True)
+    assert compare_main(_args(out)) == 2
+    _one_error(capsys, f'--output {out}: cannot write {out / ".compare.lock"}')
+    (out / '.compare.lock').rmdir()
+    (out / 'compare.md').mkdir()  # the report cannot be written: the results stay
+    assert compare_main(_args(out)) == 1
+    _one_error(capsys, f'{out / "compare.md"}: Is a directory', '--report-only writes the report again')
+    assert len(list((out / 'results').glob('*.json'))) == 4

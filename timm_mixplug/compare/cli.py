@@ -109,6 +109,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CompareError as e:
         print(f'compare: error: {e}', file=sys.stderr)
         return 2
+    except OSError as e:  # writing the report: a full disk, a folder that became unwritable
+        print(f'compare: error: {e.filename or "file access"}: {e.strerror or e}; the result files are kept, '
+              f'--report-only writes the report again', file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:  # before or after the runs: no train.py is running
         term = isinstance(e, Terminated)
         print(f'compare: {"terminated (SIGTERM)" if term else "interrupted"}; {_CONTINUE}', file=sys.stderr)

@@ -98,8 +98,12 @@ class OutputLock:
     def __enter__(self) -> 'OutputLock':
         if fcntl is None:
             return self
-        self.out.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, 'a+')
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, 'a+')
+        except OSError as e:
+            raise CompareError(f'--output {self.out}: cannot write {self.path} ({e.strerror or e}); give a folder '
+                               f'compare may write to') from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -179,6 +179,8 @@ class Runner:
                 self._record(run, *done)
         except CompareError as e:  # an unreadable summary.csv
             self._fail(run, str(e), run.command())
+        except OSError as e:  # a full disk, a folder that became unwritable: the run folder keeps its state
+            self._fail(run, f'{e.filename or "file access"}: {e.strerror or e}', run.command())
 
 
 def _on_interrupt(runner: Runner, e: KeyboardInterrupt) -> None:
