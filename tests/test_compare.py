@@ -496,6 +496,10 @@ def test_train_flags_without_dashdash_go_to_train_py(tmp_path, capsys, fake_trai
     mixed = with_dash[:i] + with_dash[i + 1:i + 3] + ['--'] + with_dash[i + 3:]  # --dataset npz before the --
     runs = [parse_options(a)[1] for a in (with_dash, without, mixed)]
     assert runs[0] == runs[1] == runs[2] and runs[0][0].args[:2] == ['--dataset', 'npz']
+    assert compare_main(without + ['--basline', 'ce']) == 2  # a misspelled compare option reaches train.py
+    _one_error(capsys, 'unrecognized arguments: --basline', 'compare passed --dataset npz', '--basline ce on to '
+               'train.py (flags compare does not know: is a compare option misspelled?)')
+    assert not out.exists()
     assert compare_main(without) == 0
     printed = capsys.readouterr().out
     assert 'compare: passing --dataset npz --data-dir' in printed and 'to train.py (flags compare does not know)' \

@@ -73,7 +73,13 @@ def _compare(argv: Sequence[str]) -> int:
     cached = _cached(opts, runs)
     todo = [] if opts.report_only else [r for r in runs if cached[r.name] is None]
     if todo:
-        check_setup(todo, opts.method_args, opts.device_list)
+        try:
+            check_setup(todo, opts.method_args, opts.device_list)
+        except CompareError as e:
+            if not opts.passed:
+                raise
+            raise CompareError(f'{e}; compare passed {" ".join(opts.passed)} on to train.py (flags compare does not '
+                               f'know: is a compare option misspelled?)') from None
     with OutputLock(Path(opts.output)):
         check_no_live_children(todo)
         if opts.passed:
