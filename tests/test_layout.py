@@ -19,7 +19,7 @@ ALLOWED = {
     'loss': set(),
     'models': set(),
     'utils': {'errors'},
-    'data': {'errors', 'loss'},
+    'data': {'errors', 'loss', 'utils'},
     'task': {'errors', 'loss', 'data', 'utils'},
     'timm_compat': {'errors', 'loss', 'data'},
     'train': {'errors', 'loss', 'models', 'utils', 'data', 'task', 'timm_compat'},

@@ -311,7 +311,8 @@ def test_epoch_numbers_agree_and_an_unfinished_run_says_how_to_continue(tmp_path
     import logging
     from timm_mixplug.train import engine
     from timm_mixplug.data.datasets import make_image_folder
-    monkeypatch.setattr(engine, 'plot_summary', lambda *a, **k: False)  # as without the plot extra
+    from timm_mixplug.train import epochs
+    monkeypatch.setattr(epochs, 'plot_summary', lambda *a, **k: False)  # as without the plot extra
     data = make_image_folder(str(tmp_path / 'd'), num_classes=4, per_class=8, val_per_class=2, size=16)
     base = base_args(data, None, None, epochs=2)  # the resume below finds the run from --resume
     caplog.set_level(logging.INFO)

@@ -207,7 +207,7 @@ def test_renamed_class_folder_is_refused_on_resume_and_validate(data_dir, traine
 def test_resume_that_dies_in_its_first_epoch_keeps_args_yaml(trained_run, data_dir, tmp_path, monkeypatch):
     import shutil
     import yaml
-    from timm_mixplug.train import engine
+    from timm_mixplug.train import epochs
     run = tmp_path / 'copy'
     shutil.copytree(trained_run, run)
     before = (run / 'args.yaml').read_bytes()
@@ -216,7 +216,7 @@ def test_resume_that_dies_in_its_first_epoch_keeps_args_yaml(trained_run, data_d
     def killed(*a, **k):
         raise KeyboardInterrupt
     with monkeypatch.context() as m:
-        m.setattr(engine, 'train_one_epoch', killed)
+        m.setattr(epochs, 'train_one_epoch', killed)
         assert train_script.main(args) == 130
     assert (run / 'args.yaml').read_bytes() == before  # still the settings of the weights in the folder
     assert train_script.main(args) == 0  # the first state of the new settings brings their args.yaml

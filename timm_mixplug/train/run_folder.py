@@ -18,13 +18,14 @@ import os
 import re
 import shlex
 import sys
-from typing import List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
 
 from timm_mixplug.utils.checkpoint_history import RECOVERY_FILE, history_files
 from timm_mixplug.errors import UsageError
 
-__all__ = ['RUN_FILES', 'LOCK_FILE', 'NonFiniteLoss', 'Terminated', 'lock_run_folder', 'prepare_run_folder',
-           'interrupted_message', 'resume_command']
+__all__ = ['RUN_FILES', 'LOCK_FILE', 'RunProgress', 'NonFiniteLoss', 'Terminated', 'lock_run_folder',
+           'prepare_run_folder', 'interrupted_message', 'resume_command', 'without_flag']
 
 LOCK_FILE = '.train.lock'
 
@@ -34,6 +35,16 @@ LOCK_FILE = '.train.lock'
 RUN_FILES = ('args.yaml', 'summary.csv', 'summary.png', 'train.log', 'last.safetensors', 'best.safetensors',
              'last-ema.safetensors', 'best-ema.safetensors', 'last-state.safetensors', RECOVERY_FILE)
 _RESULTS = tuple(f for f in RUN_FILES if f not in ('args.yaml', 'train.log'))
+
+
+@dataclass
+class RunProgress:
+    """Where a run writes (rank 0, once its folder exists) and how far it got: what the exit lines report."""
+    path: Optional[str] = None
+    epochs_done: int = 0
+    world_size: int = 1
+    lock: Any = None  # the held lock file (kept open for the run's lifetime)
+    args_yaml_pending: Optional[str] = None  # a continued run rewrites args.yaml with its first state
 
 
 class NonFiniteLoss(Exception):
@@ -122,16 +133,29 @@ def resume_command(argv: Sequence[str], run_dir: str, world_size: int = 1) -> st
     return f'{launcher} {shlex.join(out + ["--resume", run_dir])}'
 
 
-def interrupted_message(args, argv: Optional[Sequence[str]], how: str = 'interrupted') -> str:
+def interrupted_message(progress: RunProgress, argv: Optional[Sequence[str]], how: str = 'interrupted') -> str:
     """The one line printed on Ctrl-C (``how``: 'terminated (SIGTERM)' for SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    run_dir = getattr(args, 'run_dir', None) if args is not None else None
+    run_dir = progress.path
     if not run_dir:
         return f'train.py: {how} before the run folder was created; nothing was written'
     state = os.path.join(run_dir, 'last-state.safetensors')
     if not os.path.isfile(state):
         return (f'train.py: {how} before the first epoch ended; {run_dir} holds no state; run the same '
                 f'command again to start over')
-    n = getattr(args, 'epochs_done', '?')
+    n = progress.epochs_done
     return (f'train.py: {how}; the last state is {state} ({n} epoch{"" if n == 1 else "s"} done); '
-            f'resume with: {resume_command(argv, run_dir, getattr(args, "world_size", 1))}')
+            f'resume with: {resume_command(argv, run_dir, progress.world_size)}')
+
+
+def without_flag(argv: Sequence[str], flag: str) -> List[str]:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + '='):
+            out.append(a)
+    return out
