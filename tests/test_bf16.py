@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import load_train_script, make_tiny_images, read_rows
+from conftest import load_train_script, make_tiny_images, read_rows, tiny_train_args
 
 train = load_train_script('mixplug_train_script_bf16')
 
@@ -33,10 +33,7 @@ def test_task_trains_under_bf16_autocast(tiny, tmp_path, name):
             conv_dtypes.add(output.dtype)
 
     extra = [a.format(smap=f'{tiny}/super.yaml') for a in TASKS[name]]
-    argv = ['--data-dir', tiny, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0', '-b', '8',
-            '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0', '--hflip', '0',
-            '--color-jitter', '0', '--device', 'cpu', '--output', str(tmp_path), '--experiment', name,
-            '--amp', '--amp-dtype', 'bfloat16', '--channels-last', *extra]
+    argv = tiny_train_args(tiny, tmp_path, name, '--amp', '--amp-dtype', 'bfloat16', '--channels-last', *extra)
     handle = nn.modules.module.register_module_forward_hook(hook)
     try:
         assert train.main(argv) == 0

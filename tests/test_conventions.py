@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, make_tiny_images
+from conftest import ROOT, make_tiny_images, tiny_train_args
 
 README = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
 
@@ -57,9 +57,7 @@ def data_dir(tmp_path_factory):
 
 
 def test_python_dash_m_trains_like_train_py(data_dir, tmp_path):
-    args = ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '1',
-            '--warmup-epochs', '0',
-            '--workers', '0', '--device', 'cpu', '--output', str(tmp_path), '--experiment', 'run']
+    args = tiny_train_args(data_dir, tmp_path, 'run')
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
     r = subprocess.run([sys.executable, '-m', 'timm_mixplug', *args], cwd=str(tmp_path), env=env,
                        capture_output=True, text=True, timeout=300)

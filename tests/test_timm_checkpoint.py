@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from conftest import load_train_script, make_tiny_images, read_rows
+from conftest import load_train_script, make_tiny_images, read_rows, tiny_train_args
 from timm_mixplug.train.timm_checkpoint import load_any_weights, load_timm_train_state
 from timm_mixplug.utils.checkpoint import CheckpointError, load_weights
 
@@ -19,10 +19,7 @@ def data_dir(tmp_path_factory):
 
 
 def base_args(data_dir, out, exp, *extra):
-    return ['--data-dir', data_dir, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0',
-            '-b', '8', '--epochs', '3', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0',
-            '--output', str(out), '--experiment', exp, '--hflip', '0', '--color-jitter', '0',
-            '--device', 'cpu', *extra]
+    return tiny_train_args(data_dir, out, exp, *extra, epochs=3)
 
 
 def _timm_run(folder, epoch=1, ema=False, with_args=True):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from conftest import make_tiny_images, read_rows
+from conftest import make_tiny_images, read_rows, tiny_train_args
 from timm_mixplug.train import engine
 from timm_mixplug.train.build import build as build_model_and_data, create_timm_model
 from timm_mixplug.train.config import create_parser, parse_args
@@ -35,10 +35,7 @@ def fixture_keys():
 
 
 def small(images, out, exp, *extra):
-    return ['--data-dir', images, '--model', 'resnet20_cifar', '--img-size', '16', '--crop-pct', '1.0', '-b', '8',
-            '--epochs', '1', '--workers', '0', '--lr', '0.05', '--warmup-epochs', '0', '--output', str(out),
-            '--experiment', exp, '--log-interval', '50', '--device', 'cpu', '--hflip', '0', '--color-jitter', '0',
-            *extra]
+    return tiny_train_args(images, out, exp, *extra, log_interval=50)
 
 
 def build(argv, training=True):
@@ -206,7 +203,7 @@ def test_augmix_splits_jsd_and_split_bn(images, tmp_path):
     from timm.loss import JsdCrossEntropy
     args, b = build(small(images, tmp_path, 'am', '--aug-splits', '3', '--jsd-loss', '--split-bn',
                           '--aa', 'augmix-m3-w2-d1', '--smoothing', '0'))
-    assert isinstance(b.loader_train.dataset, AugMixDataset)
+    assert isinstance(b.loader_train.dataset.dataset, AugMixDataset)  # inside SeededItems
     assert isinstance(b.task.criterion, JsdCrossEntropy)
     bns = [m for m in b.task.get_trainable_module().modules() if isinstance(m, SplitBatchNorm2d)]
     assert bns and all(m.num_splits == 3 for m in bns)
