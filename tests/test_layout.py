@@ -9,6 +9,8 @@ import textwrap
 import pytest
 import torch
 
+from conftest import tiny_train_args
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, 'timm_mixplug')
 
@@ -251,10 +253,8 @@ def test_toy_method_gets_flags_and_the_consumption_check(toy_methods, tmp_path):
     with pytest.raises(UsageError, match='--toyscale-factor is read only with --task toyscale'):
         parse_args(['--toyscale-factor', '2'])
     data = make_image_folder(str(tmp_path / 'data'), num_classes=4, per_class=8, val_per_class=1, size=16)
-    assert engine.main(['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8',
-                        '--epochs', '1', '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu',
-                        '--output', str(tmp_path), '--experiment', 'toy', '--mix', 'toyflip', '--toyflip-lam',
-                        '0.25', '--task', 'toyscale']) == 0
+    assert engine.main(tiny_train_args(data, tmp_path, 'toy', '--mix', 'toyflip', '--toyflip-lam', '0.25',
+                                       '--task', 'toyscale')) == 0
     assert os.path.isfile(tmp_path / 'toy' / 'best.safetensors')
 
 
@@ -357,9 +357,8 @@ def test_new_method_from_two_files_is_checked_refused_resumed_and_compared(toy_t
     assert builtin_methods()['toytemp'] == ['--task', 'toytemp', '--toytemp-t', '2']
 
     data = make_image_folder(str(tmp_path / 'data'), num_classes=4, per_class=8, val_per_class=1, size=16)
-    run = ['--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '16', '-b', '8', '--epochs', '2',
-           '--warmup-epochs', '0', '--workers', '0', '--device', 'cpu', '--output', str(tmp_path), '--task', 'toytemp',
-           '--toytemp-t', '2']
+    run = tiny_train_args(data, None, None, '--output', str(tmp_path), '--task', 'toytemp', '--toytemp-t', '2',
+                          epochs=2)
     assert engine.main(run + ['--experiment', 'toy', '--max-epochs-this-run', '1']) == 0
     folder = str(tmp_path / 'toy')
     assert engine.main(run + ['--resume', folder]) == 0
