@@ -60,3 +60,47 @@ def test_train_py_device_path_on_cpu(data_dir, tmp_path, monkeypatch, caplog):
     assert train_script.main(tiny_train_args(data_dir, tmp_path, 'col', '--mix', 'bcplus')) == 0
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith('Mixing: ')] == [
         "Mixing: bcplus in the loader's collate, on the uint8 images (timm's prefetcher path)"]
+
+
+class _Items(torch.utils.data.Dataset):
+    """(uint8 CHW array, label) items; ignores the transform timm's create_loader sets."""
+
+    def __init__(self, imgs, labels):
+        self.imgs, self.labels, self.transform = imgs, labels, None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.imgs[i].numpy(), self.labels[i]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('name', ['bc', 'bcplus', 'superclass'])
+def test_device_path_on_cuda_equals_the_formula(name):
+    """timm's prefetcher on CUDA + the device mixer: the method's formula, against the CPU in float64."""
+    from timm.data import create_loader
+    from timm_mixplug import create_mixup
+    from timm_mixplug.data.mixing.placement import mix_prefetched
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (8, 3, 16, 16), generator=g, dtype=torch.uint8)
+    labels = [i % 4 for i in range(8)]
+    partner, lam = torch.tensor([1, 2, 3, 0, 5, 6, 7, 4]), torch.linspace(0.05, 0.95, 8)
+    kw = dict(hierarchy=[0, 0, 1, 1]) if name == 'superclass' else {}
+    mixer = create_mixup(name, 4, **kw)
+    mixer.sample = lambda t, s=None: (partner.cuda(), lam.cuda())
+    loader = create_loader(_Items(imgs, labels), input_size=(3, 16, 16), batch_size=8, is_training=False,
+                           use_prefetcher=True, mean=mean, std=std, device=torch.device('cuda'), num_workers=0)
+    out, soft = next(mix_prefetched(loader, mixer, get_mixer_spec(name).zero_mean_input))
+    assert out.is_cuda and soft.is_cuda
+    x = (imgs.double() - torch.tensor(mean).double().view(1, 3, 1, 1) * 255) / (
+        torch.tensor(std).double().view(1, 3, 1, 1) * 255)
+    r = lam.double().view(-1, 1, 1, 1)
+    if name == 'bcplus':
+        mu, sd = x.mean((1, 2, 3), keepdim=True), x.std((1, 2, 3), unbiased=False, keepdim=True)
+        p = 1 / (1 + sd / sd[partner] * (1 - r) / r)
+        ref = (p * (x - mu) + (1 - p) * (x[partner] - mu[partner])) / torch.sqrt(p ** 2 + (1 - p) ** 2)
+    else:
+        ref = r * x + (1 - r) * x[partner]
+    assert (out.cpu().double() - ref).abs().max() < 1e-4

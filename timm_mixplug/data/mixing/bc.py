@@ -195,8 +195,9 @@ class BetweenClassPlusMixer(BetweenClassMixer):
         """Population mean and std over C*H*W from one pass of sums (var = E[x^2] - E[x]^2)."""
         v = x.reshape(len(x), -1)
         n = v.shape[1]
-        mu = v.sum(1, dtype=torch.float32) / n
-        var = torch.linalg.vector_norm(v, dim=1, dtype=torch.float32).square_().div_(n).sub_(mu * mu)
+        acc = torch.promote_types(x.dtype, torch.float32)  # float32 sums for half / bf16 / float32 batches
+        mu = v.sum(1, dtype=acc) / n
+        var = torch.linalg.vector_norm(v, dim=1, dtype=acc).square_().div_(n).sub_(mu * mu)
         sigma = var.clamp_min_(0).sqrt_().clamp_min_(_EPS)
         return tuple(bshape(t, x.ndim) for t in self.ratios(sigma, mu, partner, r))
 
