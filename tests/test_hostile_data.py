@@ -332,3 +332,79 @@ def test_dataset_errors_name_the_keyword_and_train_names_the_flag(tmp_path, caps
     assert engine.main(_train_argv(data, tmp_path, 'run', '--val-split', 'nope')) == 2
     assert f"--val-split 'nope': no {data}/nope.npz; the splits in {data} are: train, validation" in \
         one_error_line(capsys)
+
+
+def _weights(path, num_classes=2, prefix='', peers=0):
+    """resnet20_cifar weights for ``num_classes``: plain, under a key ``prefix``, or ``peers`` DML peers."""
+    import timm
+    from timm_mixplug.utils.checkpoint import save_weights
+    sd = timm.create_model('resnet20_cifar', num_classes=num_classes).state_dict()
+    if peers:
+        sd = {f'{p}.{k}': v.clone() for p in range(peers) for k, v in sd.items()}
+    save_weights(str(path), {prefix + k: v for k, v in sd.items()}, task='dml' if peers else 'classification')
+    return str(path)
+
+
+def _fix_command(line):
+    """The ``python -c "..."`` of an error line, and the file the flag should then be given."""
+    import re
+    cmd = re.search(r'(python -c ".*?")', line).group(1)
+    return cmd, re.search(r'and give --[a-z-]+ (\S+)$', line).group(1)
+
+
+def _run_fix(cmd):
+    import subprocess
+    import sys
+    proc = subprocess.run(cmd.replace('python', sys.executable, 1), shell=True, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize('flag', ['--initial-checkpoint', '--pretrained-path'])
+def test_weights_under_a_prefix_are_refused_naming_the_prefix_and_the_fix_works(tmp_path, capsys, flag):
+    """Every key prefixed 'model.': timm's --pretrained-path loader would train from random initialisation
+    after a log line; both flags refuse in one line naming the prefix, and the command given fixes the file."""
+    from conftest import one_error_line
+    from timm_mixplug.train import engine
+    data = _npz_set(tmp_path / 'd', (4, 4))
+    bad = _weights(tmp_path / 'w.safetensors', prefix='model.')
+    extra = [flag, bad] + (['--pretrained'] if flag == '--pretrained-path' else [])
+    assert engine.main(_train_argv(data, tmp_path, 'run', '--epochs', '1', *extra)) == 2
+    line = one_error_line(capsys)
+    assert "every key of the file starts with 'model.'" in line and not (tmp_path / 'run').exists(), line
+    if flag == '--pretrained-path':
+        assert 'randomly initialised parameter tensors of --model resnet20_cifar are not in the file' in line
+    cmd, fixed = _fix_command(line)
+    _run_fix(cmd)
+    extra[1] = fixed
+    assert engine.main(_train_argv(data, tmp_path, 'run', '--epochs', '1', *extra)) == 0
+
+
+def test_pretrained_path_allows_the_new_classifier_only(tmp_path):
+    """--pretrained-path of 10-class weights on a 2-class set: timm resets the classifier (what --num-classes
+    asks for) and loads the rest; the run trains from those weights."""
+    from timm_mixplug.train import engine
+    data = _npz_set(tmp_path / 'd', (4, 4))
+    good = _weights(tmp_path / 'w10.safetensors', num_classes=10)
+    assert engine.main(_train_argv(data, tmp_path, 'run', '--epochs', '1', '--pretrained', '--pretrained-path',
+                                   good)) == 0
+
+
+def test_teacher_of_another_class_count_and_a_dml_run_as_teacher(tmp_path, capsys):
+    """The message names what the file holds and a fix that works: a teacher over other classes is not fixed
+    by --num-classes; a DML run's weights hold its peers, and the command given writes one peer."""
+    from conftest import one_error_line
+    from timm_mixplug.train import engine
+    data = _npz_set(tmp_path / 'd', (4, 4))
+    kd = ['--kd-model-name', 'resnet20_cifar', '--kd-pretrained-path']
+    other = _weights(tmp_path / 't3.safetensors', num_classes=3)
+    assert engine.main(_train_argv(data, tmp_path, 'run', '--epochs', '1', *kd, other)) == 2
+    line = one_error_line(capsys)
+    assert 'the file holds a teacher of 3 classes, the data has 2' in line and '--num-classes' not in line, line
+    dml = _weights(tmp_path / 'dml.safetensors', peers=2)
+    assert engine.main(_train_argv(data, tmp_path, 'run', '--epochs', '1', *kd, dml)) == 2
+    line = one_error_line(capsys)
+    assert "it is a DML run's weights: its 2 peers under 0.*, 1.*" in line and not (tmp_path / 'run').exists()
+    cmd, fixed = _fix_command(line)
+    _run_fix(cmd)
+    assert engine.main(_train_argv(data, tmp_path, 'run', '--epochs', '1', *kd, fixed)) == 0

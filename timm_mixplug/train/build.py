@@ -29,8 +29,7 @@ from timm_mixplug.train.data import create_datasets, is_longtail
 from timm_mixplug.train.pretrained_cache import weights_unavailable
 from timm_mixplug.train.sense_checks import eval_geometry, pad_crop_note
 from timm_mixplug.train.specs import DataInfo, TaskSpec, get_mix_spec, get_task_spec
-from timm_mixplug.train.timm_checkpoint import load_any_weights
-from timm_mixplug.utils.checkpoint import CheckpointError
+from timm_mixplug.train.weight_files import check_pretrained_loaded, load_strict
 from timm_mixplug.utils.precision import native_bf16
 
 _logger = logging.getLogger('train')
@@ -47,30 +46,6 @@ def user_errors(fn, *a, what: str = '', **kw):
     except (ValueError, KeyError, AssertionError, FileNotFoundError, RuntimeError, TypeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f'{what}: {msg}' if what else msg) from None
-
-
-def _state_dict_mismatch(own: Dict[str, torch.Tensor], sd: Dict[str, torch.Tensor], num_classes: int) -> str:
-    """What keeps ``sd`` from loading strictly into a model with state dict ``own`` (first layer named, both
-    shapes, and the fix when it is the classifier's class count); '' when it loads."""
-    shapes = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    missing = [k for k in own if k not in sd]
-    extra = [k for k in sd if k not in own]
-    if shapes:
-        k, theirs, mine = shapes[0]
-        more = f' (and {len(shapes) - 1} more layer(s))' if len(shapes) > 1 else ''
-        msg = f'{k} is {theirs} in the checkpoint, {mine} in the model{more}'
-        if mine and theirs and mine[0] == num_classes and theirs[0] != num_classes and mine[1:] == theirs[1:]:
-            msg += f'; the checkpoint has {theirs[0]} classes: use --num-classes {theirs[0]}'
-        return msg
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f'{len(missing)} layer(s) missing from the checkpoint ({", ".join(missing[:3])}'
-                         f'{" ..." if len(missing) > 3 else ""})')
-        if extra:
-            parts.append(f'{len(extra)} unexpected ({", ".join(extra[:3])}{" ..." if len(extra) > 3 else ""})')
-        return '; '.join(parts) + ': is it a checkpoint of another --model?'
-    return ''
 
 
 def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any], flags=('--pretrained', '--model',
@@ -105,16 +80,6 @@ def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any], flags=('-
     return model
 
 
-def _load_strict(model: nn.Module, path: str, flag: str, what: str, num_classes: int) -> None:
-    """Load the weights file ``path`` (ours or timm's, no pickle) strictly into ``model``; a mismatch is one
-    CheckpointError naming ``flag``, the model and the first layer that differs."""
-    sd = load_any_weights(path)
-    problem = _state_dict_mismatch(model.state_dict(), sd, num_classes)
-    if problem:
-        raise CheckpointError(f'{flag} {path} does not match {what} with {num_classes} classes: {problem}')
-    model.load_state_dict(sd, strict=True)
-
-
 def _in_chans(args) -> int:
     if args.in_chans is not None:
         return args.in_chans
@@ -133,7 +98,7 @@ def create_teacher(args, num_classes: int) -> nn.Module:
         return _create_pretrained(timm, name, what, dict(kw, pretrained=True),
                                   flags=('--kd-model-name', '--kd-model-name', '--kd-pretrained-path'))
     teacher = user_errors(timm.create_model, name, what=what, **kw)
-    _load_strict(teacher, args.kd_pretrained_path, '--kd-pretrained-path', f'--kd-model-name {name}', num_classes)
+    load_strict(teacher, args.kd_pretrained_path, '--kd-pretrained-path', f'--kd-model-name {name}', num_classes)
     return teacher
 
 
@@ -153,10 +118,16 @@ def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, 
     what = f'cannot create --model {name}' + (' with --model-kwargs' if args.model_kwargs else '')
     if kw['pretrained'] and not args.pretrained_path:
         model = _create_pretrained(timm, name, what, kw)
+    elif kw['pretrained']:  # --pretrained-path: every parameter from the file but a classifier timm resets
+        cfg = timm.models.get_pretrained_cfg(name)
+        head = getattr(cfg, 'classifier', None) if cfg is not None and cfg.num_classes != num_classes else None
+        model = check_pretrained_loaded(lambda pretrained: user_errors(
+            timm.create_model, name, what=what, **dict(kw, pretrained=pretrained)), args.pretrained_path,
+            f'--model {name}', [head] if isinstance(head, str) else list(head or ()))
     else:
         model = user_errors(timm.create_model, name, what=what, **kw)
     if args.initial_checkpoint:
-        _load_strict(model, args.initial_checkpoint, '--initial-checkpoint', f'--model {name}', num_classes)
+        load_strict(model, args.initial_checkpoint, '--initial-checkpoint', f'--model {name}', num_classes)
     model = timm_options.apply_model_options(model, args)  # after the weights, as timm
     if args.grad_checkpointing:
         model.set_grad_checkpointing(enable=True)
