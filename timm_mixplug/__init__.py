@@ -11,7 +11,7 @@ from .data.hierarchy import BUILTIN_HIERARCHIES, Hierarchy, load_hierarchy
 from .data.longtail import LongTailSubset
 from .data.mixing import (
     BetweenClassMixer, BetweenClassPlusMixer, MixerSpec, PairMixCollate, PairMixer, SuperclassMixer, create_mixup,
-    get_mixer_spec, list_mixups, register_mixup, sample_other_class_partner, zero_mean)
+    get_mixer_spec, list_mixups, mix_prefetched, mixing_path, register_mixup, sample_other_class_partner, zero_mean)
 from .data.transforms import Cutout, RICAPMixer
 from .loss import SoftTargetKLDiv
 from .task.aux import AuxHeadModel, AuxTask
@@ -25,8 +25,9 @@ from .utils.checkpoint import CheckpointError, load_train_state, load_weights, s
 __all__ = [
     'ArrayImageDataset', 'DigitsDataset', 'NpzDataset', 'make_image_folder', 'BUILTIN_HIERARCHIES', 'Hierarchy',
     'load_hierarchy', 'LongTailSubset', 'BetweenClassMixer', 'BetweenClassPlusMixer', 'MixerSpec', 'PairMixCollate',
-    'PairMixer', 'SuperclassMixer', 'create_mixup', 'get_mixer_spec', 'list_mixups', 'register_mixup',
-    'sample_other_class_partner', 'zero_mean', 'Cutout', 'RICAPMixer', 'SoftTargetKLDiv', 'AuxHeadModel', 'AuxTask',
+    'PairMixer', 'SuperclassMixer', 'create_mixup', 'get_mixer_spec', 'list_mixups', 'mix_prefetched', 'mixing_path',
+    'register_mixup', 'sample_other_class_partner', 'zero_mean', 'Cutout', 'RICAPMixer', 'SoftTargetKLDiv',
+    'AuxHeadModel', 'AuxTask',
     'DMLTask', 'ShotAccuracyEvaluator', 'GLMCModel', 'GLMCTask', 'NonHarmonicTask', 'add_zero_mean_input',
     'setup_timm_mixing', 'CheckpointError', 'load_train_state', 'load_weights', 'save_train_state', 'save_weights',
 ]

@@ -3,3 +3,4 @@ from .base import MixerSpec, PairMixCollate, PairMixer, create_mixup, get_mixer_
 from .bc import (BetweenClassMixer, BetweenClassPlusMixer, DatasetPartners, sample_other_class_partner,
                  set_dataset_partners, zero_mean)
 from .superclass import SuperclassMixer
+from .placement import mix_prefetched, mixing_path
