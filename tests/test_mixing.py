@@ -132,7 +132,7 @@ def test_bad_input_errors():
     bc = tm.create_mixup('bc', 4)
     with pytest.raises(ValueError, match='different classes.*partners=DatasetPartners'):
         bc(torch.randn(4, 3, 2, 2), torch.tensor([2, 2, 2, 2]))
-    with pytest.raises(ValueError, match=r'Labels must lie in \[0, 3\].*--num-classes'):
+    with pytest.raises(ValueError, match=r'Labels must lie in \[0, 3\].*set num_classes'):
         bc(torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 4]))
     with pytest.raises(ValueError, match='integer class indices'):
         bc(torch.randn(4, 3, 2, 2), torch.rand(4, 4))
