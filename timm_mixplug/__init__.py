@@ -10,8 +10,9 @@ from .data.datasets import ArrayImageDataset, DigitsDataset, NpzDataset, make_im
 from .data.hierarchy import BUILTIN_HIERARCHIES, Hierarchy, load_hierarchy
 from .data.longtail import LongTailSubset
 from .data.mixing import (
-    BetweenClassMixer, BetweenClassPlusMixer, MixerSpec, PairMixCollate, PairMixer, SuperclassMixer, create_mixup,
-    get_mixer_spec, list_mixups, mix_prefetched, mixing_path, register_mixup, sample_other_class_partner, zero_mean)
+    BetweenClassMixer, BetweenClassPlusMixer, DatasetPartners, MixerSpec, PairMixCollate, PairMixer, SuperclassMixer,
+    create_mixup, get_mixer_spec, list_mixups, mix_prefetched, mixing_path, register_mixup, sample_other_class_partner,
+    zero_mean)
 from .data.transforms import Cutout, RICAPMixer
 from .loss import SoftTargetKLDiv
 from .task.aux import AuxHeadModel, AuxTask
@@ -24,7 +25,8 @@ from .utils.checkpoint import CheckpointError, load_train_state, load_weights, s
 
 __all__ = [
     'ArrayImageDataset', 'DigitsDataset', 'NpzDataset', 'make_image_folder', 'BUILTIN_HIERARCHIES', 'Hierarchy',
-    'load_hierarchy', 'LongTailSubset', 'BetweenClassMixer', 'BetweenClassPlusMixer', 'MixerSpec', 'PairMixCollate',
+    'load_hierarchy', 'LongTailSubset', 'BetweenClassMixer', 'BetweenClassPlusMixer', 'DatasetPartners', 'MixerSpec',
+    'PairMixCollate',
     'PairMixer', 'SuperclassMixer', 'create_mixup', 'get_mixer_spec', 'list_mixups', 'mix_prefetched', 'mixing_path',
     'register_mixup', 'sample_other_class_partner', 'zero_mean', 'Cutout', 'RICAPMixer', 'SoftTargetKLDiv',
     'AuxHeadModel', 'AuxTask',
