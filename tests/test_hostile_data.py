@@ -408,3 +408,15 @@ def test_teacher_of_another_class_count_and_a_dml_run_as_teacher(tmp_path, capsy
     cmd, fixed = _fix_command(line)
     _run_fix(cmd)
     assert engine.main(_train_argv(data, tmp_path, 'run', '--epochs', '1', *kd, fixed)) == 0
+
+
+def test_setup_timm_mixing_takes_dataset_partners():
+    """timm's own train.py: ``partners=`` reaches the BC mixer, so a first batch of one class is mixed."""
+    import timm
+    from timm_mixplug import setup_timm_mixing
+    ds = _Patterns([0] * 6 + [1] * 2)
+    _, mixup_fn, _ = setup_timm_mixing('bc', timm.create_model('resnet20_cifar', num_classes=2), 2, {},
+                                       prefetcher=False, partners=DatasetPartners(ds))
+    x = torch.stack([ds[k][0] for k in range(4)])
+    out, soft = mixup_fn(x.clone(), torch.zeros(4, dtype=torch.long))
+    _check_batch('bc', ds, x, torch.zeros(4, dtype=torch.long), out, soft)
