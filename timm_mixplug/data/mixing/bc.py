@@ -248,9 +248,11 @@ def create_bcplus(num_classes, label_smoothing=0.0, collate=False, mean=IMAGENET
 def set_dataset_partners(mixer, dataset, mean: Optional[Sequence[float]] = None,
                          std: Optional[Sequence[float]] = None) -> bool:
     """Give a BC / BC+ mixer (or its collate) the training set ``dataset`` to draw partners from where a batch
-    and the memory hold one class (:class:`DatasetPartners`); returns False for any other mixer."""
+    and the memory hold one class (:class:`DatasetPartners`); returns False for any other mixer or a dataset
+    that cannot be indexed (a stream: its batches then take partners from the memory only)."""
     inner = getattr(mixer, 'mixer', mixer)
-    if not isinstance(inner, BetweenClassMixer):
+    if not isinstance(inner, BetweenClassMixer) or not (hasattr(dataset, '__len__') and
+                                                        hasattr(dataset, '__getitem__')):
         return False
     inner.partners = DatasetPartners(dataset, mean=mean, std=std)
     return True
