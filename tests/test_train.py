@@ -129,7 +129,7 @@ def _error(capsys):
 
 @pytest.mark.parametrize('extra, expect', [
     (['--mix', 'bogus'], 'invalid choice'),
-    (['--mix', 'bc', '-b', '7'], 'even'),
+    (['--mix', 'mixup', '-b', '7'], 'even'),  # timm's Mixup pairs a batch with its reverse (BC: any size)
     (['--no-such-flag'], 'unrecognized'),
     (['--resume', 'MISSING'], 'no training state'),
     (['--model', 'no_such_model'], 'unknown --model'),
