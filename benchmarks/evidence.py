@@ -2,7 +2,7 @@
 with ``python -m timm_mixplug compare`` (3 seeds, paired deltas with 95 % intervals).
 
     python benchmarks/evidence.py --data ../shared/data --regimes noaug    # one regime (resumable)
-    python benchmarks/evidence.py --data ../shared/data --report           # tables of everything finished
+    python benchmarks/evidence.py --report                                 # tables of everything finished
 
 Development data: ``--data`` is the CIFAR-10 folder of this project's development layout (``cifar10_train_subset10k``,
 1,000 training images per class, and ``cifar10_test``); substitute any folder with those two npz files.
@@ -32,6 +32,7 @@ sitting continues where this one stopped and the tables can be rebuilt without t
 ``benchmarks/evidence/cuda/<regime>/``): a regime's runs are never a mix of devices.
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -129,21 +130,36 @@ def _keep(out: Path, regime: str, keep: Path, results: Path, baseline) -> None:
             shutil.copy2(out / regime / f, keep / (f if baseline is None else f.replace('compare', f'vs-{baseline}')))
 
 
-def main() -> int:
+def _recorded_data(default: Path) -> Path:
+    """The data folder the committed runs recorded (their ``--data-dir``): a report rebuilt from any output
+    folder prints the setup they were trained with."""
+    for f in sorted(KEEP.glob('*/*-s*.json')):
+        args = json.loads(f.read_text()).get('args', [])
+        if '--data-dir' in args:
+            return Path(args[args.index('--data-dir') + 1])
+    return default
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--data', required=True, help='folder with cifar10_train_subset10k.npz and cifar10_test.npz')
+    p.add_argument('--data', help='folder with cifar10_train_subset10k.npz and cifar10_test.npz (not needed with '
+                                  '--report)')
     p.add_argument('--output', help='runs and reports (default: output/evidence, output/evidence-cuda with '
                                     '--device cuda)')
     p.add_argument('--regimes', default=','.join(REGIMES))
-    p.add_argument('--report', action='store_true', help='rebuild the reports of finished runs only')
+    p.add_argument('--report', action='store_true', help='rebuild the reports from the committed results only '
+                                                         '(no data, no training)')
     p.add_argument('--jobs', type=int, default=1, help='runs at once, one thread each (default: 1)')
     p.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
                    help='train on this device; cuda results are kept apart, in benchmarks/evidence/cuda/<regime> '
                         '(default: cpu)')
-    a = p.parse_args()
-    src = Path(a.data)
-    if not (src / 'cifar10_train_subset10k.npz').is_file() or not (src / 'cifar10_test.npz').is_file():
-        p.error(f'--data {src} needs cifar10_train_subset10k.npz and cifar10_test.npz')
+    a = p.parse_args(argv)
+    if not a.report:
+        if not a.data:
+            p.error('--data is required to train (only --report works without it)')
+        src = Path(a.data)
+        if not (src / 'cifar10_train_subset10k.npz').is_file() or not (src / 'cifar10_test.npz').is_file():
+            p.error(f'--data {src} needs cifar10_train_subset10k.npz and cifar10_test.npz')
     regimes = a.regimes.split(',')
     unknown = [r for r in regimes if r not in REGIMES]
     if unknown:
@@ -152,7 +168,10 @@ def main() -> int:
         p.error(f'--jobs {a.jobs}: must be >= 1')
     out = Path(a.output or REPO / 'output' / ('evidence' if a.device == 'cpu' else f'evidence-{a.device}'))
     data = Path(os.path.relpath(out / 'data', REPO))  # as the runs record it
-    make_data(src, data)
+    if a.report:
+        data = _recorded_data(data)
+    else:
+        make_data(src, data)
     rc = 0
     try:
         for regime in regimes:

@@ -1,0 +1,38 @@
+"""``benchmarks/evidence.py --report`` rebuilds the README evidence tables from the committed results alone."""
+import importlib.util
+import os
+import shutil
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _evidence(monkeypatch, keep):
+    spec = importlib.util.spec_from_file_location('evidence_script', os.path.join(ROOT, 'benchmarks', 'evidence.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, 'KEEP', keep)  # the committed folder stays untouched
+    return mod
+
+
+@pytest.mark.parametrize('regime', ['lt', 'dml'])
+def test_report_needs_no_data_and_reproduces_the_committed_tables(regime, tmp_path, monkeypatch):
+    committed = os.path.join(ROOT, 'benchmarks', 'evidence', regime)
+    keep = tmp_path / 'keep'
+    shutil.copytree(committed, keep / regime)
+    ev = _evidence(monkeypatch, keep)
+    out = tmp_path / 'out'
+    assert ev.main(['--report', '--regimes', regime, '--output', str(out)]) == 0
+    assert not (out / 'data').exists()  # nothing read or written for data
+    with open(os.path.join(committed, 'compare.md')) as f:
+        assert (keep / regime / 'compare.md').read_text() == f.read()
+    assert sorted(p.name for p in (keep / regime).glob('*-s*.json')) == sorted(
+        n for n in os.listdir(committed) if '-s' in n and n.endswith('.json'))
+
+
+def test_training_without_data_is_one_error(tmp_path, monkeypatch, capsys):
+    ev = _evidence(monkeypatch, tmp_path / 'keep')
+    with pytest.raises(SystemExit) as e:
+        ev.main(['--regimes', 'lt', '--output', str(tmp_path / 'out')])
+    assert e.value.code == 2 and '--data is required to train' in capsys.readouterr().err
