@@ -326,6 +326,8 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.delenv('HF_HUB_CACHE', raising=False)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
     monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    for k in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy', 'HTTP_PROXY', 'http_proxy', 'HF_ENDPOINT'):
+        monkeypatch.delenv(k, raising=False)
     tried = []
 
     def refuse(address, *a, **kw):
@@ -346,6 +348,12 @@ def test_pretrained_weights_unavailable_when_the_host_does_not_answer(no_network
     from timm_mixplug.train.pretrained_cache import weights_unavailable
     assert weights_unavailable('resnet18') == 'huggingface.co cannot be reached'
     assert no_network == [('huggingface.co', 443)]
+
+
+def test_pretrained_behind_a_proxy_is_left_to_the_download_client(no_network, monkeypatch):
+    from timm_mixplug.train.pretrained_cache import weights_unavailable
+    monkeypatch.setenv('HTTPS_PROXY', 'http://proxy.invalid:3128')
+    assert weights_unavailable('resnet18') is None and no_network == []  # a direct probe would say nothing
 
 
 def test_pretrained_weights_in_the_hub_cache_or_a_file_are_available(no_network, tmp_path, monkeypatch):

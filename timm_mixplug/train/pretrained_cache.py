@@ -1,10 +1,11 @@
 """Whether timm can load a model's pretrained weights without waiting on the network.
 
 ``timm.create_model(pretrained=True)`` asks the Hugging Face Hub (or a URL) for weights that are not in the local
-cache; without internet access the client retries for about a minute before it fails. Checked first: a file
-named by the pretrained config, the local Hub cache (``huggingface_hub.try_to_load_from_cache``) or torch hub's
-checkpoint folder, offline mode (``HF_HUB_OFFLINE``), and finally whether the weights' host accepts a connection
-within a few seconds.
+cache; without internet access the client retries for about a minute before it fails. Checked first, in this
+order: a file named by the pretrained config; the local Hub cache in its documented layout
+(``<HF_HUB_CACHE>/models--<org>--<name>/snapshots/<revision>/<file>``), or torch hub's checkpoint folder for
+weights timm fetches by URL; offline mode (``HF_HUB_OFFLINE``); and, unless a proxy is set (the client would go
+through it), whether the weights' host accepts a connection within a few seconds.
 """
 import os
 import socket
@@ -20,6 +21,7 @@ __all__ = ['weights_unavailable']
 PROBE_SECONDS = 3.0
 _HF_FILES = ('model.safetensors', 'pytorch_model.bin', 'open_clip_pytorch_model.bin', 'open_clip_model.safetensors')
 _TRUE = ('1', 'on', 'yes', 'true')
+_PROXY_VARS = ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy', 'HTTP_PROXY', 'http_proxy')
 
 
 def _offline() -> bool:
@@ -80,6 +82,8 @@ def weights_unavailable(name: str, overlay: Optional[Dict[str, Any]] = None) -> 
         return None
     if _offline():
         return 'offline mode (HF_HUB_OFFLINE is set)'
+    if any(os.environ.get(k) for k in _PROXY_VARS):  # the client goes through the proxy: a direct probe says nothing
+        return None
     endpoint = os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'
     host = urlparse(endpoint if hub_id else url).hostname
     if host and not _reachable(host):
