@@ -561,3 +561,14 @@ def test_unwritable_lock_and_report_are_one_line(tmp_path, capsys, fake_train):
     assert compare_main(_args(out)) == 1
     _one_error(capsys, f'{out / "compare.md"}: Is a directory', '--report-only writes the report again')
     assert len(list((out / 'results').glob('*.json'))) == 4
+
+
+def test_methods_that_would_train_identically_are_refused(tmp_path, capsys, fake_train):
+    """A config that selects BC already makes 'ce' train BC: compare says so instead of comparing BC with BC."""
+    out, cfg = tmp_path / 'cmp', tmp_path / 'setup.yaml'
+    cfg.write_text('mix: bc\n')
+    assert compare_main(_args(out, '--config', str(cfg))) == 2
+    _one_error(capsys, 'methods ce (no method arguments) and bc (--mix bc) train with identical settings',
+               '-- --mix none')
+    assert not (out / 'runs').exists() or not list((out / 'runs').iterdir())
+    assert compare_main(_args(out, '--config', str(cfg)) + ['--mix', 'none']) == 0  # the setup made neutral

@@ -1,10 +1,10 @@
 """The check of a comparison's setup before any run starts: each method's full train.py argument list goes
-through train.py's own parser and checks (``train.config.parse_args``), and each ``--devices`` index must be
-a CUDA device here. The first problem is one CompareError line (compare exits 2, no run started)."""
+through train.py's own parser and checks (``train.config.parse_args``), no two methods may train with identical
+settings, and each ``--devices`` index must be a CUDA device here. The first problem is one CompareError line (compare exits 2, no run started)."""
 import io
 import shlex
 from contextlib import redirect_stderr, redirect_stdout
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -30,16 +30,34 @@ def device_problem(ids: Sequence[int]) -> Optional[str]:
     return None
 
 
-def _train_py_problem(args: List[str]) -> Optional[str]:
-    """train.py's one-line refusal of ``args``, or None; what its parser prints on the way is not shown (the
-    runs' logs get it)."""
+# settings of one run rather than of its training (compare sets them per run)
+_PER_RUN = ('seed', 'output', 'experiment', 'resume', 'overwrite_experiment', 'given', 'argv', 'notes')
+
+
+def _train_py_parse(args: List[str]) -> Tuple[Optional[str], Optional[Dict]]:
+    """(train.py's one-line refusal of ``args`` or None, the resolved settings or None); what its parser prints
+    on the way is not shown (the runs' logs get it)."""
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            parse_args(args)
+            parsed = parse_args(args)
     except UsageError as e:
-        return str(e)
+        return str(e), None
     except SystemExit:  # argparse's --help / --version
-        return 'the train.py flags ask for --help or --version; run train.py --help itself'
+        return 'the train.py flags ask for --help or --version; run train.py --help itself', None
+    return None, {k: v for k, v in vars(parsed).items() if k not in _PER_RUN}
+
+
+def _same_training(settings: Dict[str, Dict], method_args: Dict[str, List[str]]) -> Optional[str]:
+    """Two methods whose runs would train with identical settings (the setup already selects what one of them
+    adds, e.g. a config with ``mix: bcplus`` makes ``ce`` BC+): the comparison would be silently void."""
+    names = list(settings)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if settings[a] == settings[b]:
+                return (f'methods {a} ({shlex.join(method_args[a]) or "no method arguments"}) and {b} '
+                        f'({shlex.join(method_args[b]) or "no method arguments"}) train with identical settings: the '
+                        f'setup already selects what one of them adds; make the setup method-neutral (e.g. -- --mix '
+                        f'none --task classification) or drop one (no run was started)')
     return None
 
 
@@ -49,9 +67,10 @@ def setup_problem(runs: Sequence[Run], method_args: Dict[str, List[str]]) -> Opt
     first: Dict[str, Run] = {}
     for r in runs:
         first.setdefault(r.method, r)
-    problems = {m: why for m, why in ((m, _train_py_problem(r.train_args())) for m, r in first.items()) if why}
+    parsed = {m: _train_py_parse(r.train_args()) for m, r in first.items()}
+    problems = {m: why for m, (why, _) in parsed.items() if why}
     if not problems:
-        return None
+        return _same_training({m: settings for m, (_, settings) in parsed.items()}, method_args)
     name = next(iter(problems))
     if len(problems) == len(first) and len(set(problems.values())) == 1:
         return f'train.py refuses the training setup: {problems[name]} (no run was started)'
