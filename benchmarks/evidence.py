@@ -130,10 +130,10 @@ def _keep(out: Path, regime: str, keep: Path, results: Path, baseline) -> None:
             shutil.copy2(out / regime / f, keep / (f if baseline is None else f.replace('compare', f'vs-{baseline}')))
 
 
-def _recorded_data(default: Path) -> Path:
-    """The data folder the committed runs recorded (their ``--data-dir``): a report rebuilt from any output
-    folder prints the setup they were trained with."""
-    for f in sorted(KEEP.glob('*/*-s*.json')):
+def _recorded_data(regime: str, default: Path) -> Path:
+    """The data folder a regime's committed runs recorded (their ``--data-dir``): a report rebuilt from any
+    output folder prints the setup they were trained with."""
+    for f in sorted((KEEP / regime).glob('*-s*.json')):
         args = json.loads(f.read_text()).get('args', [])
         if '--data-dir' in args:
             return Path(args[args.index('--data-dir') + 1])
@@ -168,16 +168,15 @@ def main(argv=None) -> int:
         p.error(f'--jobs {a.jobs}: must be >= 1')
     out = Path(a.output or REPO / 'output' / ('evidence' if a.device == 'cpu' else f'evidence-{a.device}'))
     data = Path(os.path.relpath(out / 'data', REPO))  # as the runs record it
-    if a.report:
-        data = _recorded_data(data)
-    else:
+    if not a.report:
         make_data(src, data)
     rc = 0
     try:
         for regime in regimes:
-            rc |= compare(regime, data, out, a.report, jobs=a.jobs, device=a.device)
+            used = _recorded_data(regime, data) if a.report else data
+            rc |= compare(regime, used, out, a.report, jobs=a.jobs, device=a.device)
             for other in REGIMES[regime][2]:
-                rc |= compare(regime, data, out, True, baseline=other, device=a.device)
+                rc |= compare(regime, used, out, True, baseline=other, device=a.device)
     except KeyboardInterrupt:
         print('evidence.py: interrupted; the same command continues (finished runs are kept in '
               f'{KEEP.relative_to(REPO)}/)', file=sys.stderr)
