@@ -1,6 +1,6 @@
 """The prepared accelerator check, one command: every method trained through train.py, exactness, timm's baseline.
 
-    python benchmarks/gpu_check.py [--out gpu_check] [--steps 30]                  # on a CUDA machine, ~5 minutes
+    python benchmarks/gpu_check.py [--out gpu_check] [--steps 30]         # on a CUDA machine (docs/gpu.md)
     python benchmarks/gpu_check.py --device cpu --steps 2 --small --out DIR       # the smoke mode (the test suite)
 
 On CUDA, with timm's ResNet-50 at 224 px, batch 128, bf16 autocast, channels_last, on generated data (an npz
@@ -15,7 +15,8 @@ written to ``--out``, images upsampled by timm's RandomResizedCrop; nothing is d
 3. the same steps through upstream timm's own pieces with its mixup (``create_loader`` with the prefetcher and
    ``FastCollateMixup``, ``create_model``, ``create_optimizer_v2``, ``SoftTargetCrossEntropy``): the throughput
    baseline, each method's images/s as a ratio to it;
-4. bcplus with ``--torchcompile inductor``, and bcplus under ``torchrun --nproc_per_node 1`` (nccl).
+4. bcplus with ``--torchcompile inductor``, bcplus under ``torchrun --nproc_per_node 1`` (timm starts no process
+   group for one process), and a one-process nccl group (all_reduce, broadcast) on the GPU.
 
 Writes ``OUT/gpu_check.json`` (everything) and ``OUT/gpu_check.md`` (the tables). The smoke mode (``--small``:
 ``resnet20_cifar`` at 32 px, batch 8, fp32) runs parts 1-3 on the CPU with peak memory null; parts 4 and the CUDA
@@ -28,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +39,7 @@ from functools import partial
 import numpy as np
 import timm
 import torch
+import torch.distributed as dist
 from safetensors.torch import save_file
 from timm.data import FastCollateMixup, create_loader, resolve_data_config
 from timm.loss import SoftTargetCrossEntropy
@@ -183,11 +186,31 @@ def torchrun_check(args, data: str) -> dict:
     log = p.stdout + p.stderr
     row = read_summary(os.path.join(args.out, 'runs', experiment))
     loss = float(row['train_loss']) if row.get('train_loss') else None
+    # timm starts a process group only for WORLD_SIZE > 1, so one process trains without one (nccl_check)
     backend = next((b for b in ('nccl', 'gloo') if f'backend {b}' in log), None)
+    finite = loss is not None and math.isfinite(loss)
     return dict(method='bcplus, torchrun --nproc_per_node 1', rc=p.returncode, backend=backend, loss=loss,
-                finite=loss is not None and math.isfinite(loss), ok=p.returncode == 0 and backend == 'nccl',
+                finite=finite, ok=p.returncode == 0 and finite,
                 images_per_s=float(row['samples_per_sec']) if row.get('samples_per_sec') else None,
                 log_tail=log[-1500:] if p.returncode else '')
+
+
+def nccl_check() -> dict:
+    """A one-process nccl group on this GPU: init, all_reduce and broadcast of a tensor, as DDP and timm's
+    distribute_bn use them (two ranks on one GPU are not allowed by nccl)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    try:
+        dist.init_process_group('nccl', init_method=f'tcp://127.0.0.1:{port}', world_size=1, rank=0)
+        t = torch.arange(4.0, device='cuda')
+        dist.all_reduce(t)
+        dist.broadcast(t, 0)
+        ok = torch.equal(t.cpu(), torch.arange(4.0))
+        dist.destroy_process_group()
+        return dict(ok=ok, backend='nccl', nccl_version=str(torch.cuda.nccl.version()))
+    except (RuntimeError, ValueError) as e:
+        return dict(ok=False, backend='nccl', error=str(e).splitlines()[0])
 
 
 def cuda_tests() -> dict:
@@ -223,7 +246,8 @@ def write_report(args, result: dict) -> None:
     lines += ['', '| exactness check (device float32 vs CPU float64) | max abs diff | tolerance | ok |',
               '|---|---|---|---|']
     lines += [f'| {e["name"]} | {e["max_abs_diff"]:.2e} | {e["tol"]:.0e} | {e["ok"]} |' for e in result['exactness']]
-    lines += ['', f'CUDA tests: {result["cuda_tests"].get("summary", "skipped (no CUDA)")}', '']
+    lines += ['', f'CUDA tests: {result["cuda_tests"].get("summary", "skipped (no CUDA)")}',
+              f'nccl (one-process group, all_reduce + broadcast): {result["nccl"].get("ok", "skipped (no CUDA)")}', '']
     with open(os.path.join(args.out, 'gpu_check.md'), 'w') as f:
         f.write('\n'.join(lines))
 
@@ -241,14 +265,15 @@ def main(argv=None) -> int:
     data = make_data(args)
     result['methods'] = {m: run_method(args, data, m) for m in PRESETS}
     result['baseline'] = timm_baseline(args, data)
-    result['compile'] = (run_method(args, data, 'bcplus', ['--torchcompile', 'inductor'], 'bcplus --torchcompile')
+    result['compile'] = (run_method(args, data, 'bcplus', ['--torchcompile', 'inductor'], 'bcplus-torchcompile')
                          if args.cuda else skipped)
     result['torchrun'] = torchrun_check(args, data) if args.cuda else skipped
+    result['nccl'] = nccl_check() if args.cuda else skipped
     result['wall_s'] = round(time.perf_counter() - t0, 1)
     runs = list(result['methods'].values()) + [result['baseline']]
     runs += [r for r in (result['compile'], result['torchrun']) if r.get('rc') is not None]
     ok = (all(r['rc'] == 0 and r['finite'] for r in runs) and all(e['ok'] for e in result['exactness'])
-          and result['cuda_tests'].get('ok', True) and result['torchrun'].get('ok', True))
+          and all(result[k].get('ok', True) for k in ('cuda_tests', 'torchrun', 'nccl')))
     result['ok'] = ok
     write_report(args, result)
     print(open(os.path.join(args.out, 'gpu_check.md')).read())
