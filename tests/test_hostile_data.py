@@ -134,17 +134,20 @@ def _npz_set(root, counts, size=8, val=2):
 
 
 @pytest.mark.parametrize('mix,counts,batch,workers', [('bc', (6, 6), 2, 0), ('bcplus', (95, 5), 8, 1),
-                                                      ('bc', (15, 5), 3, 0)])
-def test_train_bc_at_small_batches_on_two_and_imbalanced_classes(tmp_path, mix, counts, batch, workers):
-    """train.py --mix bc|bcplus trains at -b 2 on a 2-class set, -b 8 on a 95/5 set (a loader worker) and an odd
-    -b 3: no batch-size refusal."""
+                                                      ('bc', (15, 5), 3, 0), ('bcplus', (6, 2), 1, 0)])
+def test_train_bc_at_small_batches_on_two_and_imbalanced_classes(tmp_path, monkeypatch, mix, counts, batch, workers):
+    """train.py --mix bc|bcplus trains at -b 2 on a 2-class set, -b 8 on a 95/5 set (a loader worker), an odd
+    -b 3 and -b 1 (every batch one class: the first draws from the training set): no batch-size refusal."""
     from timm_mixplug.train import engine
     data = _npz_set(tmp_path / 'd', counts)
     argv = ['--dataset', 'npz', '--data-dir', data, '--model', 'resnet20_cifar', '--img-size', '8', '--epochs', '1',
             '--warmup-epochs', '0', '--workers', str(workers), '--device', 'cpu', '--output', str(tmp_path),
             '--mix', mix, '-b', str(batch), '--experiment', 'run', '--lr', '0.01']
+    calls, draw = [], DatasetPartners.draw
+    monkeypatch.setattr(DatasetPartners, 'draw', lambda self, *a, **k: calls.append(a) or draw(self, *a, **k))
     assert engine.main(argv) == 0
     assert os.path.isfile(tmp_path / 'run' / 'last.safetensors')
+    assert calls or batch > 1 or workers  # -b 1 in this process: its first batch drew from the training set
 
 
 def _limit_file_size(limit):
