@@ -40,8 +40,9 @@ STATE_VERSION = 1
 STATE_SUFFIX = '-state.safetensors'
 
 
-class CheckpointError(UsageError):
-    """Missing, corrupt or mismatching checkpoint (train.py: one error line, exit code 2)."""
+class CheckpointError(UsageError, ValueError):
+    """Missing, corrupt or mismatching checkpoint (a ``ValueError`` for a library user; train.py: one error line,
+    exit code 2)."""
 
 
 class NotATrainStateError(CheckpointError):
