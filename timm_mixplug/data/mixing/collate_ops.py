@@ -48,13 +48,14 @@ def lerp_uint8(images: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, b
     out = batch_tensor(images.shape, torch.uint8)
     shape = images.shape[1:]
     f1, f2, i16 = bufs.get('f1', shape), bufs.get('f2', shape), bufs.get('i16', shape, torch.int16)
+    own, others, dest = images.unbind(0), src.unbind(0), out.unbind(0)  # views made once, not per image
     for i, (j, w) in enumerate(zip(partner.tolist(), lam.tolist())):
-        f1.copy_(images[i])
-        f2.copy_(src[j])
+        f1.copy_(own[i])
+        f2.copy_(others[j])
         f2.lerp_(f1, w).round_()
         if not 0.0 <= w <= 1.0:
             f2.clamp_(0, 255)
-        out[i].copy_(i16.copy_(f2))  # float -> int16 -> uint8 is ~10x faster than float -> uint8 on CPU
+        dest[i].copy_(i16.copy_(f2))  # float -> int16 -> uint8 is ~10x faster than float -> uint8 on CPU
     return out
 
 
@@ -64,8 +65,8 @@ def uint8_channel_sums(images: torch.Tensor, bufs: Buffers) -> Tuple[torch.Tenso
     f = bufs.get('f1', images.shape[1:]).view(ch, -1)
     s = torch.empty((n, ch))
     q = torch.empty((n, ch))
-    for i in range(n):  # float32 sums of integers below 2^24 are exact; the squares round at 2^-24 relative
-        f.copy_(images[i].view(ch, -1))
+    for i, image in enumerate(images.unbind(0)):  # float32 sums of integers < 2^24 are exact; squares round
+        f.copy_(image.view(ch, -1))                # at 2^-24 relative
         torch.sum(f, -1, out=s[i])
         torch.linalg.vector_norm(f, dim=-1, out=q[i])
     return s.double(), q.double().square_()
@@ -78,10 +79,11 @@ def affine_mix(images: torch.Tensor, partner: torch.Tensor, a: torch.Tensor, b: 
     out = batch_tensor(images.shape, out_dtype)
     ch = images.shape[1]
     f1, f2 = bufs.get('f1', images.shape[1:]), bufs.get('f2', images.shape[1:])
-    k = k.to(torch.float32).view(len(images), ch, *([1] * (images.ndim - 2)))
+    k = k.to(torch.float32).view(len(images), ch, *([1] * (images.ndim - 2))).unbind(0)
+    own, others, dest = images.unbind(0), src.unbind(0), out.unbind(0)  # views made once, not per image
     for i, (j, ai, bi) in enumerate(zip(partner.tolist(), a.tolist(), b.tolist())):
-        f1.copy_(images[i])
-        f2.copy_(src[j])
-        f2.mul_(bi).add_(k[i]).add_(f1, alpha=ai)
-        out[i].copy_(f2)
+        f1.copy_(own[i])
+        f2.copy_(others[j])
+        torch.add(k[i], f2, alpha=bi, out=f2).add_(f1, alpha=ai)  # k + b u_j + a u_i, broadcasting k
+        dest[i].copy_(f2)
     return out
