@@ -66,7 +66,7 @@ def uint8_channel_sums(images: torch.Tensor, bufs: Buffers) -> Tuple[torch.Tenso
     s = torch.empty((n, ch))
     q = torch.empty((n, ch))
     for i, image in enumerate(images.unbind(0)):  # float32 sums of integers < 2^24 are exact; squares round
-        f.copy_(image.view(ch, -1))                # at 2^-24 relative
+        f.copy_(image.reshape(ch, -1))             # at 2^-24 relative
         torch.sum(f, -1, out=s[i])
         torch.linalg.vector_norm(f, dim=-1, out=q[i])
     return s.double(), q.double().square_()
