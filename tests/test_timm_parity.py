@@ -396,8 +396,8 @@ def test_layer_decay_min_scale_reaches_the_optimizer():
 # ---- datasets and loaders ----
 
 def test_create_dataset_receives_timm_dataset_keys(tmp_path, monkeypatch):
-    import timm.data
     from timm_mixplug.data.datasets import ArrayImageDataset
+    from timm_mixplug.train import data as train_data
     from timm_mixplug.train.data import create_datasets
     import numpy as np
     seen = []
@@ -405,7 +405,7 @@ def test_create_dataset_receives_timm_dataset_keys(tmp_path, monkeypatch):
     def fake(name, **kw):
         seen.append((name, kw))
         return ArrayImageDataset(np.zeros((4, 8, 8, 3), np.uint8), [0, 1, 0, 1], ['a', 'b'])
-    monkeypatch.setattr(timm.data, 'create_dataset', fake)
+    monkeypatch.setattr(train_data, 'create_dataset', fake)
     args = parse_args(['--dataset', 'hfds/x', '--data-dir', str(tmp_path), '--input-key', 'img',
                        '--target-key', 'label_id', '--train-num-samples', '4', '--val-num-samples', '2',
                        '--dataset-trust-remote-code', '--epoch-repeats', '2'])
@@ -417,7 +417,7 @@ def test_create_dataset_receives_timm_dataset_keys(tmp_path, monkeypatch):
 
     def broken(name, **kw):
         raise KeyError('image')  # what hfds raises for a missing column
-    monkeypatch.setattr(timm.data, 'create_dataset', broken)
+    monkeypatch.setattr(train_data, 'create_dataset', broken)
     with pytest.raises(UsageError, match="cannot load dataset 'hfds/x'"):
         create_datasets(args)
 
