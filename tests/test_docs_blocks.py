@@ -54,6 +54,7 @@ SLOW_LINES = [
     (r'\bcompare --methods', 'nine training runs'),
     (r'\.\./shared', "the development data (../shared/data)"),
     (r'benchmarks/bench_', 'a benchmark'),
+    (r'benchmarks/evidence\.py', 'rewrites the committed evidence (tests/test_evidence_report.py checks --report)'),
 ]
 SETUP_WORDS = ('python3 -m venv', '. .venv/bin/activate', 'pip install', 'python -m pytest')
 SMOKE = '--epochs 1 --warmup-epochs 0 --workers 0 --log-interval 1000 -b 32 --img-size 32'
