@@ -3,6 +3,7 @@ with ``python -m timm_mixplug compare`` (3 seeds, paired deltas with 95 % interv
 
     python benchmarks/evidence.py --data ../shared/data --regimes noaug    # one regime (resumable)
     python benchmarks/evidence.py --report                                 # tables of everything finished
+    python benchmarks/evidence.py --data ../shared/data --regimes aug_long --seeds 0,1,2,3,4,5,6,7   # 8 seeds
 
 Development data: ``--data`` is the CIFAR-10 folder of this project's development layout (``cifar10_train_subset10k``,
 1,000 training images per class, and ``cifar10_test``); substitute any folder with those two npz files.
@@ -101,7 +102,7 @@ def make_data(src: Path, dst: Path) -> None:
 
 
 def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None, jobs: int = 1,
-            device: str = 'cpu') -> int:
+            device: str = 'cpu', seeds: str = '0,1,2') -> int:
     methods, base, _, flags, extra = REGIMES[regime]
     if device != 'cpu':
         flags = flags + ['--device', device]
@@ -112,7 +113,7 @@ def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None
         if f.name.rsplit('-s', 1)[0] in methods and not (results / f.name).is_file():
             results.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, results / f.name)
-    cmd = [sys.executable, '-m', 'timm_mixplug', 'compare', '--methods', ','.join(methods), '--seeds', '0,1,2',
+    cmd = [sys.executable, '-m', 'timm_mixplug', 'compare', '--methods', ','.join(methods), '--seeds', seeds,
            '--baseline', baseline or base, '--jobs', str(jobs), '--threads', '1', '--output', str(out / regime)]
     if extra:
         mf = out / f'{regime}-methods.yaml'
@@ -159,6 +160,8 @@ def main(argv=None) -> int:
     p.add_argument('--output', help='runs and reports (default: output/evidence, output/evidence-cuda with '
                                     '--device cuda)')
     p.add_argument('--regimes', default=','.join(REGIMES))
+    p.add_argument('--seeds', default='0,1,2', help='seeds of every method (default: 0,1,2; more seeds add runs, '
+                                                     'the finished ones are reused)')
     p.add_argument('--report', action='store_true', help='rebuild the reports from the committed results only '
                                                          '(no data, no training)')
     p.add_argument('--jobs', type=int, default=1, help='runs at once, one thread each (default: 1)')
@@ -186,9 +189,9 @@ def main(argv=None) -> int:
     try:
         for regime in regimes:
             used = _recorded_data(regime, data) if a.report else data
-            rc |= compare(regime, used, out, a.report, jobs=a.jobs, device=a.device)
+            rc |= compare(regime, used, out, a.report, jobs=a.jobs, device=a.device, seeds=a.seeds)
             for other in REGIMES[regime][2]:
-                rc |= compare(regime, used, out, True, baseline=other, device=a.device)
+                rc |= compare(regime, used, out, True, baseline=other, device=a.device, seeds=a.seeds)
     except KeyboardInterrupt:
         print('evidence.py: interrupted; the same command continues (finished runs are kept in '
               f'{KEEP.relative_to(REPO)}/)', file=sys.stderr)
