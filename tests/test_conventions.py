@@ -48,7 +48,8 @@ def test_readme_validate_example_uses_the_quickstart_run_folder():
     assert 'python train.py -c hparams/quickstart.yaml' in block
     run_line = next(line for line in block.splitlines() if line.startswith('run='))
     assert f'ls -d {out}/*/' in run_line
-    assert 'python train.py validate -c "$run/args.yaml" --resume "$run"' in block
+    assert 'python train.py validate --resume "$run"' in block
+    assert 'python train.py validate --resume "$run/best.safetensors"' in block
 
 
 @pytest.fixture(scope='module')

@@ -208,8 +208,8 @@ def folders(tmp_path_factory):
 @pytest.fixture
 def no_plot(monkeypatch):
     """summary.png costs ~0.5 s per run with matplotlib installed; plotting is not what these tests check."""
-    from timm_mixplug.train import engine
-    monkeypatch.setattr(engine, 'plot_summary', lambda *a, **k: None)
+    from timm_mixplug.train import epochs
+    monkeypatch.setattr(epochs, 'plot_summary', lambda *a, **k: None)
 
 
 def _one_step(path, folders, out, model=None):

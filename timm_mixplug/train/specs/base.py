@@ -193,7 +193,8 @@ def all_specs() -> List[MethodSpec]:
 def compare_presets() -> Dict[str, List[str]]:
     """Every registered method's ``compare`` presets: name -> train.py arguments added to the training setup."""
     presets: Dict[str, List[str]] = {}
-    for spec in all_specs():
+    order = {'task': 2, 'mix': 1}  # the default task (plain cross-entropy: 'ce') first, then mixers, then tasks
+    for spec in sorted(all_specs(), key=lambda sp: 0 if sp.name == 'classification' else order[sp.kind]):
         presets.update(spec.compare_presets())
     return presets
 
