@@ -25,7 +25,7 @@ ALLOWED = {
     'task': {'errors', 'loss', 'data', 'utils'},
     'timm_compat': {'errors', 'loss', 'data'},
     'train': {'errors', 'loss', 'models', 'utils', 'data', 'task', 'timm_compat'},
-    'compare': {'errors', 'train'},
+    'compare': {'errors', 'utils', 'train'},
 }
 LIBRARY = ('loss', 'models', 'utils', 'data', 'task', 'timm_compat')
 # function-level imports allowed: optional packages (extras) and a POSIX-only module

@@ -14,11 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from timm_mixplug.compare.errors import CompareError
 from timm_mixplug.compare.runs import Run
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock
-    fcntl = None
+from timm_mixplug.utils.pid_lock import LockHeld, lock_holder, release_lock, take_lock
 
 __all__ = ['LOCK_FILE', 'TRAIN_LOCK', 'OutputLock', 'process_runs', 'live_children', 'check_no_live_children']
 
@@ -44,16 +40,7 @@ def process_runs(pid: int, markers: Sequence[str] = ()) -> bool:
 
 def _train_lock_holder(run_dir: Path) -> Optional[str]:
     """The pid written in the run folder's train.py lock while a process holds it, else None."""
-    path = run_dir / TRAIN_LOCK
-    if fcntl is None or not path.is_file():
-        return None
-    with open(path) as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return f.read().strip() or '?'
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    return None
+    return lock_holder(str(run_dir / TRAIN_LOCK))
 
 
 def _recorded_pid(run: Run) -> Optional[int]:
@@ -96,37 +83,19 @@ class OutputLock:
         self._file = None
 
     def __enter__(self) -> 'OutputLock':
-        if fcntl is None:
-            return self
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            f = open(self.path, 'a+')
+            self._file, old = take_lock(str(self.path))
+        except LockHeld as e:
+            raise CompareError(f'--output {self.out} is in use by another compare (pid {e.holder}); wait for it to '
+                               f'end, or give this one another --output') from None
         except OSError as e:
             raise CompareError(f'--output {self.out}: cannot write {self.path} ({e.strerror or e}); give a folder '
                                f'compare may write to') from None
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or '?'
-            f.close()
-            raise CompareError(f'--output {self.out} is in use by another compare (pid {holder}); wait for it to '
-                               f'end, or give this one another --output') from None
-        f.seek(0)
-        old = f.read().strip()
         if old and old != str(os.getpid()):
             print(f'compare: taking over {self.path}: the compare that held it (pid {old}) is gone', flush=True)
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._file = f
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        release_lock(self._file)
+        self._file = None

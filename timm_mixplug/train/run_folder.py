@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
 from timm_mixplug.utils.checkpoint_history import RECOVERY_FILE, history_files
+from timm_mixplug.utils.pid_lock import LockHeld, take_lock
 from timm_mixplug.errors import UsageError
 
 __all__ = ['RUN_FILES', 'LOCK_FILE', 'RunProgress', 'NonFiniteLoss', 'Terminated', 'lock_run_folder',
@@ -63,26 +64,12 @@ class Terminated(KeyboardInterrupt):
 
 def lock_run_folder(folder: str):
     """Take the run folder's exclusive lock for this process (kept until it exits); raises UsageError naming
-    the holder when another process has it. Returns the open lock file (keep a reference)."""
+    the holder when another process has it. Returns the open lock file (keep a reference; None without flock)."""
     try:
-        import fcntl
-    except ImportError:  # no flock (Windows): no lock, said once in the docs
-        return None
-    path = os.path.join(folder, LOCK_FILE)
-    f = open(path, 'a+')
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or '?'
-        f.close()
-        raise UsageError(f'{folder} is in use by another train.py (pid {holder}); wait for it to end, or give this '
+        return take_lock(os.path.join(folder, LOCK_FILE))[0]
+    except LockHeld as e:
+        raise UsageError(f'{folder} is in use by another train.py (pid {e.holder}); wait for it to end, or give this '
                          f'run another --experiment / --output') from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
 
 
 def existing_run(folder: str) -> List[str]:
