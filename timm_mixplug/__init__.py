@@ -9,6 +9,7 @@ from . import models  # noqa: F401  (registers the CIFAR architectures with timm
 from .data.datasets import ArrayImageDataset, DigitsDataset, NpzDataset, make_image_folder
 from .data.hierarchy import BUILTIN_HIERARCHIES, Hierarchy, load_hierarchy
 from .data.longtail import LongTailSubset
+from .data.seeded import SeededItems
 from .data.mixing import (
     BetweenClassMixer, BetweenClassPlusMixer, DatasetPartners, MixerSpec, PairMixCollate, PairMixer, SuperclassMixer,
     create_mixup, get_mixer_spec, list_mixups, mix_prefetched, mixing_path, register_mixup, sample_other_class_partner,
@@ -25,7 +26,7 @@ from .utils.checkpoint import CheckpointError, load_train_state, load_weights, s
 
 __all__ = [
     'ArrayImageDataset', 'DigitsDataset', 'NpzDataset', 'make_image_folder', 'BUILTIN_HIERARCHIES', 'Hierarchy',
-    'load_hierarchy', 'LongTailSubset', 'BetweenClassMixer', 'BetweenClassPlusMixer', 'DatasetPartners', 'MixerSpec',
+    'load_hierarchy', 'LongTailSubset', 'SeededItems', 'BetweenClassMixer', 'BetweenClassPlusMixer', 'DatasetPartners', 'MixerSpec',
     'PairMixCollate',
     'PairMixer', 'SuperclassMixer', 'create_mixup', 'get_mixer_spec', 'list_mixups', 'mix_prefetched', 'mixing_path',
     'register_mixup', 'sample_other_class_partner', 'zero_mean', 'Cutout', 'RICAPMixer', 'SoftTargetKLDiv',
