@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 import torch.distributed as dist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +56,19 @@ def tiny_train_args(data_dir, out, exp, *extra, epochs=1, batch_size=8, lr=0.05,
             '-b', str(batch_size), '--epochs', str(epochs), '--workers', '0', '--lr', str(lr),
             '--warmup-epochs', '0', *where, '--log-interval', str(log_interval), '--hflip', '0',
             '--color-jitter', '0', '--scale', '0.8', '1.0', '--device', 'cpu', *extra]
+
+
+class Uint8Items(torch.utils.data.Dataset):
+    """(uint8 CHW array, label) items for timm's ``create_loader``; ignores the transform it sets."""
+
+    def __init__(self, imgs, labels):
+        self.imgs, self.labels, self.transform = imgs, labels, None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.imgs[i].numpy(), self.labels[i]
 
 
 def read_rows(path):

@@ -4,7 +4,7 @@ import functools
 import pytest
 import torch
 
-from conftest import load_train_script, make_tiny_images, tiny_train_args
+from conftest import Uint8Items, load_train_script, make_tiny_images, tiny_train_args
 from timm_mixplug.data.mixing import get_mixer_spec
 from timm_mixplug.data.mixing.bc import BetweenClassPlusMixer
 from timm_mixplug.data.mixing.placement import COLLATE, DEVICE, describe_path, mixing_path
@@ -62,19 +62,6 @@ def test_train_py_device_path_on_cpu(data_dir, tmp_path, monkeypatch, caplog):
         "Mixing: bcplus in the loader's collate, on the uint8 images (timm's prefetcher path)"]
 
 
-class _Items(torch.utils.data.Dataset):
-    """(uint8 CHW array, label) items; ignores the transform timm's create_loader sets."""
-
-    def __init__(self, imgs, labels):
-        self.imgs, self.labels, self.transform = imgs, labels, None
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.imgs[i].numpy(), self.labels[i]
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('name', ['bc', 'bcplus', 'superclass'])
 def test_device_path_on_cuda_equals_the_formula(name):
@@ -90,7 +77,7 @@ def test_device_path_on_cuda_equals_the_formula(name):
     kw = dict(hierarchy=[0, 0, 1, 1]) if name == 'superclass' else {}
     mixer = create_mixup(name, 4, **kw)
     mixer.sample = lambda t, s=None: (partner.cuda(), lam.cuda())
-    loader = create_loader(_Items(imgs, labels), input_size=(3, 16, 16), batch_size=8, is_training=False,
+    loader = create_loader(Uint8Items(imgs, labels), input_size=(3, 16, 16), batch_size=8, is_training=False,
                            use_prefetcher=True, mean=mean, std=std, device=torch.device('cuda'), num_workers=0)
     out, soft = next(mix_prefetched(loader, mixer, get_mixer_spec(name).zero_mean_input))
     assert out.is_cuda and soft.is_cuda

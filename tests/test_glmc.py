@@ -15,16 +15,9 @@ from timm_mixplug.loss import mixed_nt_xent, negative_cosine, nt_xent
 
 
 def nt_xent_loop(z, zt, tau):
-    """Seed 004 eq. (1) in SimCLR form, one anchor at a time (test-only reference)."""
-    u = [F.normalize(v, dim=0) for v in list(z.detach()) + list(zt.detach())]
-    N = z.shape[0]
-    total = 0.0
-    for i in range(2 * N):
-        pos = (i + N) % (2 * N)
-        num = math.exp(float(u[i] @ u[pos]) / tau)
-        den = sum(math.exp(float(u[i] @ u[k]) / tau) for k in range(2 * N) if k != i)
-        total += -math.log(num / den)
-    return total / (2 * N)
+    """Seed 004 eq. (1) in SimCLR form, one anchor at a time (test-only reference): every other vector of
+    cat(z, zt) is a negative (each vector its own class for ``nt_xent_loop_classes``)."""
+    return nt_xent_loop_classes(z, zt, tau, [{i} for i in range(2 * z.shape[0])])
 
 
 def test_cumulative_weight_schedule():

@@ -7,6 +7,7 @@ from timm.data.mixup import FastCollateMixup, Mixup, mixup_target
 from timm.loss import SoftTargetCrossEntropy
 
 import timm_mixplug as tm
+from conftest import Uint8Items
 from timm_mixplug.data.mixing.base import pair_target
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -247,19 +248,6 @@ def clipping_uint8_batch(n=8, size=8, seed=0):
     return x.clamp(0, 255).to(torch.uint8), [i % 4 for i in range(n)]
 
 
-class _Items(torch.utils.data.Dataset):
-    """(uint8 CHW array, label) items; ignores the transform timm's create_loader sets."""
-
-    def __init__(self, imgs, labels):
-        self.imgs, self.labels, self.transform = imgs, labels, None
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.imgs[i].numpy(), self.labels[i]
-
-
 @pytest.mark.parametrize('out_dtype,eps', [(torch.float16, 2.0 ** -11), (torch.float32, 2.0 ** -24)])
 def test_bcplus_collate_through_prefetcher_equals_device_mixer(out_dtype, eps):
     """timm's create_loader prefetcher path (collate -> PrefetchLoader normalisation -> zero_mean, as train.py)
@@ -271,7 +259,7 @@ def test_bcplus_collate_through_prefetcher_equals_device_mixer(out_dtype, eps):
     fixed = lambda target: (partner, r)  # same draw on both paths (the loader consumes the global RNG)
     collate = tm.create_mixup('bcplus', 4, collate=True, mean=CIFAR_MEAN, std=CIFAR_STD, out_dtype=out_dtype)
     collate.mixer.sample = fixed
-    loader = create_loader(_Items(imgs, labels), input_size=(3, 8, 8), batch_size=n, is_training=False,
+    loader = create_loader(Uint8Items(imgs, labels), input_size=(3, 8, 8), batch_size=n, is_training=False,
                            use_prefetcher=True, mean=CIFAR_MEAN, std=CIFAR_STD, collate_fn=collate,
                            device=torch.device('cpu'), num_workers=0)
     out, soft = next(iter(loader))
@@ -406,7 +394,7 @@ def mix_through_loader(path, name, imgs, labels, draw=None, enabled=True, batch_
         drawn.append((partner, lam, target if source is None else source))
         return partner, lam
     mixer.sample = spy
-    loader = create_loader(_Items(imgs, labels), input_size=tuple(imgs.shape[1:]),
+    loader = create_loader(Uint8Items(imgs, labels), input_size=tuple(imgs.shape[1:]),
                            batch_size=batch_size or len(labels), is_training=False, use_prefetcher=True,
                            mean=CIFAR_MEAN, std=CIFAR_STD, collate_fn=made if path == 'collate' else None,
                            device=torch.device('cpu'), num_workers=0)
