@@ -48,8 +48,8 @@ def user_errors(fn, *a, what: str = '', **kw):
         raise UsageError(f'{what}: {msg}' if what else msg) from None
 
 
-def _create_pretrained(timm, name: str, what: str, kw: Dict[str, Any], flags=('--pretrained', '--model',
-                                                                            '--pretrained-path')) -> nn.Module:
+def _create_pretrained(name: str, what: str, kw: Dict[str, Any], flags=('--pretrained', '--model',
+                                                                      '--pretrained-path')) -> nn.Module:
     """``timm.create_model(pretrained=True)`` with the Hub client's per-retry lines silenced: weights that are
     neither in the local cache nor downloadable give one line naming where they were looked for, at once when
     the cache and the network can tell before the download is tried (``pretrained_cache``)."""
@@ -95,7 +95,7 @@ def create_teacher(args, num_classes: int) -> nn.Module:
     what = f'cannot create the teacher --kd-model-name {name}'
     kw = dict(num_classes=num_classes, in_chans=_in_chans(args))
     if not args.kd_pretrained_path:
-        return _create_pretrained(timm, name, what, dict(kw, pretrained=True),
+        return _create_pretrained(name, what, dict(kw, pretrained=True),
                                   flags=('--kd-model-name', '--kd-model-name', '--kd-pretrained-path'))
     teacher = user_errors(timm.create_model, name, what=what, **kw)
     load_strict(teacher, args.kd_pretrained_path, '--kd-pretrained-path', f'--kd-model-name {name}', num_classes)
@@ -117,7 +117,7 @@ def create_timm_model(args, num_classes: int, model_name: Optional[str] = None, 
         raise UsageError(f'unknown --model {name!r} (see timm.list_models())')
     what = f'cannot create --model {name}' + (' with --model-kwargs' if args.model_kwargs else '')
     if kw['pretrained'] and not args.pretrained_path:
-        model = _create_pretrained(timm, name, what, kw)
+        model = _create_pretrained(name, what, kw)
     elif kw['pretrained']:  # --pretrained-path: every parameter from the file but a classifier timm resets
         cfg = timm.models.get_pretrained_cfg(name)
         head = getattr(cfg, 'classifier', None) if cfg is not None and cfg.num_classes != num_classes else None
