@@ -4,6 +4,7 @@ with ``python -m timm_mixplug compare`` (3 seeds, paired deltas with 95 % interv
     python benchmarks/evidence.py --data ../shared/data --regimes noaug    # one regime (resumable)
     python benchmarks/evidence.py --report                                 # tables of everything finished
     python benchmarks/evidence.py --data ../shared/data --regimes aug_long --seeds 0,1,2,3,4,5,6,7   # 8 seeds
+    python benchmarks/evidence.py --data ../shared/data --regimes aug_long --seeds 0,1,2,3,4,5,6,7 --methods bcplus
 
 Development data: ``--data`` is the CIFAR-10 folder of this project's development layout (``cifar10_train_subset10k``,
 1,000 training images per class, and ``cifar10_test``); substitute any folder with those two npz files.
@@ -102,8 +103,10 @@ def make_data(src: Path, dst: Path) -> None:
 
 
 def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None, jobs: int = 1,
-            device: str = 'cpu', seeds: str = '0,1,2') -> int:
+            device: str = 'cpu', seeds: str = '0,1,2', only=None) -> int:
     methods, base, _, flags, extra = REGIMES[regime]
+    if only:  # a subset to train now (the baseline always among them); the report covers them all again
+        methods = [m for m in methods if m in only or m == (baseline or base)]
     if device != 'cpu':
         flags = flags + ['--device', device]
     keep = KEEP / regime if device == 'cpu' else KEEP / device / regime
@@ -113,6 +116,9 @@ def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None
         if f.name.rsplit('-s', 1)[0] in methods and not (results / f.name).is_file():
             results.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, results / f.name)
+    if report_only:  # every committed seed of these methods
+        seeds = ','.join(sorted({f.name.rsplit('-s', 1)[1][:-5] for src in sources for f in src.glob('*-s*.json')
+                                 if f.name.rsplit('-s', 1)[0] in methods}, key=int)) or seeds
     cmd = [sys.executable, '-m', 'timm_mixplug', 'compare', '--methods', ','.join(methods), '--seeds', seeds,
            '--baseline', baseline or base, '--jobs', str(jobs), '--threads', '1', '--output', str(out / regime)]
     if extra:
@@ -162,6 +168,8 @@ def main(argv=None) -> int:
     p.add_argument('--regimes', default=','.join(REGIMES))
     p.add_argument('--seeds', default='0,1,2', help='seeds of every method (default: 0,1,2; more seeds add runs, '
                                                      'the finished ones are reused)')
+    p.add_argument('--methods', help='train only these of each regime\'s methods (comma-separated; the baseline '
+                                     'is always included; default: all)')
     p.add_argument('--report', action='store_true', help='rebuild the reports from the committed results only '
                                                          '(no data, no training)')
     p.add_argument('--jobs', type=int, default=1, help='runs at once, one thread each (default: 1)')
@@ -179,6 +187,10 @@ def main(argv=None) -> int:
     unknown = [r for r in regimes if r not in REGIMES]
     if unknown:
         p.error(f'unknown regime {", ".join(map(repr, unknown))}; known: {", ".join(REGIMES)}')
+    named = a.methods.split(',') if a.methods else []
+    stray = [m for m in named if not any(m in REGIMES[r][0] for r in regimes)]
+    if stray:
+        p.error(f'--methods: {", ".join(map(repr, stray))} is not a method of {", ".join(regimes)}')
     if a.jobs < 1:
         p.error(f'--jobs {a.jobs}: must be >= 1')
     out = Path(a.output or REPO / 'output' / ('evidence' if a.device == 'cpu' else f'evidence-{a.device}'))
@@ -189,7 +201,7 @@ def main(argv=None) -> int:
     try:
         for regime in regimes:
             used = _recorded_data(regime, data) if a.report else data
-            rc |= compare(regime, used, out, a.report, jobs=a.jobs, device=a.device, seeds=a.seeds)
+            rc |= compare(regime, used, out, a.report, jobs=a.jobs, device=a.device, seeds=a.seeds, only=named)
             for other in REGIMES[regime][2]:
                 rc |= compare(regime, used, out, True, baseline=other, device=a.device, seeds=a.seeds)
     except KeyboardInterrupt:
