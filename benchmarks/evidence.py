@@ -28,8 +28,8 @@ end):
   (1000 ... 10 images per class, 2,478 in all); CE, GLMC and GLMC + NT-Xent on GLMC's schedule shape (lr 0.01,
   weight decay 5e-3, batch 64, cosine; 100 epochs instead of 200), with many / medium / few-shot top-1.
 * ``lt_clr``: the ``lt`` setup, diagnosing GLMC + NT-Xent against GLMC: NT-Xent weight 0.1 and 0.3, GLMC's
-  consistency weight 1 (its CIFAR-10-LT value), and our NT-Xent without same-class negatives; it reuses the
-  ``lt`` runs of ``glmc`` and ``glmc_clr``. Per-term gradient norms: ``benchmarks/glmc_grad_norms.py``.
+  consistency weight 1 (its CIFAR-10-LT value) without and with the NT-Xent, and two of ours: the NT-Xent
+  without same-class negatives, and with its own projection; it reuses the ``lt`` runs of ``glmc`` and ``glmc_clr``. Per-term gradient norms: ``benchmarks/glmc_grad_norms.py``.
 
 Every finished run's small result file is copied to ``benchmarks/evidence/<regime>/`` (committed), so a later
 sitting continues where this one stopped and the tables can be rebuilt without the run folders. On a GPU,
@@ -74,12 +74,15 @@ REGIMES = {
                                 '--superclass-map', '{data}/wordnet4.yaml']}),
     'lt': (['ce', 'glmc', 'glmc_clr'], 'ce', ['glmc'],
            setup('train1000', 100, '0.01', '5e-3', AUG, ['--imb-factor', '100']), {}),
-    'lt_clr': (['glmc', 'glmc_clr', 'glmc_clr_w01', 'glmc_clr_w03', 'glmc_cw1', 'glmc_clr_excl'], 'glmc', [],
+    'lt_clr': (['glmc', 'glmc_clr', 'glmc_clr_w01', 'glmc_clr_w03', 'glmc_cw1', 'glmc_clr_excl', 'glmc_clr_cw1',
+                'glmc_clr_own'], 'glmc', [],
                setup('train1000', 100, '0.01', '5e-3', AUG, ['--imb-factor', '100']),
                {'glmc_clr_w01': ['--task', 'glmc', '--glmc-clr', '--glmc-clr-weight', '0.1'],
                 'glmc_clr_w03': ['--task', 'glmc', '--glmc-clr', '--glmc-clr-weight', '0.3'],
                 'glmc_cw1': ['--task', 'glmc', '--glmc-contrast-weight', '1'],
-                'glmc_clr_excl': ['--task', 'glmc', '--glmc-clr', '--glmc-clr-exclude-same-class']}),
+                'glmc_clr_excl': ['--task', 'glmc', '--glmc-clr', '--glmc-clr-exclude-same-class'],
+                'glmc_clr_cw1': ['--task', 'glmc', '--glmc-clr', '--glmc-contrast-weight', '1'],
+                'glmc_clr_own': ['--task', 'glmc', '--glmc-clr', '--glmc-clr-own-projector']}),
 }
 # regime -> a regime whose committed runs of the same methods it reuses (identical setup and method flags)
 REUSE = {'lt_clr': 'lt'}

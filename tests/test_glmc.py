@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import load_train_script, make_tiny_images, read_rows, run_torchrun, tiny_train_args
 from timm_mixplug.task.glmc import (
-    GLMCDataset, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
+    GLMCDataset, GLMCModel, GLMCTask, class_balanced_weights, cumulative_weight, cutmix_box, glmc_collate,
     glmc_mix, resample_weights, sample_lambda)
 from timm_mixplug.loss import mixed_nt_xent, negative_cosine, nt_xent
 
@@ -153,11 +153,11 @@ def _tiny_backbone(num_classes=3, seed=0):
     return timm.create_model('resnet20_cifar', num_classes=num_classes)
 
 
-@pytest.mark.parametrize('clr', [False, True])
+@pytest.mark.parametrize('clr', [None, 'shared', 'own'])
 def test_glmc_loss_by_hand(clr):
     counts = [40, 8, 2]
     task = GLMCTask(_tiny_backbone(), counts, contrast_weight=4.0, clr_weight=0.7 if clr else 0.0, clr_tau=0.5,
-                    num_epochs=10, verbose=False)
+                    clr_own_projector=clr == 'own', num_epochs=10, verbose=False)
     task.set_epoch(4, 10)
     B = 4
     x = torch.randn(4 * B, 3, 16, 16)
@@ -184,9 +184,11 @@ def test_glmc_loss_by_hand(clr):
     p = [model.predictor(v) for v in z]
     cons = -F.cosine_similarity(p[0], z[1]).mean() - F.cosine_similarity(p[1], z[0]).mean()
     expect = a * l_ib + (1 - a) * l_cb + 4.0 * cons
-    if clr:
-        clr_l = 0.5 * (lam * nt_xent_loop(z[2], z[0], 0.5) + (1 - lam) * nt_xent_loop(z[3], z[0], 0.5)
-                       + lam * nt_xent_loop(z[2], z[1], 0.5) + (1 - lam) * nt_xent_loop(z[3], z[1], 0.5))
+    if clr:  # the NT-Xent on GLMC's projection z, or on its own projection h (ours)
+        h = [model.clr_projector(v) for v in f] if clr == 'own' else z
+        assert (model.clr_projector is not None) == (clr == 'own')
+        clr_l = 0.5 * (lam * nt_xent_loop(h[2], h[0], 0.5) + (1 - lam) * nt_xent_loop(h[3], h[0], 0.5)
+                       + lam * nt_xent_loop(h[2], h[1], 0.5) + (1 - lam) * nt_xent_loop(h[3], h[1], 0.5))
         expect = expect + 0.7 * clr_l
         assert out['clr_loss'].item() == pytest.approx(clr_l, rel=1e-4)
     assert out['loss'].item() == pytest.approx(expect.item(), rel=1e-4)
@@ -213,6 +215,12 @@ def test_eval_model_is_plain_timm_and_task_state():
     assert torch.equal(other.get_trainable_module().fc.weight, task.get_trainable_module().fc.weight)
     task.setup_ema(decay=0.9)
     assert type(task.get_eval_model(ema=True)).__name__ == type(ev_model).__name__
+    own = GLMCTask(_tiny_backbone(), [5, 3, 1], clr_weight=1.0, clr_own_projector=True, verbose=False)
+    assert set(own.get_task_state()) == {'fc', 'projector', 'predictor', 'clr_projector'}
+    with pytest.raises(RuntimeError, match='clr_projector'):  # a state with a head this model lacks
+        other.load_task_state(own.get_task_state())
+    with pytest.raises(RuntimeError, match='clr_projector'):
+        own.load_task_state(state)
     assert {'many', 'medium', 'few'} <= set(type(task.create_evaluator()).metric_names)
 
 
@@ -276,9 +284,23 @@ def test_registry_spec_and_arg_checks():
     assert isinstance(task, GLMCTask) and task.clr_weight == 1.0 and task.clr_tau == 0.2 and task.num_epochs == 20
     assert spec.create_collate(args, None, None) is glmc_collate
     assert isinstance(spec.wrap_dataset(_Toy([0, 1, 2]), args, None, True), GLMCDataset)
+    assert task.get_trainable_module().clr_projector is None
+    args.glmc_clr_own_projector = True
+    task = spec.create_task(args, _tiny_backbone(), None, None, DataInfo(num_classes=3, class_counts=[9, 4, 1]),
+                            torch.device('cpu'))
+    assert task.get_trainable_module().clr_projector is not None
+    args.glmc_clr = False
+    assert 'glmc_clr_own_projector' in spec.unused_flags(args)
     args.mix = 'mixup'
     with pytest.raises(ValueError):
         spec.check_args(args)
+
+
+def test_own_clr_projector_needs_the_clr_term():
+    with pytest.raises(ValueError, match='clr_weight'):
+        GLMCTask(_tiny_backbone(), [5, 3, 1], clr_own_projector=True, verbose=False)
+    with pytest.raises(ValueError, match='own_clr_projector'):
+        GLMCTask(GLMCModel(_tiny_backbone()), [5, 3, 1], clr_weight=1.0, clr_own_projector=True, verbose=False)
 
 
 def test_sample_lambda_deterministic_and_in_range():
@@ -303,7 +325,7 @@ def test_train_py_glmc_clr_resume_and_plain_timm_weights(tiny_data, tmp_path):
     import timm
     from safetensors.torch import load_file
     train = load_train_script('mixplug_train_script_glmc')
-    common = ['--glmc-clr', '--model-ema', '--model-ema-decay', '0.9', '--glmc-resample-power', '0.5',
+    common = ['--glmc-clr', '--glmc-clr-own-projector', '--model-ema', '--model-ema-decay', '0.9', '--glmc-resample-power', '0.5',
               '--imb-factor', '2']  # 4 classes x 8 images -> 8, 6, 5, 4
     assert train.main(_args(tiny_data, tmp_path, 'full', *common)) == 0
     assert train.main(_args(tiny_data, tmp_path, 'part', *common, '--max-epochs-this-run', '1')) == 0

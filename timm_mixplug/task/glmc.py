@@ -37,6 +37,8 @@ which the mixup used) and z_m = z(x_mix), z_c = z(x_cut):
 
 Ours, not the paper's (``clr_exclude_same_class``; its stated future work): every NT-Xent leaves the negatives
 that share a class with the anchor out of its denominator, z1 holding y_a, z2 y_b and z_m, z_c both.
+Ours too (``clr_own_projector``; the paper says only "features"): the NT-Xent reads its own projection
+h = Linear(f, 128) instead of GLMC's z, so the two losses no longer pull on one projection.
 
 Deliberate differences / choices (see docs/dml_glmc.md): the box is exactly ceil(side*sqrt(1-lam)) wide
 before clipping (centre uniform); the re-sampled batch is drawn per item instead of by a second loader (same
@@ -203,14 +205,16 @@ class GLMCModel(nn.Module):
 
     ``backbone``: the timm model; its own classifier is the class-balanced head fc_cb (evaluation head).
     ``fc``: the instance-balanced linear head; ``projector``: Linear(feat, proj_dim); ``predictor``:
-    Linear(proj_dim, proj_dim) (no nonlinearity, as in GLMC).
+    Linear(proj_dim, proj_dim) (no nonlinearity, as in GLMC); ``clr_projector`` (``own_clr_projector=True``
+    only): Linear(feat, proj_dim), the NT-Xent's own projection.
 
     ``forward(x)`` -> fc_cb logits. ``forward(groups, train=True)`` with a tuple of batches -> per group
-    (fc logits, fc_cb logits, z, p), concatenated over the groups; each group is a separate backbone call
-    (own batch-norm statistics) unless ``joint=True``.
+    (fc logits, fc_cb logits, z, p, h), concatenated over the groups, h the NT-Xent's features
+    (``clr_projector(f)``, or z without it); each group is a separate backbone call (own batch-norm
+    statistics) unless ``joint=True``.
     """
 
-    def __init__(self, backbone: nn.Module, proj_dim: int = 128):
+    def __init__(self, backbone: nn.Module, proj_dim: int = 128, own_clr_projector: bool = False):
         super().__init__()
         if not (hasattr(backbone, 'forward_features') and hasattr(backbone, 'forward_head')):
             raise ValueError(f'{type(backbone).__name__} needs forward_features / forward_head (a timm model).')
@@ -226,7 +230,13 @@ class GLMCModel(nn.Module):
         self.fc = nn.Linear(dim, num_classes, **dd)
         self.projector = nn.Linear(dim, proj_dim, **dd)
         self.predictor = nn.Linear(proj_dim, proj_dim, **dd)
+        self.clr_projector = nn.Linear(dim, proj_dim, **dd) if own_clr_projector else None
         self.num_classes = num_classes
+
+    @property
+    def heads(self) -> Tuple[str, ...]:
+        """The names of the heads beside the backbone (the task state)."""
+        return ('fc', 'projector', 'predictor') + (('clr_projector',) if self.clr_projector is not None else ())
 
     @property
     def fc_cb(self) -> nn.Module:
@@ -244,7 +254,8 @@ class GLMCModel(nn.Module):
         else:
             f = torch.cat([self.features(g) for g in groups]) if len(groups) > 1 else self.features(groups[0])
         z = self.projector(f)
-        return self.fc(f), self.fc_cb(f), z, self.predictor(z)
+        h = self.clr_projector(f) if self.clr_projector is not None else z
+        return self.fc(f), self.fc_cb(f), z, self.predictor(z), h
 
 
 def _split_batch(input, target) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -289,6 +300,8 @@ class GLMCTask(SingleModuleTask):
         clr_weight / clr_tau: weight and temperature of the mix-ratio contrastive GLMC paper's NT-Xent loss (0 = off).
         clr_exclude_same_class: ours, not the paper's (its stated future work): leave the negatives that share a
             class with the anchor out of every NT-Xent denominator (a mixed feature holds both source classes).
+        clr_own_projector: ours, not the paper's: the NT-Xent reads its own Linear(feat, proj_dim) projection
+            instead of GLMC's projection z (which the consistency term also uses).
         proj_dim: projection / predictor width (128).
         num_epochs: epochs of the run, for the schedule (``set_epoch(epoch, num_epochs)`` overrides it).
         joint_forward: one backbone call over all groups (faster; shared batch-norm statistics).
@@ -309,6 +322,7 @@ class GLMCTask(SingleModuleTask):
             clr_weight: float = 0.0,
             clr_tau: float = 0.5,
             clr_exclude_same_class: bool = False,
+            clr_own_projector: bool = False,
             proj_dim: int = 128,
             num_epochs: int = 200,
             joint_forward: bool = False,
@@ -317,8 +331,13 @@ class GLMCTask(SingleModuleTask):
             verbose: bool = True,
     ):
         super().__init__(device=device, dtype=dtype, verbose=verbose)
+        if clr_own_projector and clr_weight <= 0:
+            raise ValueError('clr_own_projector=True needs clr_weight > 0 (the projection would go unused).')
         if not isinstance(model, GLMCModel):
-            model = GLMCModel(model, proj_dim=proj_dim)
+            model = GLMCModel(model, proj_dim=proj_dim, own_clr_projector=clr_own_projector)
+        elif (model.clr_projector is not None) != bool(clr_own_projector):
+            raise ValueError(f'clr_own_projector={clr_own_projector} but the GLMCModel was built with '
+                             f'own_clr_projector={model.clr_projector is not None}.')
         counts = torch.as_tensor(class_counts, dtype=torch.long).reshape(-1)
         if counts.numel() != model.num_classes:
             raise ValueError(f'{counts.numel()} class counts for a model with {model.num_classes} classes.')
@@ -370,12 +389,13 @@ class GLMCTask(SingleModuleTask):
         return inner.backbone if isinstance(inner, GLMCModel) else resolved
 
     def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
-        """The extra heads (fc, projector, predictor): the eval model state dict holds only the backbone."""
+        """The extra heads (fc, projector, predictor, clr_projector if built): the eval model state dict holds
+        only the backbone."""
         module = module if module is not None else self.get_trainable_module(ema=ema)
         if module is None:
             return {}
         m = unwrap_model(module)
-        return {k: getattr(m, k).state_dict() for k in ('fc', 'projector', 'predictor')}
+        return {k: getattr(m, k).state_dict() for k in m.heads}
 
     def load_task_state(self, state, strict: bool = True, module: Optional[nn.Module] = None,
                         ema: bool = False) -> None:
@@ -386,7 +406,10 @@ class GLMCTask(SingleModuleTask):
             raise RuntimeError('Cannot load GLMC task state before setup_ema().' if ema else
                                'Cannot load GLMC task state without a trainable module.')
         m = unwrap_model(module)
-        for k in ('fc', 'projector', 'predictor'):
+        stray = sorted(set(state) - set(m.heads))
+        if strict and stray:
+            raise RuntimeError(f'GLMC task state has heads this model lacks: {", ".join(stray)}.')
+        for k in m.heads:
             if k in state:
                 getattr(m, k).load_state_dict(state[k], strict=strict)
             elif strict:
@@ -413,7 +436,7 @@ class GLMCTask(SingleModuleTask):
 
         use_clr = self.clr_weight > 0
         groups = (x_mix, x_cut, x_a1, x_b1) if use_clr else (x_mix, x_cut)
-        logits, logits_cb, z, p = self.trainable_module(groups, train=True, joint=self.joint_forward)
+        logits, logits_cb, z, p, h = self.trainable_module(groups, train=True, joint=self.joint_forward)
 
         a = self.cumulative_weight
         z_m, z_c, p_m, p_c = z[:B], z[B:2 * B], p[:B], p[B:2 * B]
@@ -425,7 +448,7 @@ class GLMCTask(SingleModuleTask):
         weights = {'ib': a, 'cb': 1.0 - a, 'consistency': self.contrast_weight}
         if use_clr:
             labels = (y_a, y_b) if self.clr_exclude_same_class else None
-            terms['clr'] = mixed_nt_xent(z[2 * B:3 * B], z[3 * B:], z_m, z_c, lam, self.clr_tau, labels)[0]
+            terms['clr'] = mixed_nt_xent(h[2 * B:3 * B], h[3 * B:], h[:B], h[B:2 * B], lam, self.clr_tau, labels)[0]
             weights['clr'] = self.clr_weight
         return terms, weights, logits_cb[:B]
 

@@ -21,8 +21,8 @@ class GLMCSpec(TaskSpec):
         'glmc_clr_weight': number(lo=0),
         'glmc_clr_tau': number(lo=0, lo_open=True),
     })
-    switches = ('glmc_joint_forward', 'glmc_clr', 'glmc_clr_exclude_same_class')
-    weight_settings = ('glmc_proj_dim', 'glmc_clr')
+    switches = ('glmc_joint_forward', 'glmc_clr', 'glmc_clr_exclude_same_class', 'glmc_clr_own_projector')
+    weight_settings = ('glmc_proj_dim', 'glmc_clr', 'glmc_clr_own_projector')
 
     def compare_presets(self):
         return {'glmc': ['--task', 'glmc'], 'glmc_clr': ['--task', 'glmc', '--glmc-clr']}
@@ -46,6 +46,9 @@ class GLMCSpec(TaskSpec):
         g.add_argument('--glmc-clr-exclude-same-class', action='store_true', default=False,
                        help='--glmc-clr: leave negatives of the anchor\'s class (a mixed image: either source class) '
                             'out of the NT-Xent denominator (ours, not the paper\'s)')
+        g.add_argument('--glmc-clr-own-projector', action='store_true', default=False,
+                       help='--glmc-clr: the NT-Xent gets its own linear projection instead of sharing GLMC\'s '
+                            'with the consistency loss (ours, not the paper\'s)')
 
     def check_args(self, args):
         if args.mix not in (None, 'none'):
@@ -55,7 +58,8 @@ class GLMCSpec(TaskSpec):
     def unused_flags(self, args):
         if args.glmc_clr:
             return {}
-        return {d: 'without --glmc-clr' for d in ('glmc_clr_weight', 'glmc_clr_tau', 'glmc_clr_exclude_same_class')}
+        return {d: 'without --glmc-clr' for d in ('glmc_clr_weight', 'glmc_clr_tau', 'glmc_clr_exclude_same_class',
+                                                  'glmc_clr_own_projector')}
 
     def wrap_dataset(self, dataset, args, info, is_training):
         return GLMCDataset(dataset, resample_power=args.glmc_resample_power) if is_training else dataset
@@ -70,5 +74,6 @@ class GLMCSpec(TaskSpec):
             model, info.class_counts, contrast_weight=args.glmc_contrast_weight, beta_alpha=args.glmc_beta,
             reweight_power=args.glmc_reweight_power, clr_weight=args.glmc_clr_weight if args.glmc_clr else 0.0,
             clr_tau=args.glmc_clr_tau, clr_exclude_same_class=args.glmc_clr_exclude_same_class,
+            clr_own_projector=args.glmc_clr_own_projector,
             proj_dim=args.glmc_proj_dim, num_epochs=args.epochs,
             joint_forward=args.glmc_joint_forward, device=device, verbose=False)
