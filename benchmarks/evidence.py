@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from timm_mixplug.compare.stats import mean_std, t_quantile
+
 REPO = Path(__file__).resolve().parents[1]
 KEEP = REPO / 'benchmarks' / 'evidence'
 AUG = ['--pad-crop', '4', '--hflip', '0.5', '--color-jitter', '0']
@@ -86,6 +88,14 @@ REGIMES = {
 }
 # regime -> a regime whose committed runs of the same methods it reuses (identical setup and method flags)
 REUSE = {'lt_clr': 'lt'}
+# the primary comparison of each seed paper, fixed before the runs: (label, regime, method, baseline, shot group)
+PRIMARY = (
+    ('BC+ vs CE', 'aug_long', 'bcplus', 'ce', None),
+    ('GLMC + NT-Xent vs GLMC, few-shot top-1', 'lt', 'glmc_clr', 'glmc', 'few'),
+    ('DML + superclass mixup vs DML', 'dml', 'dml_superclass', 'dml', None),
+    ('importance sampling vs uniform', 'nh', 'nh', 'nh_uniform', None),
+    ('auxiliary heads vs none', 'aux', 'aux', 'ce', None),
+)
 
 
 def make_data(src: Path, dst: Path) -> None:
@@ -162,6 +172,43 @@ def _recorded_data(regime: str, default: Path) -> Path:
     return default
 
 
+def _finals(regime: str, method: str, shot) -> dict:
+    """seed -> final top-1 (or a shot group's top-1) of a method's committed runs."""
+    out = {}
+    for f in (KEEP / regime).glob(f'{method}-s*.json'):
+        r = json.loads(f.read_text())
+        out[r['seed']] = r['shots'][shot] if shot else r['final']
+    return out
+
+
+def _signed(v: float) -> str:
+    return f'{v:+.2f}'.replace('-', '\u2212')
+
+
+def _interval(d, q: float):
+    """(low, high) of the two-sided t-interval of mean(d) whose upper tail is 1 - q."""
+    mu, sd = mean_std(d)
+    half = t_quantile(q, len(d) - 1) * sd / len(d) ** 0.5
+    return mu - half, mu + half
+
+
+def primary_table() -> str:
+    """README's primary comparisons: the paired per-seed difference of each, its 95 % t-interval and the
+    Bonferroni interval over all of them (level 1 - 0.05 / k each), from the committed runs."""
+    k = len(PRIMARY)
+    rows = [f'| comparison (regime) | n | mean Δ | 95 % interval | {100 - 5 / k:g} % interval ({k} comparisons) '
+            f'| per seed | called |', '|---|---|---|---|---|---|---|']
+    for label, regime, method, base, shot in PRIMARY:
+        a, b = _finals(regime, method, shot), _finals(regime, base, shot)
+        d = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+        ci = [_interval(d, q) for q in (0.975, 1 - 0.05 / (2 * k))]
+        lo, hi = ci[1]
+        rows.append(f'| {label} (`{regime}`) | {len(d)} | {_signed(sum(d) / len(d))} | '
+                    + ' | '.join(f'[{_signed(l)}, {_signed(h)}]' for l, h in ci)
+                    + f' | {", ".join(map(_signed, d))} | {"yes" if lo > 0 or hi < 0 else "no"} |')
+    return '\n'.join(rows) + '\n'
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data', help='folder with cifar10_train_subset10k.npz and cifar10_test.npz (not needed with '
@@ -211,6 +258,8 @@ def main(argv=None) -> int:
         print('evidence.py: interrupted; the same command continues (finished runs are kept in '
               f'{KEEP.relative_to(REPO)}/)', file=sys.stderr)
         return 130
+    if a.device == 'cpu':
+        (KEEP / 'primary.md').write_text(primary_table())  # README's primary comparisons
     return rc
 
 

@@ -36,3 +36,25 @@ def test_training_without_data_is_one_error(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         ev.main(['--regimes', 'lt', '--output', str(tmp_path / 'out')])
     assert e.value.code == 2 and '--data is required to train' in capsys.readouterr().err
+
+
+def test_primary_comparisons_are_the_committed_runs_and_the_readme_table(tmp_path, monkeypatch):
+    """primary.md is rebuilt from the committed runs alone, and README's primary table is that file."""
+    keep = tmp_path / 'keep'
+    shutil.copytree(os.path.join(ROOT, 'benchmarks', 'evidence'), keep, ignore=shutil.ignore_patterns('*.png'))
+    ev = _evidence(monkeypatch, keep)
+    table = ev.primary_table()
+    with open(os.path.join(ROOT, 'benchmarks', 'evidence', 'primary.md')) as f:
+        assert f.read() == table
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        assert table in f.read()
+    assert len(table.splitlines()) == 2 + len(ev.PRIMARY)
+
+
+def test_t_quantile_matches_the_95_table_and_known_99_5_values():
+    from timm_mixplug.compare.stats import _T975, t_quantile
+    assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 5, 30)] == [round(_T975[df - 1], 3) for df in (1, 2, 5, 30)]
+    assert t_quantile(0.995, 2) == pytest.approx(9.925, abs=1e-3)  # Bonferroni over 5 comparisons, n = 3
+    assert t_quantile(0.995, 7) == pytest.approx(3.499, abs=1e-3)  # n = 8
+    with pytest.raises(ValueError):
+        t_quantile(0.4, 3)

@@ -5,7 +5,7 @@ import re
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ['t_critical', 'mean_std', 'paired_delta', 'peer_values', 'metric_value']
+__all__ = ['t_critical', 't_quantile', 'mean_std', 'paired_delta', 'peer_values', 'metric_value']
 
 # two-sided 95 % quantiles t_{0.975}(df) of Student's t for df = 1..30
 _T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
@@ -24,6 +24,28 @@ def t_critical(df: int) -> float:
     z = _Z975
     return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
             + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def _t_cdf_upper_half(t: float, df: int, steps: int = 4000) -> float:
+    """P(0 <= T <= t) for Student's t with ``df`` degrees of freedom (Simpson's rule on the density)."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    h = t / steps
+    f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+    return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The quantile t_q(df) of Student's t for 0.5 <= q < 1 (for example 1 - 0.05 / (2k): a two-sided
+    Bonferroni interval over k comparisons), by bisection on the numerically integrated density."""
+    if not 0.5 <= q < 1 or df < 1:
+        raise ValueError(f'need 0.5 <= q < 1 and df >= 1, got q={q}, df={df}')
+    lo, hi = 0.0, 1.0
+    while 0.5 + _t_cdf_upper_half(hi, df) < q:
+        hi *= 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 0.5 + _t_cdf_upper_half(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
 
 
 def mean_std(xs: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
