@@ -115,14 +115,22 @@ def make_data(src: Path, dst: Path) -> None:
     (dst / 'wordnet4.yaml').write_text(yaml.safe_dump(WORDNET4))
 
 
+def _variant(device: str, fp32: bool) -> str:
+    """'' for the committed CPU + bf16 runs, else the folder that keeps a variant's runs apart."""
+    return '-'.join(p for p in ('' if device == 'cpu' else device, 'fp32' if fp32 else '') if p)
+
+
 def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None, jobs: int = 1,
-            device: str = 'cpu', seeds: str = '0,1,2', only=None) -> int:
+            device: str = 'cpu', seeds: str = '0,1,2', only=None, fp32: bool = False) -> int:
     methods, base, _, flags, extra = REGIMES[regime]
-    if only:  # a subset to train now (the baseline always among them); the report covers them all again
-        methods = [m for m in methods if m in only or m == (baseline or base)]
+    if only:  # a subset to train now, the baseline last; the report covers them all again
+        methods = [m for m in methods if m in only and m != (baseline or base)] + [baseline or base]
     if device != 'cpu':
         flags = flags + ['--device', device]
-    keep = KEEP / regime if device == 'cpu' else KEEP / device / regime
+    if fp32:
+        flags = [f for f in flags if f not in ('--amp', '--amp-dtype', 'bfloat16')]
+    variant = _variant(device, fp32)
+    keep = KEEP / variant / regime if variant else KEEP / regime
     results = out / regime / 'results'
     sources = [keep] + ([keep.parent / REUSE[regime]] if regime in REUSE else [])
     for f in sorted(f for src in sources for f in src.glob('*-s*.json')):  # committed results: not trained again
@@ -226,6 +234,9 @@ def main(argv=None) -> int:
     p.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
                    help='train on this device; cuda results are kept apart, in benchmarks/evidence/cuda/<regime> '
                         '(default: cpu)')
+    p.add_argument('--fp32', action='store_true',
+                   help='train without bf16 autocast (a CPU without native bf16 emulates it, about 16x slower); '
+                        'the results are kept apart, in benchmarks/evidence/fp32/<regime>')
     a = p.parse_args(argv)
     if not a.report:
         if not a.data:
@@ -243,7 +254,8 @@ def main(argv=None) -> int:
         p.error(f'--methods: {", ".join(map(repr, stray))} is not a method of {", ".join(regimes)}')
     if a.jobs < 1:
         p.error(f'--jobs {a.jobs}: must be >= 1')
-    out = Path(a.output or REPO / 'output' / ('evidence' if a.device == 'cpu' else f'evidence-{a.device}'))
+    variant = _variant(a.device, a.fp32)
+    out = Path(a.output or REPO / 'output' / ('evidence' + (f'-{variant}' if variant else '')))
     data = Path(os.path.relpath(out / 'data', REPO))  # as the runs record it
     if not a.report:
         make_data(src, data)
@@ -251,14 +263,15 @@ def main(argv=None) -> int:
     try:
         for regime in regimes:
             used = _recorded_data(regime, data) if a.report else data
-            rc |= compare(regime, used, out, a.report, jobs=a.jobs, device=a.device, seeds=a.seeds, only=named)
+            rc |= compare(regime, used, out, a.report, jobs=a.jobs, device=a.device, seeds=a.seeds, only=named,
+                          fp32=a.fp32)
             for other in REGIMES[regime][2]:
-                rc |= compare(regime, used, out, True, baseline=other, device=a.device, seeds=a.seeds)
+                rc |= compare(regime, used, out, True, baseline=other, device=a.device, seeds=a.seeds, fp32=a.fp32)
     except KeyboardInterrupt:
         print('evidence.py: interrupted; the same command continues (finished runs are kept in '
               f'{KEEP.relative_to(REPO)}/)', file=sys.stderr)
         return 130
-    if a.device == 'cpu':
+    if not variant:
         (KEEP / 'primary.md').write_text(primary_table())  # README's primary comparisons
     return rc
 
