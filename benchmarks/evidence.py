@@ -34,7 +34,9 @@ end):
 Every finished run's small result file is copied to ``benchmarks/evidence/<regime>/`` (committed), so a later
 sitting continues where this one stopped and the tables can be rebuilt without the run folders. On a GPU,
 ``--device cuda --jobs 8`` trains 8 runs at once on it, kept apart (``output/evidence-cuda``,
-``benchmarks/evidence/cuda/<regime>/``): a regime's runs are never a mix of devices.
+``benchmarks/evidence/cuda/<regime>/``): a regime's runs are never a mix of devices; there every run evaluates on
+all 10,000 CIFAR-10 test images (``test10k``). ``--fp32`` drops the bf16 autocast (for a CPU without native bf16),
+its runs kept apart the same way (``benchmarks/evidence/fp32/<regime>/``).
 """
 import argparse
 import json
@@ -111,6 +113,8 @@ def make_data(src: Path, dst: Path) -> None:
     if not (dst / 'test3k.npz').is_file():
         idx = np.concatenate([np.where(te['y'] == c)[0][:300] for c in range(10)])
         np.savez(dst / 'test3k.npz', x=te['x'][idx], y=te['y'][idx], classes=te['classes'])
+    if not (dst / 'test10k.npz').is_file():
+        np.savez(dst / 'test10k.npz', x=te['x'], y=te['y'], classes=te['classes'])
     import yaml
     (dst / 'wordnet4.yaml').write_text(yaml.safe_dump(WORDNET4))
 
@@ -125,8 +129,8 @@ def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None
     methods, base, _, flags, extra = REGIMES[regime]
     if only:  # a subset to train now, the baseline last; the report covers them all again
         methods = [m for m in methods if m in only and m != (baseline or base)] + [baseline or base]
-    if device != 'cpu':
-        flags = flags + ['--device', device]
+    if device != 'cpu':  # on an accelerator every run evaluates on all 10,000 test images
+        flags = [('test10k' if f == 'test3k' else f) for f in flags] + ['--device', device]
     if fp32:
         flags = [f for f in flags if f not in ('--amp', '--amp-dtype', 'bfloat16')]
     variant = _variant(device, fp32)
