@@ -35,7 +35,8 @@ Every finished run's small result file is copied to ``benchmarks/evidence/<regim
 sitting continues where this one stopped and the tables can be rebuilt without the run folders. On a GPU,
 ``--device cuda --jobs 8`` trains 8 runs at once on it, kept apart (``output/evidence-cuda``,
 ``benchmarks/evidence/cuda/<regime>/``): a regime's runs are never a mix of devices; there every run evaluates on
-all 10,000 CIFAR-10 test images (``test10k``). ``--fp32`` drops the bf16 autocast (for a CPU without native bf16),
+all 10,000 CIFAR-10 test images (``test10k``) and warms up for at least 5 epochs, stepped every update
+(``--sched-on-updates``: no run starts with a jump in the learning rate). ``--fp32`` drops the bf16 autocast (for a CPU without native bf16),
 its runs kept apart the same way (``benchmarks/evidence/fp32/<regime>/``).
 """
 import argparse
@@ -124,13 +125,22 @@ def _variant(device: str, fp32: bool) -> str:
     return '-'.join(p for p in ('' if device == 'cpu' else device, 'fp32' if fp32 else '') if p)
 
 
+def _accelerator_setup(flags):
+    """An accelerator's runs (kept apart): evaluation on all 10,000 test images, and a warm-up of at least 5
+    epochs stepped every update, so that no run starts with a jump in the learning rate."""
+    out = [('test10k' if f == 'test3k' else f) for f in flags]
+    i = out.index('--warmup-epochs')
+    out[i + 1] = str(max(5, int(out[i + 1])))
+    return out + ['--sched-on-updates']
+
+
 def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None, jobs: int = 1,
             device: str = 'cpu', seeds: str = '0,1,2', only=None, fp32: bool = False) -> int:
     methods, base, _, flags, extra = REGIMES[regime]
     if only:  # a subset to train now, the baseline last; the report covers them all again
         methods = [m for m in methods if m in only and m != (baseline or base)] + [baseline or base]
-    if device != 'cpu':  # on an accelerator every run evaluates on all 10,000 test images
-        flags = [('test10k' if f == 'test3k' else f) for f in flags] + ['--device', device]
+    if device != 'cpu':
+        flags = _accelerator_setup(flags) + ['--device', device]
     if fp32:
         flags = [f for f in flags if f not in ('--amp', '--amp-dtype', 'bfloat16')]
     variant = _variant(device, fp32)

@@ -58,3 +58,13 @@ def test_t_quantile_matches_the_95_table_and_known_99_5_values():
     assert t_quantile(0.995, 7) == pytest.approx(3.499, abs=1e-3)  # n = 8
     with pytest.raises(ValueError):
         t_quantile(0.4, 3)
+
+
+def test_accelerator_and_fp32_runs_are_kept_apart_with_their_own_setup(tmp_path, monkeypatch):
+    ev = _evidence(monkeypatch, tmp_path / 'keep')
+    assert (ev._variant('cpu', False), ev._variant('cpu', True), ev._variant('cuda', False)) == ('', 'fp32', 'cuda')
+    flags = ev._accelerator_setup(ev.REGIMES['aug_long'][3])
+    assert flags[flags.index('--val-split') + 1] == 'test10k'  # all 10,000 test images
+    assert flags[flags.index('--warmup-epochs') + 1] == '5' and flags[-1] == '--sched-on-updates'
+    dml = ev._accelerator_setup(ev.REGIMES['dml'][3])
+    assert dml[dml.index('--warmup-epochs') + 1] == '5'
