@@ -134,6 +134,11 @@ def _accelerator_setup(flags):
     return out + ['--sched-on-updates']
 
 
+def _committed(sources, methods):
+    """The committed result files (``<method>-s<seed>.json``) of these methods in these folders."""
+    return sorted(f for src in sources for f in src.glob('*-s*.json') if f.name.rsplit('-s', 1)[0] in methods)
+
+
 def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None, jobs: int = 1,
             device: str = 'cpu', seeds: str = '0,1,2', only=None, fp32: bool = False) -> int:
     methods, base, _, flags, extra = REGIMES[regime]
@@ -146,14 +151,13 @@ def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None
     variant = _variant(device, fp32)
     keep = KEEP / variant / regime if variant else KEEP / regime
     results = out / regime / 'results'
-    sources = [keep] + ([keep.parent / REUSE[regime]] if regime in REUSE else [])
-    for f in sorted(f for src in sources for f in src.glob('*-s*.json')):  # committed results: not trained again
-        if f.name.rsplit('-s', 1)[0] in methods and not (results / f.name).is_file():
+    committed = _committed([keep] + ([keep.parent / REUSE[regime]] if regime in REUSE else []), methods)
+    for f in committed:  # not trained again
+        if not (results / f.name).is_file():
             results.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, results / f.name)
     if report_only:  # every committed seed of these methods
-        seeds = ','.join(sorted({f.name.rsplit('-s', 1)[1][:-5] for src in sources for f in src.glob('*-s*.json')
-                                 if f.name.rsplit('-s', 1)[0] in methods}, key=int)) or seeds
+        seeds = ','.join(sorted({f.stem.rsplit('-s', 1)[1] for f in committed}, key=int)) or seeds
     cmd = [sys.executable, '-m', 'timm_mixplug', 'compare', '--methods', ','.join(methods), '--seeds', seeds,
            '--baseline', baseline or base, '--jobs', str(jobs), '--threads', '1', '--output', str(out / regime)]
     if extra:
