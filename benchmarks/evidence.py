@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from timm_mixplug.compare.stats import mean_std, t_quantile
+from timm_mixplug.compare.stats import paired_delta, t_quantile
 
 REPO = Path(__file__).resolve().parents[1]
 KEEP = REPO / 'benchmarks' / 'evidence'
@@ -204,18 +204,17 @@ def _finals(regime: str, method: str, shot) -> dict:
     for f in (KEEP / regime).glob(f'{method}-s*.json'):
         r = json.loads(f.read_text())
         out[r['seed']] = r['shots'][shot] if shot else r['final']
-    return out
+    return dict(sorted(out.items()))
 
 
 def _signed(v: float) -> str:
     return f'{v:+.2f}'.replace('-', '\u2212')
 
 
-def _interval(d, q: float):
-    """(low, high) of the two-sided t-interval of mean(d) whose upper tail is 1 - q."""
-    mu, sd = mean_std(d)
-    half = t_quantile(q, len(d) - 1) * sd / len(d) ** 0.5
-    return mu - half, mu + half
+def _bonferroni(delta: dict, k: int):
+    """(low, high) of ``paired_delta``'s interval widened to level 1 - 0.05 / k (k comparisons)."""
+    half = t_quantile(1 - 0.05 / (2 * k), delta['n'] - 1) * delta['std'] / delta['n'] ** 0.5
+    return delta['mean'] - half, delta['mean'] + half
 
 
 def primary_table() -> str:
@@ -225,13 +224,12 @@ def primary_table() -> str:
     rows = [f'| comparison (regime) | n | mean Δ | 95 % interval | {100 - 5 / k:g} % interval ({k} comparisons) '
             f'| per seed | called |', '|---|---|---|---|---|---|---|']
     for label, regime, method, base, shot in PRIMARY:
-        a, b = _finals(regime, method, shot), _finals(regime, base, shot)
-        d = [a[s] - b[s] for s in sorted(set(a) & set(b))]
-        ci = [_interval(d, q) for q in (0.975, 1 - 0.05 / (2 * k))]
+        delta = paired_delta(_finals(regime, method, shot), _finals(regime, base, shot))
+        ci = [delta['ci95'], _bonferroni(delta, k)]
         lo, hi = ci[1]
-        rows.append(f'| {label} (`{regime}`) | {len(d)} | {_signed(sum(d) / len(d))} | '
+        rows.append(f'| {label} (`{regime}`) | {delta["n"]} | {_signed(delta["mean"])} | '
                     + ' | '.join(f'[{_signed(l)}, {_signed(h)}]' for l, h in ci)
-                    + f' | {", ".join(map(_signed, d))} | {"yes" if lo > 0 or hi < 0 else "no"} |')
+                    + f' | {", ".join(map(_signed, delta["values"]))} | {"yes" if lo > 0 or hi < 0 else "no"} |')
     return '\n'.join(rows) + '\n'
 
 
