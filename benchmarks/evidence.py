@@ -198,13 +198,31 @@ def _recorded_data(regime: str, default: Path) -> Path:
     return default
 
 
+# The CPU runs of a regime, pooled in the primary table: the same data, schedule and 3,000 test images, with
+# and without bf16 autocast (``--fp32``, for a CPU without native bf16); each seed's pair shares its precision.
+# The accelerator's runs (10,000 test images, longer warm-up) are another setup and stay apart.
+POOLED = (('', 'bf16'), ('fp32', 'fp32'))
+
+
 def _finals(regime: str, method: str, shot) -> dict:
-    """seed -> final top-1 (or a shot group's top-1) of a method's committed runs."""
+    """(precision, seed) -> final top-1 (or a shot group's top-1) of a method's committed CPU runs."""
     out = {}
-    for f in (KEEP / regime).glob(f'{method}-s*.json'):
-        r = json.loads(f.read_text())
-        out[r['seed']] = r['shots'][shot] if shot else r['final']
-    return dict(sorted(out.items()))
+    for variant, precision in POOLED:
+        for f in (KEEP / variant / regime).glob(f'{method}-s*.json'):
+            r = json.loads(f.read_text())
+            out[precision, r['seed']] = r['shots'][shot] if shot else r['final']
+    return dict(sorted(out.items(), key=lambda kv: ([p for _, p in POOLED].index(kv[0][0]), kv[0][1])))
+
+
+def _by_precision(delta: dict):
+    """(n, per-seed text) of a paired delta, split by precision where it pools more than one."""
+    groups = {}
+    for (precision, _), v in zip(delta['seeds'], delta['values']):
+        groups.setdefault(precision, []).append(_signed(v))
+    if len(groups) == 1:
+        return str(delta['n']), ', '.join(next(iter(groups.values())))
+    n = f'{delta["n"]} ({", ".join(f"{len(v)} {p}" for p, v in groups.items())})'
+    return n, '; '.join(f'{p}: {", ".join(v)}' for p, v in groups.items())
 
 
 def _signed(v: float) -> str:
@@ -227,9 +245,10 @@ def primary_table() -> str:
         delta = paired_delta(_finals(regime, method, shot), _finals(regime, base, shot))
         ci = [delta['ci95'], _bonferroni(delta, k)]
         lo, hi = ci[1]
-        rows.append(f'| {label} (`{regime}`) | {delta["n"]} | {_signed(delta["mean"])} | '
+        n, per_seed = _by_precision(delta)
+        rows.append(f'| {label} (`{regime}`) | {n} | {_signed(delta["mean"])} | '
                     + ' | '.join(f'[{_signed(l)}, {_signed(h)}]' for l, h in ci)
-                    + f' | {", ".join(map(_signed, delta["values"]))} | {"yes" if lo > 0 or hi < 0 else "no"} |')
+                    + f' | {per_seed} | {"yes" if lo > 0 or hi < 0 else "no"} |')
     return '\n'.join(rows) + '\n'
 
 
@@ -287,8 +306,8 @@ def main(argv=None) -> int:
         print('evidence.py: interrupted; the same command continues (finished runs are kept in '
               f'{KEEP.relative_to(REPO)}/)', file=sys.stderr)
         return 130
-    if not variant:
-        (KEEP / 'primary.md').write_text(primary_table())  # README's primary comparisons
+    if a.device == 'cpu':  # both CPU precisions feed README's primary comparisons
+        (KEEP / 'primary.md').write_text(primary_table())
     return rc
 
 

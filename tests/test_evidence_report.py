@@ -68,3 +68,22 @@ def test_accelerator_and_fp32_runs_are_kept_apart_with_their_own_setup(tmp_path,
     assert flags[flags.index('--warmup-epochs') + 1] == '5' and flags[-1] == '--sched-on-updates'
     dml = ev._accelerator_setup(ev.REGIMES['dml'][3])
     assert dml[dml.index('--warmup-epochs') + 1] == '5'
+
+
+def test_primary_table_pools_both_cpu_precisions_pairwise_and_keeps_accelerator_runs_apart(tmp_path, monkeypatch):
+    """BC+ vs CE pools the bf16 seeds with the fp32 ones (each seed's pair in one precision); cuda runs stay out."""
+    import json
+    keep = tmp_path / 'keep'
+    finals = {('', 0): (70.0, 68.0), ('', 1): (71.0, 70.5), ('fp32', 3): (69.0, 66.0), ('cuda', 4): (90.0, 10.0)}
+    for (variant, seed), (bcplus, ce) in finals.items():
+        folder = keep / variant / 'aug_long'
+        folder.mkdir(parents=True, exist_ok=True)
+        for method, top1 in (('bcplus', bcplus), ('ce', ce)):
+            (folder / f'{method}-s{seed}.json').write_text(json.dumps({'seed': seed, 'final': top1}))
+    (keep / 'fp32' / 'aug_long' / 'bcplus-s5.json').write_text(json.dumps({'seed': 5, 'final': 99.0}))  # no CE: unpaired
+    ev = _evidence(monkeypatch, keep)
+    monkeypatch.setattr(ev, 'PRIMARY', (('BC+ vs CE', 'aug_long', 'bcplus', 'ce', None),))
+    row = ev.primary_table().splitlines()[2].split(' | ')
+    assert row[1] == '3 (2 bf16, 1 fp32)'
+    assert row[2] == '+1.83'  # (2 + 0.5 + 3) / 3
+    assert row[5] == 'bf16: +2.00, +0.50; fp32: +3.00'
