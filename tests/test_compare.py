@@ -572,3 +572,18 @@ def test_methods_that_would_train_identically_are_refused(tmp_path, capsys, fake
                '-- --mix none')
     assert not (out / 'runs').exists() or not list((out / 'runs').iterdir())
     assert compare_main(_args(out, '--config', str(cfg)) + ['--mix', 'none']) == 0  # the setup made neutral
+
+
+@pytest.mark.parametrize('native', [False, True])
+def test_emulated_bf16_is_one_line_before_training(tmp_path, capsys, fake_train, monkeypatch, native):
+    """train.py warns about emulated bf16 only in each run's log; compare says it once, naming the methods."""
+    import timm_mixplug.compare.preflight as preflight
+    monkeypatch.setattr(preflight, 'native_bf16', lambda device: native)
+    out = tmp_path / 'cmp'
+    assert compare_main(_args(out, '--device', 'cpu') + ['--amp', '--amp-dtype', 'bfloat16']) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if 'without native bf16' in ln]
+    assert lines == ([] if native else ['compare: ce, bc train with --amp --amp-dtype bfloat16 on a CPU without '
+                                        'native bf16 (AVX512-BF16 or AMX): autocast emulates it, several times '
+                                        'slower than fp32; drop --amp for speed'])
+    assert compare_main(_args(tmp_path / 'fp32', '--device', 'cpu')) == 0  # no autocast: no line
+    assert 'without native bf16' not in capsys.readouterr().out

@@ -72,9 +72,10 @@ def _compare(argv: Sequence[str]) -> int:
     opts, runs = parse_options(argv)
     cached = _cached(opts, runs)
     todo = [] if opts.report_only else [r for r in runs if cached[r.name] is None]
+    note = None
     if todo:
         try:
-            check_setup(todo, opts.method_args, opts.device_list)
+            note = check_setup(todo, opts.method_args, opts.device_list)
         except CompareError as e:
             if not opts.passed:
                 raise
@@ -84,6 +85,8 @@ def _compare(argv: Sequence[str]) -> int:
         check_no_live_children(todo)
         if opts.passed:
             print(f'compare: passing {" ".join(opts.passed)} to train.py (flags compare does not know)', flush=True)
+        if note:
+            print(note, flush=True)
         failed: List[dict] = []
         if not opts.report_only and len(todo) < len(runs):
             print(f'compare: reused {len(runs) - len(todo)} finished run(s) from {Path(opts.output) / "results"}',

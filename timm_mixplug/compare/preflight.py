@@ -1,6 +1,7 @@
 """The check of a comparison's setup before any run starts: each method's full train.py argument list goes
 through train.py's own parser and checks (``train.config.parse_args``), no two methods may train with identical
-settings, and each ``--devices`` index must be a CUDA device here. The first problem is one CompareError line (compare exits 2, no run started)."""
+settings, and each ``--devices`` index must be a CUDA device here. The first problem is one CompareError line (compare exits 2, no run started).
+Runs that would train with emulated bf16 on this CPU get one line of warning (train.py says it only in each run's log)."""
 import io
 import shlex
 from contextlib import redirect_stderr, redirect_stdout
@@ -12,8 +13,9 @@ from timm_mixplug.compare.errors import CompareError
 from timm_mixplug.compare.runs import Run
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train.config import parse_args
+from timm_mixplug.utils.precision import native_bf16
 
-__all__ = ['device_problem', 'setup_problem', 'check_setup']
+__all__ = ['device_problem', 'setup_problem', 'emulated_bf16_note', 'check_setup']
 
 
 def device_problem(ids: Sequence[int]) -> Optional[str]:
@@ -61,25 +63,45 @@ def _same_training(settings: Dict[str, Dict], method_args: Dict[str, List[str]])
     return None
 
 
-def setup_problem(runs: Sequence[Run], method_args: Dict[str, List[str]]) -> Optional[str]:
-    """What train.py refuses in the first run of each method: named as the training setup's when it refuses
-    every method the same way, else as the first refused method's."""
+def _first_runs_parsed(runs: Sequence[Run]) -> Dict[str, Tuple[Optional[str], Optional[Dict]]]:
+    """method -> train.py's parse of its first run (refusal or None, settings or None)."""
     first: Dict[str, Run] = {}
     for r in runs:
         first.setdefault(r.method, r)
-    parsed = {m: _train_py_parse(r.train_args()) for m, r in first.items()}
+    return {m: _train_py_parse(r.train_args()) for m, r in first.items()}
+
+
+def setup_problem(parsed: Dict[str, Tuple[Optional[str], Optional[Dict]]],
+                  method_args: Dict[str, List[str]]) -> Optional[str]:
+    """What train.py refuses in the first run of each method (``parsed``): named as the training setup's when it
+    refuses every method the same way, else as the first refused method's."""
     problems = {m: why for m, (why, _) in parsed.items() if why}
     if not problems:
         return _same_training({m: settings for m, (_, settings) in parsed.items()}, method_args)
     name = next(iter(problems))
-    if len(problems) == len(first) and len(set(problems.values())) == 1:
+    if len(problems) == len(parsed) and len(set(problems.values())) == 1:
         return f'train.py refuses the training setup: {problems[name]} (no run was started)'
     margs = shlex.join(method_args[name]) or 'no method arguments'
     return f'train.py refuses method {name} ({margs}): {problems[name]} (no run was started)'
 
 
-def check_setup(runs: Sequence[Run], method_args: Dict[str, List[str]], devices: Optional[List[int]]) -> None:
-    """Raises CompareError when a ``--devices`` index or a method's train.py arguments would fail its runs."""
-    why = (device_problem(devices) if devices else None) or setup_problem(runs, method_args)
+def emulated_bf16_note(settings: Dict[str, Dict]) -> Optional[str]:
+    """One line naming the methods whose runs use bf16 autocast on this CPU where it has no native bf16
+    (AVX512-BF16 or AMX) and torch emulates it, or None."""
+    slow = [m for m, s in settings.items() if s.get('amp') and s.get('amp_dtype') == 'bfloat16'
+            and torch.device(s['device']).type == 'cpu']
+    if not slow or native_bf16(torch.device('cpu')):
+        return None
+    return (f'compare: {", ".join(slow)} train with --amp --amp-dtype bfloat16 on a CPU without native bf16 '
+            f'(AVX512-BF16 or AMX): autocast emulates it, several times slower than fp32; drop --amp for speed')
+
+
+def check_setup(runs: Sequence[Run], method_args: Dict[str, List[str]], devices: Optional[List[int]]) -> Optional[str]:
+    """Raises CompareError when a ``--devices`` index or a method's train.py arguments would fail its runs;
+    returns the emulated-bf16 warning line (or None)."""
+    why = device_problem(devices) if devices else None
+    parsed = {} if why else _first_runs_parsed(runs)
+    why = why or setup_problem(parsed, method_args)
     if why is not None:
         raise CompareError(why)
+    return emulated_bf16_note({m: settings for m, (_, settings) in parsed.items()})
