@@ -269,22 +269,25 @@ def _png(path, array):
     ('nested', "--val-split 'validation' ({d}/validation): 2 image file(s) lie in sub-folders of class folders (e.g. "
                "class_1/extra/a.png): timm would put them in a class named 'extra', not 'class_1'"),
     ('single', "--train-split 'train' holds a single class ('class_0'); a classifier needs images of two or more"),
+    ('torch_loose', "--train-split 'train' ({d}/train): 1 image file(s) lie directly in the folder, outside any "
+                    "class folder (e.g. stray.png): torchvision's ImageFolder would skip them without a word"),
 ])
 def test_image_folder_layouts_timm_reads_surprisingly_are_refused(tmp_path, capsys, layout, says):
-    """A file loose in the split folder, images in a sub-folder of a class folder, a single class: one line,
-    exit 2, nothing written."""
+    """A file loose in the split folder (timm's reader makes it a class, torchvision's skips it), images in a
+    sub-folder of a class folder, a single class: one line, exit 2, nothing written."""
     from conftest import one_error_line
     from timm_mixplug.data.datasets import make_image_folder
     from timm_mixplug.train import engine
     d = tmp_path / 'd'
     make_image_folder(str(d), num_classes=1 if layout == 'single' else 3, per_class=4, val_per_class=2, size=16)
     noise = np.random.RandomState(0).randint(0, 255, (16, 16, 3), dtype=np.uint8)
-    if layout == 'loose':
+    if layout in ('loose', 'torch_loose'):
         _png(str(d / 'train' / 'stray.png'), noise)
     elif layout == 'nested':
         for name in ('a.png', 'b.png'):
             _png(str(d / 'validation' / 'class_1' / 'extra' / name), noise)
-    assert engine.main(_folder_argv(d, tmp_path / 'out')) == 2
+    extra = ['--dataset', 'torch/image_folder'] if layout == 'torch_loose' else []
+    assert engine.main(_folder_argv(d, tmp_path / 'out', 'run', *extra)) == 2
     assert says.format(d=d) in one_error_line(capsys)
     assert not (tmp_path / 'out').exists()
 

@@ -8,7 +8,9 @@ innermost folder that holds it, and ``ImageDataset`` converts every image with `
   same-named sub-folders of other classes);
 * a 16-bit grayscale PNG (Pillow mode ``I;16``) is clipped to 255 by ``convert``: near-white.
 
-``check_image_folder`` refuses the first two (where the images belong is not certain); ``EightBitPngReader``
+torchvision's ``ImageFolder`` (timm's ``torch/image_folder``) instead skips an image lying loose in the split
+folder without a word. ``check_image_folder`` refuses the first two and ``check_no_loose_images`` the skipped
+images (where the images belong is not certain); ``EightBitPngReader``
 reads a 16-bit grayscale PNG as the 8-bit image it stands for (value / 257, rounded), whose meaning is certain,
 and says so once per process.
 """
@@ -21,7 +23,7 @@ from PIL import Image
 
 from timm_mixplug.data.datasets import DatasetError
 
-__all__ = ['check_image_folder', 'EightBitPngReader']
+__all__ = ['check_image_folder', 'check_no_loose_images', 'EightBitPngReader']
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +51,16 @@ def check_image_folder(samples, root: str) -> None:
         raise DatasetError(f'{len(nested)} image file(s) lie in sub-folders of class folders (e.g. {nested[0]}): '
                            f'timm would put them in a class named {parts[-2]!r}, not {parts[0]!r} (merging same-named '
                            f'sub-folders of all classes); move them up into their class folder', 'root', root)
+
+
+def check_no_loose_images(root: str, extensions) -> None:
+    """Raise ``DatasetError`` (keyword ``root``) where files with one of ``extensions`` (lower case, with the
+    dot) lie directly in ``root``: torchvision's ``ImageFolder`` reads only the class folders and skips them."""
+    loose = sorted(e.name for e in os.scandir(root) if e.is_file() and e.name.lower().endswith(tuple(extensions)))
+    if loose:
+        raise DatasetError(f'{len(loose)} image file(s) lie directly in the folder, outside any class folder (e.g. '
+                           f'{loose[0]}): torchvision\'s ImageFolder would skip them without a word; move them into '
+                           f'their class folder or delete them', 'root', root)
 
 
 def _is_16bit_gray_png(f) -> bool:

@@ -12,7 +12,7 @@ from timm.data import create_dataset
 from torch.utils.data import Dataset
 
 from timm_mixplug.data.datasets import EVAL_SPLITS, TRAIN_SPLITS, DatasetError, DigitsDataset, NpzDataset, class_names
-from timm_mixplug.data.folder import EightBitPngReader, check_image_folder
+from timm_mixplug.data.folder import EightBitPngReader, check_image_folder, check_no_loose_images
 from timm_mixplug.data.longtail import LongTailSubset, get_targets, make_longtail_indices
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train.options import dataset_kwargs
@@ -175,6 +175,8 @@ def _create_split(args, split: str, is_training: bool, class_map=None):
     if folder and samples and isinstance(samples[0][0], str):  # timm's folder reader, without its surprises
         check_image_folder(samples, root)
         ds.reader = EightBitPngReader(ds.reader)
+    elif torch_name in ('folder', 'image_folder') and hasattr(ds, 'extensions'):  # torchvision's ImageFolder
+        check_no_loose_images(root, ds.extensions)
     return ds
 
 
