@@ -50,7 +50,8 @@ def test_emulated_bf16_is_said_in_one_line(monkeypatch, caplog, native):
     import argparse
     import logging
     from timm_mixplug.train import build
-    monkeypatch.setattr(build, 'native_bf16', lambda device: native)
+    from timm_mixplug.utils import precision
+    monkeypatch.setattr(precision, 'native_bf16', lambda device: native)
     args = argparse.Namespace(amp=True, amp_dtype='bfloat16', rank=0)
     with caplog.at_level(logging.WARNING, logger='train'):
         autocast, scaler = build.amp_setup(args, torch.device('cpu'))

@@ -577,8 +577,8 @@ def test_methods_that_would_train_identically_are_refused(tmp_path, capsys, fake
 @pytest.mark.parametrize('native', [False, True])
 def test_emulated_bf16_is_one_line_before_training(tmp_path, capsys, fake_train, monkeypatch, native):
     """train.py warns about emulated bf16 only in each run's log; compare says it once, naming the methods."""
-    import timm_mixplug.compare.preflight as preflight
-    monkeypatch.setattr(preflight, 'native_bf16', lambda device: native)
+    from timm_mixplug.utils import precision
+    monkeypatch.setattr(precision, 'native_bf16', lambda device: native)
     out = tmp_path / 'cmp'
     assert compare_main(_args(out, '--device', 'cpu') + ['--amp', '--amp-dtype', 'bfloat16']) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if 'without native bf16' in ln]

@@ -13,7 +13,7 @@ from timm_mixplug.compare.errors import CompareError
 from timm_mixplug.compare.runs import Run
 from timm_mixplug.errors import UsageError
 from timm_mixplug.train.config import parse_args
-from timm_mixplug.utils.precision import native_bf16
+from timm_mixplug.utils.precision import emulated_bf16_cpu
 
 __all__ = ['device_problem', 'setup_problem', 'emulated_bf16_note', 'check_setup']
 
@@ -89,8 +89,8 @@ def emulated_bf16_note(settings: Dict[str, Dict]) -> Optional[str]:
     """One line naming the methods whose runs use bf16 autocast on this CPU where it has no native bf16
     (AVX512-BF16 or AMX) and torch emulates it, or None."""
     slow = [m for m, s in settings.items() if s.get('amp') and s.get('amp_dtype') == 'bfloat16'
-            and torch.device(s['device']).type == 'cpu']
-    if not slow or native_bf16(torch.device('cpu')):
+            and emulated_bf16_cpu(s['device'])]
+    if not slow:
         return None
     return (f'compare: {", ".join(slow)} train with --amp --amp-dtype bfloat16 on a CPU without native bf16 '
             f'(AVX512-BF16 or AMX): autocast emulates it, several times slower than fp32; drop --amp for speed')

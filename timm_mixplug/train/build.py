@@ -30,7 +30,7 @@ from timm_mixplug.train.pretrained_cache import weights_unavailable
 from timm_mixplug.train.sense_checks import eval_geometry, pad_crop_note
 from timm_mixplug.train.specs import DataInfo, TaskSpec, get_mix_spec, get_task_spec
 from timm_mixplug.train.weight_files import check_pretrained_loaded, load_strict
-from timm_mixplug.utils.precision import native_bf16
+from timm_mixplug.utils.precision import emulated_bf16_cpu
 
 _logger = logging.getLogger('train')
 
@@ -151,7 +151,7 @@ def amp_setup(args, device):
     if not args.amp:
         return nullcontext, None
     dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
-    if dtype == torch.bfloat16 and device.type == 'cpu' and not native_bf16(device) and args.rank == 0:
+    if dtype == torch.bfloat16 and emulated_bf16_cpu(device) and args.rank == 0:
         _logger.warning('--amp-dtype bfloat16: this CPU has no native bf16 (AVX512-BF16 or AMX), so autocast '
                         'emulates it, several times slower than fp32 (10x for resnet20_cifar on an AVX2 CPU); '
                         'drop --amp for speed')
