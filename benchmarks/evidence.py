@@ -207,11 +207,11 @@ POOLED = (('', 'bf16'), ('fp32', 'fp32'))
 def _finals(regime: str, method: str, shot) -> dict:
     """(precision, seed) -> final top-1 (or a shot group's top-1) of a method's committed CPU runs."""
     out = {}
-    for variant, precision in POOLED:
-        for f in (KEEP / variant / regime).glob(f'{method}-s*.json'):
-            r = json.loads(f.read_text())
+    for variant, precision in POOLED:  # in POOLED's order, by seed within each
+        runs = [json.loads(f.read_text()) for f in (KEEP / variant / regime).glob(f'{method}-s*.json')]
+        for r in sorted(runs, key=lambda r: r['seed']):
             out[precision, r['seed']] = r['shots'][shot] if shot else r['final']
-    return dict(sorted(out.items(), key=lambda kv: ([p for _, p in POOLED].index(kv[0][0]), kv[0][1])))
+    return out
 
 
 def _by_precision(delta: dict):
