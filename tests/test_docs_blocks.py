@@ -1,5 +1,6 @@
 """Every command and code block of README.md and docs/*.md runs as written; so does the library snippet of
-each method card (docs/methods/*.md), given a model and a batch.
+each method card (docs/methods/*.md), given a model and a batch, and each card's train.py line (one epoch on
+the tiny data).
 
 How a block runs (in a scratch folder that holds what a user's checkout holds: ``train.py``, ``hparams/``,
 ``benchmarks/``, linked from this one):
@@ -94,12 +95,15 @@ def workspace(tmp_path_factory):
     rng = np.random.RandomState(0)
     # CIFAR-100's classes, 2 images each, class 0 with 100 (so --imb-factor 100 keeps every class)
     counts100 = np.array([100] + [2] * 99)
+    # cifar100s: CIFAR-100's classes, 4 images each of the first 8 only (a superclass-map stand-in, one batch)
+    counts100s = np.array([4] * 8 + [0] * 92)
     for name, classes, counts in (('cifar100', names['class_names'], counts100),
+                                  ('cifar100s', names['class_names'], counts100s),
                                   ('tiny10', [str(c) for c in range(10)], np.full(10, 4))):
         d = ws / 'stand-in' / name
         d.mkdir(parents=True)
         for split in ('train', 'validation', 'test'):
-            n = counts if split == 'train' else np.ones_like(counts)
+            n = counts if split == 'train' else np.minimum(counts, 1)
             np.savez(d / f'{split}.npz', x=rng.randint(0, 256, (n.sum(), 32, 32, 3), dtype=np.uint8),
                      y=np.repeat(np.arange(len(classes)), n), classes=np.array(classes))
     return ws
@@ -257,3 +261,57 @@ def test_method_card_library_snippet_runs(tid, body):
 def test_every_method_card_has_a_library_snippet():
     cards = sorted(p.name for p in (ROOT / 'docs' / 'methods').glob('*.md'))
     assert len(cards) >= 10 and sorted({c[0].split(':')[0] for c in CARDS}) == cards
+
+
+def _card_train_lines():
+    """(card:line, command) for every ``python train.py`` line of the cards' bash blocks but recipes (``-c
+    hparams/...``: tests/test_recipes.py runs a step of each) and ``compare`` lines (nine runs each; compare's
+    own tests run it)."""
+    out = []
+    for p in sorted((ROOT / 'docs' / 'methods').glob('*.md')):
+        text = p.read_text()
+        for m in re.finditer(r'^```bash\n(.*?)^```', text, re.S | re.M):
+            at = text[:m.start()].count('\n') + 2
+            out += [(f'{p.name}:{at}', ln) for ln in command_lines(m.group(1)) if ln.startswith('python train.py ') and ' -c hparams/' not in ln]
+    return out
+
+
+CARD_LINES = _card_train_lines()
+
+
+@pytest.mark.parametrize('tid,line', CARD_LINES, ids=[f'{t}:{i}' for i, (t, _) in enumerate(CARD_LINES)])
+def test_method_card_train_line_runs(tid, line, workspace, tmp_path):
+    """Each card's train.py line runs one epoch in-process: ``...`` is the tiny data (CIFAR-100's classes for a
+    CIFAR-100 superclass map or a long tail), ``my_map.yaml`` a map of its classes, a teacher path weights of
+    the teacher it names."""
+    import shlex
+    from safetensors.torch import save_file
+    import timm
+    from timm_mixplug.train import engine
+    teacher = re.search(r'--kd-model-name (\S+)', line)
+    if teacher:
+        weights = tmp_path / 'teacher.safetensors'
+        save_file(timm.create_model(teacher.group(1), num_classes=10).state_dict(), str(weights))
+        line = re.sub(r'--kd-pretrained-path \S+', f'--kd-pretrained-path {weights}', line)
+    cmd = stand_in(line, workspace)
+    assert cmd != line, f'{tid}: {line} has no "..." for the data'
+    tiny = str(workspace / 'stand-in' / 'tiny10')
+    if '--imb-factor' in line:
+        cmd = cmd.replace(tiny, str(workspace / 'stand-in' / 'cifar100'))
+    elif '--superclass-map cifar100' in line:
+        cmd = cmd.replace(tiny, str(workspace / 'stand-in' / 'cifar100s'))
+    if 'my_map.yaml' in line:
+        (tmp_path / 'my_map.yaml').write_text(''.join(f"'{c}': {'ab'[c % 2]}\n" for c in range(10)))
+        cmd = cmd.replace('my_map.yaml', str(tmp_path / 'my_map.yaml'))
+    argv = shlex.split(cmd)[2:]
+    cwd = os.getcwd()
+    os.chdir(workspace)
+    try:
+        assert engine.main(argv + ['--output', str(tmp_path), '--experiment', 'card']) == 0, f'{tid}: {line}'
+    finally:
+        os.chdir(cwd)
+
+
+def test_every_method_card_has_a_train_line():
+    assert sorted({t.split(':')[0] for t, _ in CARD_LINES}) == sorted(
+        p.name for p in (ROOT / 'docs' / 'methods').glob('*.md'))
