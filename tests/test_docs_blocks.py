@@ -253,8 +253,7 @@ CARDS = [(f'{p.name}:{i}', body) for p in sorted((ROOT / 'docs' / 'methods').glo
 
 @pytest.mark.parametrize('tid,body', CARDS, ids=[c[0] for c in CARDS])
 def test_method_card_library_snippet_runs(tid, body):
-    """Each card's python block runs as written, given a model and a batch (its bash lines are train.py flags
-    that the train.py tests cover)."""
+    """Each card's python block runs as written, given a model and a batch (its train.py lines: below)."""
     exec(compile(CARD_PRELUDE + body, tid, 'exec'), {})
 
 
