@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import timm_mixplug as tm
-from timm_mixplug.data.mixing import DatasetPartners
+from timm_mixplug.data.mixing import DatasetPartners, StreamPartners, set_dataset_partners
 
 from conftest import ROOT, TRAIN_PY
 
@@ -99,6 +99,54 @@ def test_bc_device_mixer_normalises_uint8_partners_as_the_prefetcher():
     assert torch.allclose(out[0], r * x + (1 - r) * partner, atol=1e-5)
     with pytest.raises(ValueError, match='mean= and std='):
         tm.create_mixup('bc', num_classes=2, partners=DatasetPartners(ds))(x[None].clone(), torch.tensor([0]))
+
+
+class _Stream(IterableDataset):
+    """The items of a ``_Patterns`` set as a stream, in class order (the worst case: every first batch one class)."""
+
+    def __init__(self, patterns):
+        self.patterns = patterns
+
+    def __iter__(self):
+        return (self.patterns[k] for k in range(len(self.patterns)))
+
+
+@pytest.mark.parametrize('name', ['bc', 'bcplus'])
+def test_bc_on_a_stream_reads_partners_from_the_stream(name):
+    """A stream (IterableDataset) sorted by class: the first two batches hold only class 0 and nothing else was
+    seen, so partners are the next items of other classes the stream yields; every element of every batch
+    follows the paper's formula with a partner of another class."""
+    torch.manual_seed(3)
+    ds = _Patterns([0] * 7 + [1] * 3 + [2] * 2)
+    mixer = tm.create_mixup(name, num_classes=3)
+    assert set_dataset_partners(mixer, _Stream(ds)) and isinstance(mixer.partners, StreamPartners)
+    batches = list(DataLoader(_Stream(ds), batch_size=3))
+    assert [b[1].tolist() for b in batches[:2]] == [[0, 0, 0], [0, 0, 0]]
+    for x, y in batches:
+        out, soft = mixer(x.clone(), y)
+        _check_batch(name, ds, x, y, out, soft)
+
+
+def test_bc_collate_in_a_loader_worker_reads_partners_from_the_stream():
+    """The prefetcher path: the collate runs in a loader worker, where the stream's first batch (class 0 only)
+    takes the next uint8 items of other classes from the worker's own reading of the stream."""
+    torch.manual_seed(4)
+    ds = _Patterns([0] * 7 + [1] * 3 + [2] * 2, uint8=True)
+    collate = tm.create_mixup('bc', num_classes=3, collate=True)
+    assert set_dataset_partners(collate, _Stream(ds))
+    loader = DataLoader(_Stream(ds), batch_size=3, collate_fn=collate, num_workers=1)
+    for b, (out, soft) in enumerate(loader):
+        x = torch.stack([torch.as_tensor(ds[k][0]) for k in range(3 * b, 3 * b + 3)])
+        _check_batch('bc', ds, x, torch.as_tensor(ds.targets[3 * b:3 * b + 3]), out, soft, atol=0.5 + 1e-3)
+
+
+def test_stream_partners_name_a_stream_of_one_class():
+    stream = _Stream(_Patterns([0] * 4))
+    with pytest.raises(ValueError, match='10 items read from the training stream all have class 0; the stream needs '
+                                         'two or more classes'):
+        StreamPartners(stream, max_tries=10).draw(0, 2, like=torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match='the training stream yields no items'):
+        StreamPartners(_Stream(_Patterns([]))).draw(0, 2, like=torch.zeros(1, 3, 4, 4))
 
 
 def test_dataset_partners_without_labels_redraw_until_the_class_differs():

@@ -12,8 +12,8 @@ from .data.longtail import LongTailSubset
 from .data.seeded import SeededItems
 from .data.mixing import (
     BetweenClassMixer, BetweenClassPlusMixer, DatasetPartners, MixerSpec, PairMixCollate, PairMixer, SuperclassMixer,
-    create_mixup, get_mixer_spec, list_mixups, mix_prefetched, mixing_path, register_mixup, sample_other_class_partner,
-    zero_mean)
+    StreamPartners, create_mixup, get_mixer_spec, list_mixups, mix_prefetched, mixing_path, register_mixup,
+    sample_other_class_partner, zero_mean)
 from .data.transforms import Cutout, RICAPMixer
 from .loss import SoftTargetKLDiv
 from .task.aux import AuxHeadModel, AuxTask
@@ -26,7 +26,7 @@ from .utils.checkpoint import CheckpointError, load_train_state, load_weights, s
 
 __all__ = [
     'ArrayImageDataset', 'DigitsDataset', 'NpzDataset', 'make_image_folder', 'BUILTIN_HIERARCHIES', 'Hierarchy',
-    'load_hierarchy', 'LongTailSubset', 'SeededItems', 'BetweenClassMixer', 'BetweenClassPlusMixer', 'DatasetPartners', 'MixerSpec',
+    'load_hierarchy', 'LongTailSubset', 'SeededItems', 'BetweenClassMixer', 'BetweenClassPlusMixer', 'DatasetPartners', 'StreamPartners', 'MixerSpec',
     'PairMixCollate',
     'PairMixer', 'SuperclassMixer', 'create_mixup', 'get_mixer_spec', 'list_mixups', 'mix_prefetched', 'mixing_path',
     'register_mixup', 'sample_other_class_partner', 'zero_mean', 'Cutout', 'RICAPMixer', 'SoftTargetKLDiv',

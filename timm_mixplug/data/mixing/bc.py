@@ -12,19 +12,20 @@ Partners come from the current batch, a vectorised stand-in for the paper's draw
 (it plugs in where timm's ``Mixup`` goes). A batch that holds a single class (likely with small batches or
 imbalanced classes) draws its partners from up to ``POOL_SIZE`` images of other classes kept, unmixed, from the
 previous batch; when that memory holds no other class (a worker's first batch, or a run of single-class
-batches), from the training set itself, the paper's own definition (``DatasetPartners``: items of other
-classes drawn uniformly, through the dataset's transforms). So BC is defined for every batch size >= 1 and
-every class balance.
+batches), from the training set itself, the paper's own definition (``partners``: items of other classes
+drawn uniformly from a map-style dataset, or the next ones of a stream; ``partners.py``). So BC is defined for
+every batch size >= 1, every class balance and either kind of dataset.
 """
 from typing import Optional, Sequence, Tuple
 
 import torch
+from torch.utils.data import IterableDataset
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from timm_mixplug.loss.kl import SoftTargetKLDiv
-from timm_mixplug.data.longtail import get_targets
 from timm_mixplug.data.mixing.base import PairMixCollate, PairMixer, bshape, register_mixup
 from timm_mixplug.data.mixing.collate_ops import affine_mix, uint8_channel_sums
+from timm_mixplug.data.mixing.partners import DatasetPartners, Partners, StreamPartners
 
 _EPS = 1e-8
 POOL_SIZE = 16  # images of distinct classes kept from the previous batch, for a single-class batch
@@ -46,81 +47,10 @@ def sample_other_class_partner(target: torch.Tensor, source: Optional[torch.Tens
     if bool((size == m).any()):
         raise ValueError(f'BC learning mixes images of different classes, but all {m} images to draw partners '
                          f'from have class {int(source[0])}; give the mixer partners=DatasetPartners(training set) '
-                         f'to draw them from the training set.')
+                         f'(StreamPartners for a stream) to draw them from the training set.')
     # float64 keeps floor(u * m) < m for u < 1 (float32 rounding could reach m)
     k = torch.rand(n, device=target.device, dtype=torch.float64).mul_(m - size).long()
     return order[torch.where(k >= start, k + size, k)]
-
-
-class DatasetPartners:
-    """Partners drawn from the training set itself, BC's own definition (Tokozume et al., "Between-class Learning
-    for Image Classification", CVPR 2018, Sec. 3: two training examples of different classes): for a batch of
-    class c, items drawn uniformly from the items of the other classes, read through the dataset's transforms.
-
-    Args:
-        dataset: the map-style training dataset as the loader reads it, (image, label) items, or (tuple of views,
-            label) items, of which the first view is taken.
-        labels: the label of every item; by default read without loading images (``get_targets``), or, where
-            that is not possible, items are drawn until one has another label (the paper's rule), at most
-            ``max_tries`` times.
-        mean, std: timm's normalisation (data config values in [0, 1]); used only where uint8 items (timm's
-            prefetcher transforms) meet a float batch (mixing on the device), normalised as timm's
-            ``PrefetchLoader`` does.
-    """
-
-    def __init__(self, dataset, labels: Optional[Sequence[int]] = None, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None, max_tries: int = 1000):
-        self.dataset = dataset
-        if labels is None:
-            try:
-                labels = get_targets(dataset)
-            except ValueError:
-                labels = None
-        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-        if self.labels is not None and len(self.labels) != len(dataset):
-            raise ValueError(f'labels has {len(self.labels)} entries for a dataset of {len(dataset)} items')
-        self.mean, self.std, self.max_tries = mean, std, max_tries
-
-    def _item(self, index: int):
-        image, label = self.dataset[index][:2]
-        if isinstance(image, (tuple, list)):  # multi-view items: the first view
-            image = image[0]
-        return torch.as_tensor(image), int(label)
-
-    def _draw_items(self, exclude: int, count: int):
-        if self.labels is not None:
-            other = (self.labels != exclude).nonzero().flatten()
-            if not len(other):
-                raise ValueError(f'BC learning mixes images of different classes, but every item of the training '
-                                 f'set has class {exclude}; it needs at least two classes.')
-            picked = other[torch.randint(len(other), (count,))]
-            return [self._item(int(i))[0] for i in picked], self.labels[picked].tolist()
-        images, labels = [], []
-        for _ in range(self.max_tries):
-            image, label = self._item(int(torch.randint(len(self.dataset), ())))
-            if label != exclude:
-                images.append(image)
-                labels.append(label)
-                if len(images) == count:
-                    return images, labels
-        raise ValueError(f'BC learning mixes images of different classes, but {self.max_tries} items drawn from the '
-                         f'training set all have class {exclude}; pass labels= (every item\'s label).')
-
-    def draw(self, exclude: int, count: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``count`` (images, labels) of classes other than ``exclude``, in the format of the batch ``like``."""
-        images, labels = self._draw_items(exclude, count)
-        x = torch.stack(images).to(like.device)
-        if like.is_floating_point() and not x.is_floating_point():
-            if self.mean is None or self.std is None:
-                raise ValueError('the training set yields uint8 images but the batch is float: give mean= and std= '
-                                 '(timm\'s normalisation) to normalise them as the prefetcher does.')
-            mean = torch.tensor([m * 255 for m in self.mean], device=like.device).view(1, -1, 1, 1)
-            std = torch.tensor([s * 255 for s in self.std], device=like.device).view(1, -1, 1, 1)
-            x = x.float().sub_(mean).div_(std)
-        elif x.is_floating_point() and not like.is_floating_point():
-            raise ValueError('the training set yields float images but the batch is uint8; draw partners from the '
-                             'dataset the loader reads.')
-        return x.to(like.dtype), torch.as_tensor(labels, dtype=torch.long, device=like.device)
 
 
 class BetweenClassMixer(PairMixer):
@@ -128,7 +58,7 @@ class BetweenClassMixer(PairMixer):
     partners from the memory of the previous batch, else from ``partners`` (the training set, see the module
     docstring); without ``partners`` such a batch is an error."""
 
-    def __init__(self, num_classes: int, label_smoothing: float = 0.0, partners: Optional[DatasetPartners] = None):
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, partners: Optional[Partners] = None):
         super().__init__(num_classes, label_smoothing)
         self._pool: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self.partners = partners
@@ -171,7 +101,7 @@ class BetweenClassPlusMixer(BetweenClassMixer):
 
     def __init__(self, num_classes, label_smoothing=0.0, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
                  std: Sequence[float] = IMAGENET_DEFAULT_STD, out_dtype: torch.dtype = torch.float16,
-                 partners: Optional[DatasetPartners] = None):
+                 partners: Optional[Partners] = None):
         super().__init__(num_classes, label_smoothing, partners=partners)
         if out_dtype not in (torch.float16, torch.float32):  # bfloat16 would round pixels coarser than uint8
             raise ValueError(f'out_dtype must be torch.float16 or torch.float32, got {out_dtype}')
@@ -229,7 +159,8 @@ def zero_mean(x: torch.Tensor) -> torch.Tensor:
 
 @register_mixup('bc', loss=SoftTargetKLDiv, distinct_classes=True)
 def create_bc(num_classes, label_smoothing=0.0, collate=False, partners=None):
-    """``partners``: a :class:`DatasetPartners` for single-class batches (see the module docstring)."""
+    """``partners``: a :class:`DatasetPartners` or :class:`StreamPartners` for single-class batches (see the
+    module docstring)."""
     mixer = BetweenClassMixer(num_classes, label_smoothing, partners=partners)
     return PairMixCollate(mixer) if collate else mixer
 
@@ -248,11 +179,15 @@ def create_bcplus(num_classes, label_smoothing=0.0, collate=False, mean=IMAGENET
 def set_dataset_partners(mixer, dataset, mean: Optional[Sequence[float]] = None,
                          std: Optional[Sequence[float]] = None) -> bool:
     """Give a BC / BC+ mixer (or its collate) the training set ``dataset`` to draw partners from where a batch
-    and the memory hold one class (:class:`DatasetPartners`); returns False for any other mixer or a dataset
-    that cannot be indexed (a stream: its batches then take partners from the memory only)."""
+    and the memory hold one class (:class:`DatasetPartners` for a map-style dataset, :class:`StreamPartners`
+    for an ``IterableDataset``); returns False for any other mixer or a dataset that is neither."""
     inner = getattr(mixer, 'mixer', mixer)
-    if not isinstance(inner, BetweenClassMixer) or not (hasattr(dataset, '__len__') and
-                                                        hasattr(dataset, '__getitem__')):
+    if not isinstance(inner, BetweenClassMixer):
         return False
-    inner.partners = DatasetPartners(dataset, mean=mean, std=std)
+    if isinstance(dataset, IterableDataset):
+        inner.partners = StreamPartners(dataset, mean=mean, std=std)
+    elif hasattr(dataset, '__len__') and hasattr(dataset, '__getitem__'):
+        inner.partners = DatasetPartners(dataset, mean=mean, std=std)
+    else:
+        return False
     return True
