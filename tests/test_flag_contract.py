@@ -80,6 +80,22 @@ def test_bad_flag_subprocess_exit_2_no_traceback(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+def test_a_rank_other_than_0_waits_for_rank_0_then_names_itself(tmp_path, monkeypatch, capsys):
+    """Under torchrun rank 0 prints the error line; rank 1 fails the same way but waits (for torchrun to stop it
+    when rank 0 exits) instead of exiting first, which would make torchrun stop rank 0 before it printed. Still
+    running after the wait, it prints the line itself, naming its rank."""
+    from timm_mixplug.train import engine
+    waited = []
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setattr(engine, 'RANK_WAIT_S', 0.01)
+    monkeypatch.setattr(engine.time, 'sleep', waited.append)
+    assert engine.main(['--dataset', 'mixplug/digits', '--img-size', '0', '--output', str(tmp_path / 'o')]) == 2
+    err = capsys.readouterr().err
+    assert waited == [0.01]
+    assert err.strip() == 'train.py: error: --img-size must be an integer >= 1, got 0 (rank 1)'
+    assert not (tmp_path / 'o').exists()
+
+
 def test_error_line_once_under_torchrun(tmp_path):
     proc = run_torchrun(['--dataset', 'mixplug/digits', '--device', 'cpu', '--img-size', '0',
                          '--output', str(tmp_path / 'out')])

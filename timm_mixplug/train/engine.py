@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Dict, Optional
 
 import torch
@@ -261,6 +262,25 @@ def run(args, progress: Optional[RunProgress] = None) -> Dict[str, Any]:
             torch.distributed.destroy_process_group()
 
 
+RANK_WAIT_S = 60.0  # how long a rank other than 0 waits for torchrun to stop it once rank 0 has reported
+
+
+def _report(line: str) -> None:
+    """Print a failure line once under torchrun. Rank 0 prints it. Another rank, which fails the same way (bad
+    flags, a non-finite loss), waits for torchrun to stop it when rank 0 exits: exiting first, it would make
+    torchrun stop rank 0 (still importing, say) before rank 0 printed anything. A rank still running after
+    ``RANK_WAIT_S`` failed on its own and prints the line itself, naming its rank."""
+    rank = int(os.environ.get('RANK', '0'))
+    if rank == 0:
+        print(line, file=sys.stderr)
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun's stop ends this rank without a word
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    time.sleep(RANK_WAIT_S)
+    print(f'{line} (rank {rank})', file=sys.stderr)
+
+
 def main(argv=None) -> int:
     """Command line entry (train.py, ``python -m timm_mixplug.train.engine``): 0 on success, 2 on bad input, 1 when
     the loss became NaN / inf, 130 on Ctrl-C, 143 on SIGTERM; each failure prints one ``train.py: ...`` line."""
@@ -280,21 +300,18 @@ def main(argv=None) -> int:
         args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command lines
         run(args, progress)
     except UsageError as e:
-        if primary:
-            print(f'train.py: error: {e}', file=sys.stderr)
+        _report(f'train.py: error: {e}')
         return 2
     except NonFiniteLoss as e:
-        if primary:
-            state = os.path.join(progress.path or '', 'last-state.safetensors')
-            kept = f'; the last good state is {state}' if os.path.isfile(state) else ''
-            print(f'train.py: error: {e}{kept}', file=sys.stderr)
+        state = os.path.join(progress.path or '', 'last-state.safetensors')
+        kept = f'; the last good state is {state}' if os.path.isfile(state) else ''
+        _report(f'train.py: error: {e}{kept}')
         return 1
     except OSError as e:  # a full disk, a deleted run folder...: the previous files are intact
         message = write_fault_message(e, progress.path)
         if message is None:
             raise
-        if primary:
-            print(f'train.py: error: {message}', file=sys.stderr)
+        _report(f'train.py: error: {message}')
         return 1
     except KeyboardInterrupt as e:
         term = isinstance(e, Terminated)
