@@ -77,13 +77,13 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
-def run_torchrun(train_args, nproc: int = 2) -> subprocess.CompletedProcess:
+def run_torchrun(train_args, nproc: int = 2, script: str = TRAIN_PY) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node=nproc train.py *train_args`` on CPU threads (skips without
-    torchrun)."""
+    torchrun); ``script`` runs in place of train.py."""
     torchrun = shutil.which('torchrun', path=os.path.dirname(sys.executable)) or shutil.which('torchrun')
     if torchrun is None:
         pytest.skip('torchrun not found')
-    cmd = [torchrun, '--standalone', f'--nproc_per_node={nproc}', TRAIN_PY, *train_args]
+    cmd = [torchrun, '--standalone', f'--nproc_per_node={nproc}', script, *train_args]
     return subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
                           text=True, timeout=300)
 

@@ -96,9 +96,15 @@ def test_a_rank_other_than_0_waits_for_rank_0_then_names_itself(tmp_path, monkey
     assert not (tmp_path / 'o').exists()
 
 
-def test_error_line_once_under_torchrun(tmp_path):
+@pytest.mark.parametrize('rank0_delay', [0, 6])
+def test_error_line_once_under_torchrun(tmp_path, rank0_delay):
+    """Every rank fails on the flag; rank 0 prints the line. With rank 0 started late (as under load, when it is
+    still importing while rank 1 has failed), rank 1 must not exit first: torchrun would stop rank 0 unprinted."""
+    script = tmp_path / 'late_rank0.py'
+    script.write_text(f"import os, runpy, sys, time\nif os.environ['RANK'] == '0':\n    time.sleep({rank0_delay})\n"
+                      f"sys.argv[0] = {TRAIN_PY!r}\nrunpy.run_path({TRAIN_PY!r}, run_name='__main__')\n")
     proc = run_torchrun(['--dataset', 'mixplug/digits', '--device', 'cpu', '--img-size', '0',
-                         '--output', str(tmp_path / 'out')])
+                         '--output', str(tmp_path / 'out')], script=str(script))
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert out.count('train.py: error:') == 1, out[-3000:]
