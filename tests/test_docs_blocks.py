@@ -62,10 +62,10 @@ SETUP_WORDS = ('python3 -m venv', '. .venv/bin/activate', 'pip install', 'python
 SMOKE = '--epochs 1 --warmup-epochs 0 --workers 0 --log-interval 1000 -b 32 --img-size 32'
 
 
-def blocks():
-    """(file, line, language, text) of every fenced block."""
+def blocks(paths=DOCS):
+    """(file, line, language, text) of every fenced block of ``paths``."""
     out = []
-    for path in DOCS:
+    for path in paths:
         text = path.read_text()
         for m in re.finditer(r'^```(\w*)\n(.*?)^```', text, re.S | re.M):
             out.append((path.name, text[:m.start()].count('\n') + 1, m.group(1), m.group(2)))
@@ -266,13 +266,9 @@ def _card_train_lines():
     """(card:line, command) for every ``python train.py`` line of the cards' bash blocks but recipes (``-c
     hparams/...``: tests/test_recipes.py runs a step of each) and ``compare`` lines (nine runs each; compare's
     own tests run it)."""
-    out = []
-    for p in sorted((ROOT / 'docs' / 'methods').glob('*.md')):
-        text = p.read_text()
-        for m in re.finditer(r'^```bash\n(.*?)^```', text, re.S | re.M):
-            at = text[:m.start()].count('\n') + 2
-            out += [(f'{p.name}:{at}', ln) for ln in command_lines(m.group(1)) if ln.startswith('python train.py ') and ' -c hparams/' not in ln]
-    return out
+    cards = sorted((ROOT / 'docs' / 'methods').glob('*.md'))
+    return [(f'{name}:{line}', ln) for name, line, lang, text in blocks(cards) if lang == 'bash'
+            for ln in command_lines(text) if ln.startswith('python train.py ') and ' -c hparams/' not in ln]
 
 
 CARD_LINES = _card_train_lines()
