@@ -12,7 +12,8 @@ How a block runs (in a scratch folder that holds what a user's checkout holds: `
   clone) and are left out here.
 * Stand-ins, for what the docs tell the user to substitute: ``/data/imagenet`` is a tiny ImageFolder, the
   torchvision CIFAR data (``--dataset torch/cifar100 --data-dir DATA``, the CIFAR recipes'
-  ``--dataset-download``) a tiny npz of CIFAR-100's classes, ``<run>`` the newest run folder, ``<recipe>`` a
+  ``--dataset-download``) a tiny npz of CIFAR-100's classes (one batch of 8 of them; a long-tailed one of all 100
+  where the line asks for a long tail), ``<run>`` the newest run folder, ``<recipe>`` a
   CIFAR recipe, a trailing ``...`` the tiny data. A command with a stand-in, and every recipe but the
   quickstart, gets a one-epoch schedule on that data (later words win in argparse), as does ``python -m
   timm_mixplug -c hparams/quickstart.yaml`` (the same entry as ``train.py``, whose full quickstart run is
@@ -93,11 +94,12 @@ def workspace(tmp_path_factory):
                       splits=('train', 'val', 'validation'))
     names = __import__('json').loads((ROOT / 'timm_mixplug/data/hierarchies/cifar100.json').read_text())
     rng = np.random.RandomState(0)
-    # CIFAR-100's classes, 2 images each, class 0 with 100 (so --imb-factor 100 keeps every class)
-    counts100 = np.array([100] + [2] * 99)
-    # cifar100s: CIFAR-100's classes, 4 images each of the first 8 only (a superclass-map stand-in, one batch)
+    # cifar100lt: CIFAR-100's classes, class 0 with 10 images and 1-12 with 2 each (--imb-factor 100 keeps
+    # int(10 * 100^(-c/99)) >= 1 of class c <= 49, so each class present keeps some: one batch of 32 in all)
+    counts100lt = np.array([10] + [2] * 12 + [0] * 87)
+    # cifar100s: CIFAR-100's classes, 4 images each of the first 8 only (one batch; the superclass map still applies)
     counts100s = np.array([4] * 8 + [0] * 92)
-    for name, classes, counts in (('cifar100', names['class_names'], counts100),
+    for name, classes, counts in (('cifar100lt', names['class_names'], counts100lt),
                                   ('cifar100s', names['class_names'], counts100s),
                                   ('tiny10', [str(c) for c in range(10)], np.full(10, 4))):
         d = ws / 'stand-in' / name
@@ -114,10 +116,12 @@ def stand_in(line: str, ws: Path):
     s = str(ws / 'stand-in')
     before = line
     line = line.replace('<recipe>', 'cifar10/cnn11_bcplus')
-    line = re.sub(r'--dataset torch/cifar10+( --data-dir DATA)?', f'--dataset npz --data-dir {s}/cifar100', line)
+    # CIFAR-100's classes: the long-tailed stand-in where a line asks for a long tail, else the one-batch one
+    cifar = f'{s}/cifar100lt' if re.search(r'--imb-factor|hparams/cifar100lt/', line) else f'{s}/cifar100s'
+    line = re.sub(r'--dataset torch/cifar10+( --data-dir DATA)?', f'--dataset npz --data-dir {cifar}', line)
     line = line.replace('/data/imagenet', f'{s}/imagenet --num-classes 4')
     if re.search(r'-c hparams/cifar100', line):
-        line = line.replace('--dataset-download', f'--dataset npz --data-dir {s}/cifar100 --val-split test')
+        line = line.replace('--dataset-download', f'--dataset npz --data-dir {cifar} --val-split test')
     if '<run>' in line:
         line = line.replace('output/train/<run>', '"$(ls -d output/train/*/ | tail -n 1)"')
         return line
@@ -292,7 +296,7 @@ def test_method_card_train_line_runs(tid, line, workspace, tmp_path):
     assert cmd != line, f'{tid}: {line} has no "..." for the data'
     tiny = str(workspace / 'stand-in' / 'tiny10')
     if '--imb-factor' in line:
-        cmd = cmd.replace(tiny, str(workspace / 'stand-in' / 'cifar100'))
+        cmd = cmd.replace(tiny, str(workspace / 'stand-in' / 'cifar100lt'))
     elif '--superclass-map cifar100' in line:
         cmd = cmd.replace(tiny, str(workspace / 'stand-in' / 'cifar100s'))
     if 'my_map.yaml' in line:
