@@ -247,12 +247,17 @@ def _log_process_notes(args) -> None:
             _logger.info(line)
 
 
+def _launch_rank() -> int:
+    """This process's rank as torchrun sets it (RANK; 0 for a single process), known before any parsing."""
+    return int(os.environ.get('RANK', '0'))
+
+
 def run(args, progress: Optional[RunProgress] = None) -> Dict[str, Any]:
     """``--evaluate`` or training with parsed ``args`` (``progress``: where the run writes, for the caller's
     exit lines). Raises UsageError for bad input."""
     try:
         check_ranges(args, io=True)
-        _setup_logging(int(os.environ.get('RANK', '0')) == 0)
+        _setup_logging(_launch_rank() == 0)
         args.process_notes = list(getattr(args, 'notes', ())) + timm_options.apply_process_options(args)
         if args.evaluate:
             return evaluate(args)
@@ -270,7 +275,7 @@ def _report(line: str) -> None:
     flags, a non-finite loss), waits for torchrun to stop it when rank 0 exits: exiting first, it would make
     torchrun stop rank 0 (still importing, say) before rank 0 printed anything. A rank still running after
     ``RANK_WAIT_S`` failed on its own and prints the line itself, naming its rank."""
-    rank = int(os.environ.get('RANK', '0'))
+    rank = _launch_rank()
     if rank == 0:
         print(line, file=sys.stderr)
         return
@@ -284,7 +289,6 @@ def _report(line: str) -> None:
 def main(argv=None) -> int:
     """Command line entry (train.py, ``python -m timm_mixplug.train.engine``): 0 on success, 2 on bad input, 1 when
     the loss became NaN / inf, 130 on Ctrl-C, 143 on SIGTERM; each failure prints one ``train.py: ...`` line."""
-    primary = int(os.environ.get('RANK', '0')) == 0  # under torchrun: one error line, from rank 0
     progress = RunProgress()
 
     def on_sigterm(signum, frame):
@@ -315,7 +319,7 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt as e:
         term = isinstance(e, Terminated)
-        if primary:
+        if _launch_rank() == 0:  # under torchrun: one line, from rank 0
             print(interrupted_message(progress, argv, 'terminated (SIGTERM)' if term else 'interrupted'),
                   file=sys.stderr)
         return 143 if term else 130
