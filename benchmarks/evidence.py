@@ -5,6 +5,7 @@ with ``python -m timm_mixplug compare`` (3 seeds, paired deltas with 95 % interv
     python benchmarks/evidence.py --report                                 # tables of everything finished
     python benchmarks/evidence.py --data ../shared/data --regimes aug_long --seeds 0,1,2,3,4,5,6,7   # 8 seeds
     python benchmarks/evidence.py --data ../shared/data --regimes aug_long --seeds 0,1,2,3,4,5,6,7 --methods bcplus
+    python benchmarks/evidence.py --data ../shared/data --regimes aug_long --fp32 --test10k   # final weights, 10,000 images
 
 Development data: ``--data`` is the CIFAR-10 folder of this project's development layout (``cifar10_train_subset10k``,
 1,000 training images per class, and ``cifar10_test``); substitute any folder with those two npz files.
@@ -37,11 +38,14 @@ sitting continues where this one stopped and the tables can be rebuilt without t
 ``benchmarks/evidence/cuda/<regime>/``): a regime's runs are never a mix of devices; there every run evaluates on
 all 10,000 CIFAR-10 test images (``test10k``) and warms up for at least 5 epochs, stepped every update
 (``--sched-on-updates``: no run starts with a jump in the learning rate). ``--fp32`` drops the bf16 autocast (for a CPU without native bf16),
-its runs kept apart the same way (``benchmarks/evidence/fp32/<regime>/``).
+its runs kept apart the same way (``benchmarks/evidence/fp32/<regime>/``). ``--test10k`` trains nothing: it
+evaluates the final weights of the finished CPU runs whose run folders are still there on all 10,000 test images
+(``test10k.json`` beside their results; ``--report`` writes ``test10k.md``, the primary comparison on them).
 """
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -134,6 +138,11 @@ def _accelerator_setup(flags):
     return out + ['--sched-on-updates']
 
 
+def _kept(regime: str, variant: str) -> Path:
+    """The committed folder of a regime's runs of one variant ('' for CPU + bf16)."""
+    return KEEP / variant / regime if variant else KEEP / regime
+
+
 def _committed(sources, methods):
     """The committed result files (``<method>-s<seed>.json``) of these methods in these folders."""
     return sorted(f for src in sources for f in src.glob('*-s*.json') if f.name.rsplit('-s', 1)[0] in methods)
@@ -148,8 +157,7 @@ def compare(regime: str, data: Path, out: Path, report_only: bool, baseline=None
         flags = _accelerator_setup(flags) + ['--device', device]
     if fp32:
         flags = [f for f in flags if f not in ('--amp', '--amp-dtype', 'bfloat16')]
-    variant = _variant(device, fp32)
-    keep = KEEP / variant / regime if variant else KEEP / regime
+    keep = _kept(regime, _variant(device, fp32))
     results = out / regime / 'results'
     committed = _committed([keep] + ([keep.parent / REUSE[regime]] if regime in REUSE else []), methods)
     for f in committed:  # not trained again
@@ -252,6 +260,56 @@ def primary_table() -> str:
     return '\n'.join(rows) + '\n'
 
 
+TEST10K = 'test10k.json'  # in a kept folder: run name -> top-1 of its final weights on all 10,000 test images
+
+
+def eval_test10k(regime: str, out: Path, keep: Path) -> int:
+    """Evaluate the final weights (``last.safetensors``) of each kept run of ``regime`` whose run folder is still
+    under ``out`` on all 10,000 CIFAR-10 test images (the CPU runs validate on 3,000), once per run, into
+    ``keep/test10k.json``. Returns 1 (after one line) where an evaluation fails, else 0."""
+    path = keep / TEST10K
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    for f in sorted(keep.glob('*-s*.json')):
+        weights = out / regime / 'runs' / f.stem / 'last.safetensors'
+        if f.stem in done or not weights.is_file():
+            continue
+        cmd = [sys.executable, '-m', 'timm_mixplug', 'validate', '--resume', str(weights), '--val-split', 'test10k',
+               '--workers', '0', '--threads', '1']
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        m = re.search(r'Eval: loss: \S+\s+top1: (\d+\.\d+)', res.stdout + res.stderr)
+        if res.returncode or not m:
+            last = (res.stderr.strip().splitlines() or ['no output'])[-1]
+            print(f'evidence.py: evaluating {weights} on test10k failed: {last}', file=sys.stderr)
+            return 1
+        done[f.stem] = float(m.group(1))
+        path.write_text(json.dumps(dict(sorted(done.items())), indent=1) + '\n')
+        print(f'evidence.py: {regime}/{f.stem}: top-1 {done[f.stem]:.2f} % on all 10,000 test images', flush=True)
+    return 0
+
+
+def test10k_table(folder: Path, regime: str) -> str:
+    """The primary comparisons of ``regime`` on all 10,000 test images, from ``folder/test10k.json`` (the runs'
+    final weights), beside the same seeds' difference on the 3,000 images they validated on."""
+    tops = json.loads((folder / TEST10K).read_text())
+    rows = ['| comparison (regime) | seeds | mean Δ, 10,000 images | 95 % interval | per seed | mean Δ, 3,000 images '
+            '(same seeds) |', '|---|---|---|---|---|---|']
+    for label, reg, method, base, shot in PRIMARY:
+        if reg != regime or shot:
+            continue
+        on = {m: {int(k.rsplit('-s', 1)[1]): v for k, v in tops.items() if k.rsplit('-s', 1)[0] == m}
+              for m in (method, base)}
+        delta = paired_delta(on[method], on[base])
+        if delta['n'] < 2:
+            continue
+        finals = {m: {s: json.loads((folder / f'{m}-s{s}.json').read_text())['final'] for s in delta['seeds']}
+                  for m in (method, base)}
+        lo, hi = delta['ci95']
+        rows.append(f'| {label} (`{regime}`) | {", ".join(map(str, delta["seeds"]))} | {_signed(delta["mean"])} | '
+                    f'[{_signed(lo)}, {_signed(hi)}] | {", ".join(map(_signed, delta["values"]))} | '
+                    f'{_signed(paired_delta(finals[method], finals[base])["mean"])} |')
+    return '\n'.join(rows) + '\n'
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data', help='folder with cifar10_train_subset10k.npz and cifar10_test.npz (not needed with '
@@ -272,6 +330,9 @@ def main(argv=None) -> int:
     p.add_argument('--fp32', action='store_true',
                    help='train without bf16 autocast (a CPU without native bf16 emulates it, about 16x slower); '
                         'the results are kept apart, in benchmarks/evidence/fp32/<regime>')
+    p.add_argument('--test10k', action='store_true',
+                   help='no training: evaluate the final weights of the finished runs still under --output on all '
+                        '10,000 test images (once each; kept in benchmarks/evidence/<variant>/<regime>/test10k.json)')
     a = p.parse_args(argv)
     if not a.report:
         if not a.data:
@@ -294,6 +355,8 @@ def main(argv=None) -> int:
     data = Path(os.path.relpath(out / 'data', REPO))  # as the runs record it
     if not a.report:
         make_data(src, data)
+    if a.test10k:
+        return max([eval_test10k(r, out, _kept(r, variant)) for r in regimes] + [0])
     rc = 0
     try:
         for regime in regimes:
@@ -308,6 +371,9 @@ def main(argv=None) -> int:
         return 130
     if a.device == 'cpu':  # both CPU precisions feed README's primary comparisons
         (KEEP / 'primary.md').write_text(primary_table())
+        for folder in [_kept(r, v) for r in regimes for v, _ in POOLED]:
+            if (folder / TEST10K).is_file():
+                (folder / 'test10k.md').write_text(test10k_table(folder, folder.name))
     return rc
 
 

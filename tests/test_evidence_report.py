@@ -87,3 +87,59 @@ def test_primary_table_pools_both_cpu_precisions_pairwise_and_keeps_accelerator_
     assert row[1] == '3 (2 bf16, 1 fp32)'
     assert row[2] == '+1.83'  # (2 + 0.5 + 3) / 3
     assert row[5] == 'bf16: +2.00, +0.50; fp32: +3.00'
+
+
+def test_test10k_evaluates_each_kept_run_once_and_reports_the_primary_comparison(tmp_path, monkeypatch, capsys):
+    """``--test10k``: each kept run whose folder still holds its final weights is evaluated on all 10,000 test
+    images once (validate on test10k); the report pairs the seeds and shows the 3,000-image delta beside."""
+    import json
+    import subprocess
+    keep = tmp_path / 'keep'
+    folder = keep / 'fp32' / 'aug_long'
+    folder.mkdir(parents=True)
+    out = tmp_path / 'out'
+    tops = {('bcplus', 3): (76.87, 76.67), ('ce', 3): (74.73, 74.50), ('bcplus', 4): (76.64, 76.00),
+            ('ce', 4): (75.00, 75.25), ('ce', 5): (74.80, 74.00)}  # (3,000, 10,000); bcplus-s5 has no folder
+    for (method, seed), (final, _) in tops.items():
+        (folder / f'{method}-s{seed}.json').write_text(json.dumps({'seed': seed, 'final': final}))
+        run = out / 'aug_long' / 'runs' / f'{method}-s{seed}'
+        run.mkdir(parents=True)
+        (run / 'last.safetensors').write_bytes(b'')
+    (folder / 'bcplus-s5.json').write_text(json.dumps({'seed': 5, 'final': 75.7}))
+    calls = []
+
+    def validate(cmd, **kw):
+        calls.append(cmd)
+        name = os.path.basename(os.path.dirname(cmd[cmd.index('--resume') + 1]))
+        method, seed = name.rsplit('-s', 1)
+        assert cmd[cmd.index('--val-split') + 1] == 'test10k'
+        return subprocess.CompletedProcess(cmd, 0, f'Eval: loss: 0.7000  top1: {tops[method, int(seed)][1]:.4f}  '
+                                                   'top5: 97.0000\n', '')
+    ev = _evidence(monkeypatch, keep)
+    monkeypatch.setattr(ev.subprocess, 'run', validate)
+    assert ev.eval_test10k('aug_long', out, folder) == 0
+    assert json.loads((folder / 'test10k.json').read_text()) == {
+        f'{m}-s{s}': v[1] for (m, s), v in tops.items()}
+    assert len(calls) == 5 and ev.eval_test10k('aug_long', out, folder) == 0 and len(calls) == 5  # once each
+    row = ev.test10k_table(folder, 'aug_long').splitlines()[2].split(' | ')
+    assert row[1] == '3, 4'  # seed 5 has no BC+ on 10,000 images: unpaired
+    # 10,000 images: (76.67 - 74.50 + 76.00 - 75.25) / 2; t(0.975, 1) = 12.706 times |2.17 - 0.75| / 2 either side
+    assert row[2:] == ['+1.46', '[\u22127.56, +10.48]', '+2.17, +0.75', '+1.89 |']  # 3,000: (2.14 + 1.64) / 2
+
+
+def test_test10k_failure_is_one_line(tmp_path, monkeypatch, capsys):
+    import json
+    import subprocess
+    folder = tmp_path / 'keep' / 'aug_long'
+    folder.mkdir(parents=True)
+    (folder / 'ce-s0.json').write_text(json.dumps({'seed': 0, 'final': 70.0}))
+    run = tmp_path / 'out' / 'aug_long' / 'runs' / 'ce-s0'
+    run.mkdir(parents=True)
+    (run / 'last.safetensors').write_bytes(b'')
+    ev = _evidence(monkeypatch, tmp_path / 'keep')
+    monkeypatch.setattr(ev.subprocess, 'run', lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 2, '', 'train.py: error: --val-split: no test10k.npz in output/evidence/data\n'))
+    assert ev.eval_test10k('aug_long', tmp_path / 'out', folder) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'test10k failed: train.py: error: --val-split' in err[0]
+    assert not (folder / 'test10k.json').exists()
