@@ -143,3 +143,13 @@ def test_test10k_failure_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'test10k failed: train.py: error: --val-split' in err[0]
     assert not (folder / 'test10k.json').exists()
+
+
+def test_committed_test10k_tables_are_the_committed_evaluations(monkeypatch):
+    """Each committed test10k.md is the report of the test10k.json beside it (README quotes it)."""
+    ev = _evidence(monkeypatch, os.path.join(ROOT, 'benchmarks', 'evidence'))
+    from pathlib import Path
+    found = sorted(Path(ROOT, 'benchmarks', 'evidence').glob('**/test10k.json'))
+    assert found
+    for f in found:
+        assert (f.parent / 'test10k.md').read_text() == ev.test10k_table(f.parent, f.parent.name)
