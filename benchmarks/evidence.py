@@ -334,6 +334,9 @@ def main(argv=None) -> int:
                    help='no training: evaluate the final weights of the finished runs still under --output on all '
                         '10,000 test images (once each; kept in benchmarks/evidence/<variant>/<regime>/test10k.json)')
     a = p.parse_args(argv)
+    if a.test10k and (a.report or a.device != 'cpu'):
+        p.error('--test10k evaluates the CPU runs on the data (give --data, not --report); an accelerator\'s runs '
+                'already validate on all 10,000 test images')
     if not a.report:
         if not a.data:
             p.error('--data is required to train (only --report works without it)')

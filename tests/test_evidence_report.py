@@ -127,6 +127,16 @@ def test_test10k_evaluates_each_kept_run_once_and_reports_the_primary_comparison
     assert row[2:] == ['+1.46', '[\u22127.56, +10.48]', '+2.17, +0.75', '+1.89 |']  # 3,000: (2.14 + 1.64) / 2
 
 
+@pytest.mark.parametrize('extra', [['--report'], ['--device', 'cuda', '--data', 'DATA']])
+def test_test10k_with_report_or_an_accelerator_is_one_error(extra, tmp_path, monkeypatch, capsys):
+    ev = _evidence(monkeypatch, tmp_path / 'keep')
+    with pytest.raises(SystemExit) as e:
+        ev.main(['--test10k', '--regimes', 'aug_long', '--output', str(tmp_path / 'out')] + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and '--test10k evaluates the CPU runs' in err[-1]
+    assert not (tmp_path / 'out').exists() and not (tmp_path / 'keep').exists()
+
+
 def test_test10k_failure_is_one_line(tmp_path, monkeypatch, capsys):
     import json
     import subprocess
